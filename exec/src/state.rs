@@ -1,0 +1,300 @@
+//! Account state and its commitment.
+//!
+//! State is a map from [`StateKey`] to [`StateValue`]. Keys and values have a
+//! stable byte encoding ([`StateKey::to_bytes`], [`StateValue::to_bytes`])
+//! that storage persists verbatim, so storage never needs to know what a key
+//! means.
+//!
+//! The state commitment here is an *additive multiset hash*: the root is the
+//! sum, modulo 2^256, of `blake3(key || value)` over every live entry. It is
+//! deterministic, order-independent and O(changed keys) to update, which is
+//! what agreement between validators needs. It gives no inclusion proofs; the
+//! sparse Merkle tree of the storage issue replaces it for that.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::tx::AccountId;
+
+/// A key in the state map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StateKey {
+    Account(AccountId),
+}
+
+/// Encoded key length: a one-byte tag and 32 bytes.
+pub const STATE_KEY_BYTES: usize = 33;
+const TAG_ACCOUNT: u8 = 1;
+
+impl StateKey {
+    pub fn to_bytes(&self) -> [u8; STATE_KEY_BYTES] {
+        let mut out = [0u8; STATE_KEY_BYTES];
+        match self {
+            StateKey::Account(id) => {
+                out[0] = TAG_ACCOUNT;
+                out[1..].copy_from_slice(&id.0);
+            }
+        }
+        out
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<Self, StateDecodeError> {
+        if b.len() != STATE_KEY_BYTES {
+            return Err(StateDecodeError::KeyLength(b.len()));
+        }
+        match b[0] {
+            TAG_ACCOUNT => {
+                let mut id = [0u8; 32];
+                id.copy_from_slice(&b[1..]);
+                Ok(StateKey::Account(AccountId(id)))
+            }
+            t => Err(StateDecodeError::KeyTag(t)),
+        }
+    }
+}
+
+/// An account: spendable balance and the next nonce it must use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Account {
+    pub balance: u64,
+    pub nonce: u64,
+}
+
+impl Account {
+    pub fn is_empty(&self) -> bool {
+        self.balance == 0 && self.nonce == 0
+    }
+}
+
+/// A value in the state map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateValue {
+    Account(Account),
+}
+
+/// Encoded account value: balance u64 LE, nonce u64 LE.
+pub const ACCOUNT_VALUE_BYTES: usize = 16;
+
+impl StateValue {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            StateValue::Account(a) => {
+                let mut out = Vec::with_capacity(ACCOUNT_VALUE_BYTES);
+                out.extend_from_slice(&a.balance.to_le_bytes());
+                out.extend_from_slice(&a.nonce.to_le_bytes());
+                out
+            }
+        }
+    }
+
+    pub fn from_bytes(key: &StateKey, b: &[u8]) -> Result<Self, StateDecodeError> {
+        match key {
+            StateKey::Account(_) => {
+                if b.len() != ACCOUNT_VALUE_BYTES {
+                    return Err(StateDecodeError::ValueLength(b.len()));
+                }
+                let balance = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+                let nonce = u64::from_le_bytes(b[8..16].try_into().expect("8 bytes"));
+                Ok(StateValue::Account(Account { balance, nonce }))
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateDecodeError {
+    #[error("state key must be {STATE_KEY_BYTES} bytes, got {0}")]
+    KeyLength(usize),
+    #[error("unknown state key tag {0}")]
+    KeyTag(u8),
+    #[error("state value has the wrong length {0}")]
+    ValueLength(usize),
+}
+
+/// The state commitment: 32 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct StateRoot(pub [u8; 32]);
+
+impl StateRoot {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for StateRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "root:{}", &self.to_hex()[..12])
+    }
+}
+
+/// 256-bit accumulator, four little-endian u64 limbs.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+struct Acc([u64; 4]);
+
+impl Acc {
+    fn entry_hash(key: &StateKey, value: &StateValue) -> [u64; 4] {
+        let mut h = blake3::Hasher::new();
+        h.update(&key.to_bytes());
+        h.update(&value.to_bytes());
+        let b = h.finalize();
+        let b = b.as_bytes();
+        let mut limbs = [0u64; 4];
+        for (i, l) in limbs.iter_mut().enumerate() {
+            *l = u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        }
+        limbs
+    }
+
+    fn add(&mut self, x: [u64; 4]) {
+        let mut carry = false;
+        for (a, b) in self.0.iter_mut().zip(x) {
+            let (s1, c1) = a.overflowing_add(b);
+            let (s2, c2) = s1.overflowing_add(carry as u64);
+            *a = s2;
+            carry = c1 || c2;
+        }
+    }
+
+    fn sub(&mut self, x: [u64; 4]) {
+        let mut borrow = false;
+        for (a, b) in self.0.iter_mut().zip(x) {
+            let (s1, b1) = a.overflowing_sub(b);
+            let (s2, b2) = s1.overflowing_sub(borrow as u64);
+            *a = s2;
+            borrow = b1 || b2;
+        }
+    }
+
+    fn root(&self) -> StateRoot {
+        let mut out = [0u8; 32];
+        for (i, l) in self.0.iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&l.to_le_bytes());
+        }
+        StateRoot(out)
+    }
+}
+
+/// The full state in memory with its running commitment.
+///
+/// Invariant: `acc` equals the sum of `entry_hash` over `map`, and `map`
+/// holds no empty account (an empty account is the same as an absent one).
+#[derive(Clone, Default)]
+pub struct State {
+    map: HashMap<StateKey, StateValue>,
+    acc: Acc,
+}
+
+impl State {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn account(&self, id: &AccountId) -> Account {
+        match self.map.get(&StateKey::Account(*id)) {
+            Some(StateValue::Account(a)) => *a,
+            None => Account::default(),
+        }
+    }
+
+    pub fn get(&self, key: &StateKey) -> Option<StateValue> {
+        self.map.get(key).copied()
+    }
+
+    /// Sets `key` to `value` (None or an empty account deletes it) and keeps
+    /// the commitment current.
+    pub fn set(&mut self, key: StateKey, value: Option<StateValue>) {
+        let value = value.filter(|v| !matches!(v, StateValue::Account(a) if a.is_empty()));
+        if let Some(old) = self.map.remove(&key) {
+            self.acc.sub(Acc::entry_hash(&key, &old));
+        }
+        if let Some(v) = value {
+            self.acc.add(Acc::entry_hash(&key, &v));
+            self.map.insert(key, v);
+        }
+    }
+
+    /// Loads one persisted entry (storage iterates its state column).
+    pub fn load_entry(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateDecodeError> {
+        let k = StateKey::from_bytes(key)?;
+        let v = StateValue::from_bytes(&k, value)?;
+        self.set(k, Some(v));
+        Ok(())
+    }
+
+    pub fn apply(&mut self, diff: &StateDiff) {
+        for (k, v) in &diff.entries {
+            self.set(*k, *v);
+        }
+    }
+
+    pub fn root(&self) -> StateRoot {
+        self.acc.root()
+    }
+
+    /// Recomputes the commitment from scratch (for tests and replay checks).
+    pub fn recompute_root(&self) -> StateRoot {
+        let mut acc = Acc::default();
+        for (k, v) in &self.map {
+            acc.add(Acc::entry_hash(k, v));
+        }
+        acc.root()
+    }
+
+    /// Iterates all entries in arbitrary order.
+    pub fn iter(&self) -> impl Iterator<Item = (&StateKey, &StateValue)> {
+        self.map.iter()
+    }
+}
+
+/// The writes one block made, sorted by key; `None` deletes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateDiff {
+    pub entries: Vec<(StateKey, Option<StateValue>)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_order_independent_and_incremental() {
+        let mut a = State::new();
+        let mut b = State::new();
+        let ks: Vec<StateKey> = (0..50u8).map(|i| StateKey::Account(AccountId([i; 32]))).collect();
+        for (i, k) in ks.iter().enumerate() {
+            a.set(*k, Some(StateValue::Account(Account { balance: i as u64 + 1, nonce: 0 })));
+        }
+        for (i, k) in ks.iter().enumerate().rev() {
+            b.set(*k, Some(StateValue::Account(Account { balance: 1000, nonce: 3 })));
+            b.set(*k, Some(StateValue::Account(Account { balance: i as u64 + 1, nonce: 0 })));
+        }
+        assert_eq!(a.root(), b.root());
+        assert_eq!(a.root(), a.recompute_root());
+        a.set(ks[3], None);
+        assert_ne!(a.root(), b.root());
+        assert_eq!(a.root(), a.recompute_root());
+        // An empty account is absent.
+        b.set(ks[3], Some(StateValue::Account(Account::default())));
+        assert_eq!(a.root(), b.root());
+        assert_eq!(State::new().root(), StateRoot([0; 32]));
+    }
+
+    #[test]
+    fn encoding_roundtrip_and_errors() {
+        let k = StateKey::Account(AccountId([7; 32]));
+        let v = StateValue::Account(Account { balance: 9, nonce: 2 });
+        assert_eq!(StateKey::from_bytes(&k.to_bytes()), Ok(k));
+        assert_eq!(StateValue::from_bytes(&k, &v.to_bytes()), Ok(v));
+        assert_eq!(StateKey::from_bytes(&[1; 5]), Err(StateDecodeError::KeyLength(5)));
+        assert_eq!(StateKey::from_bytes(&[9; 33]), Err(StateDecodeError::KeyTag(9)));
+        assert_eq!(StateValue::from_bytes(&k, &[0; 3]), Err(StateDecodeError::ValueLength(3)));
+    }
+}

@@ -1,0 +1,1 @@
+//! velox-tuning
