@@ -131,3 +131,29 @@ mod tests {
         assert_eq!(RejectReason::from_code(9999), None);
     }
 }
+
+/// One counter per rejection reason, shared by every stage that rejects.
+#[derive(Default)]
+pub struct RejectCounters {
+    counts: [std::sync::atomic::AtomicU64; RejectReason::ALL.len()],
+}
+
+impl RejectCounters {
+    pub fn add(&self, r: RejectReason) {
+        let i = RejectReason::ALL.iter().position(|x| *x == r).expect("every reason is in ALL");
+        self.counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (reason, count) for every reason, zeros included.
+    pub fn snapshot(&self) -> Vec<(RejectReason, u64)> {
+        RejectReason::ALL
+            .iter()
+            .zip(&self.counts)
+            .map(|(r, c)| (*r, c.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.snapshot().iter().map(|(_, c)| c).sum()
+    }
+}

@@ -1,1 +1,20 @@
-//! velox-net
+//! Networking: QUIC endpoints, wire framing, ingress limits.
+//!
+//! ```text
+//! client ──QUIC (ALPN velox-tx/1)──▶ ingress::serve ──▶ per stream:
+//!     mode byte, then u32-length frames ──FrameDecoder──▶ Tx::decode
+//!        ├─ bad frame / bad tx ─▶ response record (Rejected, reason) + counter
+//!        └─ good tx + Ticket ──Ring<Vec<IngressTx>>──▶ verify tile
+//!   ◀── 48-byte response records, one per frame, answered through Tickets
+//! ```
+//!
+//! The byte layouts are in [`frame`] and docs/protocol.md. TLS setup (rustls,
+//! ring provider, node certificates self-signed with the node's ed25519 key)
+//! is in [`tls`].
+
+pub mod frame;
+pub mod ingress;
+pub mod tls;
+
+pub use frame::{AckMode, Response, Status, ALPN_CLIENT};
+pub use ingress::{IngressClient, IngressCounters, IngressLimits, IngressTx, Ticket};

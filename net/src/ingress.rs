@@ -1,0 +1,313 @@
+//! The client ingress endpoint: QUIC streams of framed transactions in,
+//! response records out.
+//!
+//! Every decoded frame becomes an [`IngressTx`] carrying a [`Ticket`]. A
+//! ticket yields exactly one response record: whoever finishes with the
+//! transaction (verify, pool, commit) calls [`Ticket::respond`]; a ticket
+//! dropped without an answer answers `Rejected(ShuttingDown)` from its
+//! destructor, so a stream never waits forever and nothing is lost silently.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use velox_exec::reason::RejectCounters;
+use velox_exec::tx::{Tx, TxDigest};
+use velox_exec::RejectReason;
+use velox_io::{Ring, TileStats};
+
+use crate::frame::{AckMode, FrameDecoder, FrameError, Response, Status, STREAM_TXS_MAX};
+
+/// Transactions handed to the verify stage per ring item: amortises the ring
+/// hand-off and fills one signature batch.
+pub const INGRESS_BATCH_TXS: usize = 64;
+/// Bytes read from a stream per read call.
+pub const STREAM_READ_BYTES: usize = 64 * 1024;
+
+/// A decoded transaction and the ticket that answers for it.
+pub struct IngressTx {
+    pub tx: Tx,
+    pub ticket: Ticket,
+}
+
+struct StreamReply {
+    mode: AckMode,
+    out: mpsc::UnboundedSender<Response>,
+}
+
+/// The right (and duty) to answer for one frame of one stream.
+pub struct Ticket {
+    index: u32,
+    digest: TxDigest,
+    reply: Option<Arc<StreamReply>>,
+}
+
+impl Ticket {
+    pub fn mode(&self) -> AckMode {
+        self.reply.as_ref().map(|r| r.mode).unwrap_or(AckMode::Admission)
+    }
+    pub fn digest(&self) -> TxDigest {
+        self.digest
+    }
+
+    /// A ticket nobody waits for (transactions that did not come from a
+    /// client stream).
+    pub fn detached(digest: TxDigest) -> Self {
+        Self { index: 0, digest, reply: None }
+    }
+
+    /// Sends this frame's response. The stream may be gone; that is fine.
+    pub fn respond(mut self, status: Status, reason: Option<RejectReason>, commit_index: u64) {
+        if let Some(r) = self.reply.take() {
+            let _ = r.out.send(Response { index: self.index, status, reason, commit_index, digest: self.digest });
+        }
+    }
+
+    pub fn reject(self, reason: RejectReason) {
+        self.respond(Status::Rejected, Some(reason), 0)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(r) = self.reply.take() {
+            let _ = r.out.send(Response::rejected(self.index, self.digest, RejectReason::ShuttingDown, 0));
+        }
+    }
+}
+
+/// Counters of the ingress endpoint.
+#[derive(Default)]
+pub struct IngressCounters {
+    pub connections_accepted: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub streams: AtomicU64,
+    pub frames: AtomicU64,
+    pub bytes: AtomicU64,
+    pub frame_errors: AtomicU64,
+}
+
+/// Limits of the ingress endpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct IngressLimits {
+    /// Open client connections at most; more are refused and counted.
+    pub connections_max: usize,
+}
+
+/// Accepts client connections on `endpoint` until it is closed, sending
+/// decoded transactions into `out`.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    out: Arc<Ring<Vec<IngressTx>>>,
+    limits: IngressLimits,
+    counters: Arc<IngressCounters>,
+    rejects: Arc<RejectCounters>,
+    stats: Arc<TileStats>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        if counters.connections_open.load(Ordering::Relaxed) as usize >= limits.connections_max {
+            counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+            incoming.refuse();
+            continue;
+        }
+        let (out, counters, rejects, stats) = (out.clone(), counters.clone(), rejects.clone(), stats.clone());
+        tokio::task::spawn_local(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "client handshake failed");
+                    return;
+                }
+            };
+            counters.connections_accepted.fetch_add(1, Ordering::Relaxed);
+            counters.connections_open.fetch_add(1, Ordering::Relaxed);
+            let remote = conn.remote_address();
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                counters.streams.fetch_add(1, Ordering::Relaxed);
+                let (out, counters, rejects, stats) = (out.clone(), counters.clone(), rejects.clone(), stats.clone());
+                tokio::task::spawn_local(async move {
+                    if let Err(e) = handle_stream(send, recv, &out, &counters, &rejects, &stats).await {
+                        tracing::debug!(%remote, error = %e, "client stream ended with an error");
+                    }
+                });
+            }
+            counters.connections_open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("read: {0}")]
+    Read(#[from] quinn::ReadError),
+    #[error("read: {0}")]
+    ReadExact(#[from] quinn::ReadExactError),
+    #[error("write: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("framing: {0}")]
+    Frame(#[from] FrameError),
+    #[error("node is shutting down")]
+    Closed,
+}
+
+async fn handle_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    out: &Ring<Vec<IngressTx>>,
+    counters: &IngressCounters,
+    rejects: &RejectCounters,
+    stats: &TileStats,
+) -> Result<(), StreamError> {
+    let mut mode = [0u8; 1];
+    recv.read_exact(&mut mode).await?;
+    let Some(mode) = AckMode::from_u8(mode[0]) else {
+        counters.frame_errors.fetch_add(1, Ordering::Relaxed);
+        let _ = recv.stop(quinn::VarInt::from_u32(1));
+        let _ = send.reset(quinn::VarInt::from_u32(1));
+        return Err(FrameError::BadMode(mode[0]).into());
+    };
+    let (tx_out, mut rx) = mpsc::unbounded_channel();
+    let reply = Arc::new(StreamReply { mode, out: tx_out });
+    let mut decoder = FrameDecoder::new();
+    let mut expected = 0usize;
+    let mut batch: Vec<IngressTx> = Vec::with_capacity(INGRESS_BATCH_TXS);
+    let mut frame_error = None;
+    'read: while let Some(chunk) = recv.read_chunk(STREAM_READ_BYTES, true).await? {
+        counters.bytes.fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+        decoder.extend(&chunk.bytes);
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    let index = expected as u32;
+                    expected += 1;
+                    counters.frames.fetch_add(1, Ordering::Relaxed);
+                    match Tx::decode(&frame) {
+                        Ok(tx) => {
+                            let ticket = Ticket { index, digest: tx.digest(), reply: Some(reply.clone()) };
+                            batch.push(IngressTx { tx, ticket });
+                        }
+                        Err(e) => {
+                            let reason = RejectReason::from(&e);
+                            rejects.add(reason);
+                            let _ = reply.out.send(Response::rejected(index, TxDigest::default(), reason, 0));
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    frame_error = Some(e);
+                    break 'read;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            stats.add_in(batch.len() as u64);
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(INGRESS_BATCH_TXS));
+            let n = full.len() as u64;
+            out.push(full, stats).await.map_err(|_| StreamError::Closed)?;
+            stats.add_out(n);
+        }
+    }
+    if frame_error.is_none() {
+        if let Err(e) = decoder.finish() {
+            frame_error = Some(e);
+        }
+    }
+    if let Some(e) = &frame_error {
+        // One record for the offending frame, then stop reading.
+        counters.frame_errors.fetch_add(1, Ordering::Relaxed);
+        let reason = match e {
+            FrameError::TooLarge { .. } => RejectReason::TooLarge,
+            FrameError::TooManyFrames => RejectReason::TooManyOnStream,
+            _ => RejectReason::Malformed,
+        };
+        rejects.add(reason);
+        let _ = reply.out.send(Response::rejected(expected as u32, TxDigest::default(), reason, 0));
+        expected += 1;
+        let _ = recv.stop(quinn::VarInt::from_u32(2));
+    }
+    debug_assert!(expected <= STREAM_TXS_MAX + 1);
+    drop(reply);
+    let mut written = 0usize;
+    let mut buf = Vec::with_capacity(64 * crate::frame::RESPONSE_BYTES);
+    while written < expected {
+        let Some(r) = rx.recv().await else { break };
+        buf.extend_from_slice(&r.encode());
+        written += 1;
+        while let Ok(r) = rx.try_recv() {
+            buf.extend_from_slice(&r.encode());
+            written += 1;
+        }
+        send.write_all(&buf).await?;
+        buf.clear();
+    }
+    let _ = send.finish();
+    match frame_error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// A client of the ingress protocol (used by the load generator and tests).
+pub struct IngressClient {
+    conn: quinn::Connection,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("write: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("read: {0}")]
+    Read(#[from] quinn::ReadToEndError),
+    #[error("stream closed: {0}")]
+    Closed(#[from] quinn::ClosedStream),
+    #[error("bad response: {0}")]
+    Frame(#[from] FrameError),
+}
+
+impl IngressClient {
+    pub async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr) -> Result<Self, ClientError> {
+        let conn = endpoint.connect(addr, "velox")?.await?;
+        Ok(Self { conn })
+    }
+
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
+    /// Sends raw stream bytes (mode byte and frames, possibly malformed) and
+    /// returns the decoded response records.
+    pub async fn send_raw(&self, bytes: &[u8]) -> Result<Vec<Response>, ClientError> {
+        let (mut send, mut recv) = self.conn.open_bi().await?;
+        send.write_all(bytes).await?;
+        send.finish()?;
+        let data = recv.read_to_end((STREAM_TXS_MAX + 1) * crate::frame::RESPONSE_BYTES).await?;
+        data.chunks(crate::frame::RESPONSE_BYTES).map(|c| Response::decode(c).map_err(Into::into)).collect()
+    }
+
+    /// Submits encoded transactions on one stream; responses sorted by index.
+    pub async fn submit(&self, mode: AckMode, txs: &[&[u8]]) -> Result<Vec<Response>, ClientError> {
+        assert!(txs.len() <= STREAM_TXS_MAX);
+        let mut wire = Vec::with_capacity(1 + txs.iter().map(|t| t.len() + 4).sum::<usize>());
+        wire.push(mode as u8);
+        for t in txs {
+            crate::frame::encode_frame(t, &mut wire);
+        }
+        let mut r = self.send_raw(&wire).await?;
+        r.sort_by_key(|x| x.index);
+        Ok(r)
+    }
+}
+
+/// A client endpoint bound to an ephemeral loopback-or-any port.
+pub fn client_endpoint(pinned_cert: Option<Vec<u8>>) -> Result<quinn::Endpoint, Box<dyn std::error::Error + Send + Sync>> {
+    let mut ep = quinn::Endpoint::client("0.0.0.0:0".parse().expect("valid addr"))?;
+    ep.set_default_client_config(crate::tls::client_config(pinned_cert, crate::frame::ALPN_CLIENT)?);
+    Ok(ep)
+}
