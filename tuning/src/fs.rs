@@ -114,7 +114,8 @@ impl HostFs for DirFs {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(self.path(path))? {
             let name = entry?.file_name().to_string_lossy().into_owned();
-            if name != ".link" {
+            // Fixture bookkeeping (`.link`, `.keep`); /proc and /sys have no dotfiles.
+            if !name.starts_with('.') {
                 names.push(name);
             }
         }

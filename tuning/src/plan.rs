@@ -635,6 +635,7 @@ pub fn plan(topo: &Topology, cores: usize) -> Result<Plan, PlanError> {
                 layout.cores_mut(*k).push(siblings[slot_of(i)]);
             }
             idle_cpus = siblings[slots..].to_vec();
+            idle_cpus.sort_unstable();
             why.push(format!(
                 "SMT: hot tiles (net, verify, exec) own their physical cores; mempool, \
                  consensus and storage run on sibling threads {} (light: {} per \

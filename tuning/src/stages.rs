@@ -485,7 +485,10 @@ fn finish(ctx: &Ctx, before: &StageCheck, changes: Vec<String>, errors: Vec<Stri
     } else {
         (
             ApplyOutcome::Failed,
-            format!("still {}: {}", after.status, after.current),
+            format!(
+                "still {}: {} (fix by hand: {})",
+                after.status, after.current, before.fix
+            ),
         )
     };
     done(before.stage, outcome, changes, &detail)
@@ -600,7 +603,7 @@ fn check_io_uring(ctx: &Ctx) -> (Status, String, String, String) {
         .read("proc/sys/kernel/io_uring_disabled")
         .ok()
         .and_then(|t| t.trim().parse().ok());
-    let wanted = "io_uring_setup succeeds, kernel.io_uring_disabled=0".to_string();
+    let wanted = "ring setup works, io_uring_disabled=0".to_string();
     let fix = "sysctl -w kernel.io_uring_disabled=0 (and allow io_uring_setup in the \
                container's seccomp profile); without io_uring the node falls back to a \
                tokio current-thread reactor per core"
@@ -652,7 +655,12 @@ fn read_sysctl(fs: &dyn HostFs, key: &str) -> Option<u64> {
 }
 
 /// Check a group of numeric sysctls against minimums.
-fn check_sysctls(ctx: &Ctx, want: &[(&str, u64)]) -> (Status, String, String, String) {
+fn check_sysctls(
+    ctx: &Ctx,
+    want: &[(&str, u64)],
+    wanted: &str,
+    show: fn(u64) -> String,
+) -> (Status, String, String, String) {
     let mut current = Vec::new();
     let (mut ok, mut readable) = (0, 0);
     for &(key, min) in want {
@@ -661,16 +669,12 @@ fn check_sysctls(ctx: &Ctx, want: &[(&str, u64)]) -> (Status, String, String, St
             Some(v) => {
                 readable += 1;
                 ok += usize::from(v >= min);
-                current.push(format!("{short}={v}"));
+                current.push(format!("{short}={}", show(v)));
             }
             None => current.push(format!("{short}=absent")),
         }
     }
-    let wanted = want
-        .iter()
-        .map(|(k, v)| format!("{}>={v}", k.rsplit('.').next().unwrap_or(k)))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let wanted = wanted.to_string();
     let fix = want
         .iter()
         .map(|(k, v)| format!("sysctl -w {k}={v}"))
@@ -720,13 +724,19 @@ const BUSY_POLL: [(&str, u64); 2] = [
 ];
 
 fn check_udp_buffers(ctx: &Ctx) -> (Status, String, String, String) {
-    check_sysctls(ctx, &UDP_BUFFERS)
+    let wanted = format!(
+        "max >= {}, default >= {}",
+        parse::human_bytes(SOCKET_BUFFER_MAX_BYTES),
+        parse::human_bytes(SOCKET_BUFFER_DEFAULT_BYTES)
+    );
+    check_sysctls(ctx, &UDP_BUFFERS, &wanted, parse::human_bytes)
 }
 fn apply_udp_buffers(ctx: &Ctx, before: &StageCheck) -> StageApply {
     apply_sysctls(ctx, before, &UDP_BUFFERS)
 }
 fn check_busy_poll(ctx: &Ctx) -> (Status, String, String, String) {
-    check_sysctls(ctx, &BUSY_POLL)
+    let wanted = format!("both >= {BUSY_POLL_US} us");
+    check_sysctls(ctx, &BUSY_POLL, &wanted, |v| v.to_string())
 }
 fn apply_busy_poll(ctx: &Ctx, before: &StageCheck) -> StageApply {
     apply_sysctls(ctx, before, &BUSY_POLL)
@@ -767,7 +777,7 @@ fn apply_thp(ctx: &Ctx, before: &StageCheck) -> StageApply {
 }
 
 fn check_hugepages(ctx: &Ctx) -> (Status, String, String, String) {
-    let wanted = "HugePages_Total > 0 (optional)".to_string();
+    let wanted = "> 0 pages (optional)".to_string();
     let fix = "sysctl -w vm.nr_hugepages=N reserves N pages of Hugepagesize RAM for the \
                allocator; a capacity decision, not applied automatically"
         .to_string();
@@ -793,7 +803,7 @@ fn governor_path(cpu: usize) -> String {
 }
 
 fn check_governor(ctx: &Ctx) -> (Status, String, String, String) {
-    let wanted = "performance on every CPU".to_string();
+    let wanted = "performance on all CPUs".to_string();
     let fix = "cpupower frequency-set -g performance (or echo performance > \
                /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor)"
         .to_string();
@@ -859,9 +869,20 @@ fn apply_governor(ctx: &Ctx, before: &StageCheck) -> StageApply {
 
 // -------------------------------------------------------------- isolation
 
-/// CPUs to isolate: the layout's cores if known, else every CPU but the
-/// physical core of CPU 0 (left to the OS, interrupts and housekeeping).
+/// CPUs to isolate: the hot tiles' cores and their SMT siblings if known,
+/// else every CPU but the physical core of CPU 0 (left to the OS,
+/// interrupts and housekeeping).
 fn isolation_target(ctx: &Ctx) -> Vec<usize> {
+    if !ctx.hot.is_empty() {
+        let mut v: Vec<usize> = ctx
+            .hot
+            .iter()
+            .flat_map(|&(_, c)| ctx.topo.cpu(c).map_or(vec![c], |cpu| cpu.siblings.clone()))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        return v;
+    }
     let house: Vec<usize> = ctx
         .topo
         .cpus
@@ -883,7 +904,14 @@ pub fn isolation_cmdline(cpus: &[usize]) -> String {
 
 fn check_isolation(ctx: &Ctx) -> (Status, String, String, String) {
     let target = isolation_target(ctx);
-    let wanted = format!("isolated+nohz_full {}", parse::format_cpulist(&target));
+    let wanted = if ctx.hot.is_empty() {
+        format!(
+            "isolcpus+nohz_full (e.g. {})",
+            parse::format_cpulist(&target)
+        )
+    } else {
+        format!("isolcpus+nohz_full >= {}", parse::format_cpulist(&target))
+    };
     let fix = format!(
         "add `{}` to GRUB_CMDLINE_LINUX in /etc/default/grub, update-grub, reboot \
          (irqaffinity= keeps stray interrupts on the housekeeping core; \
@@ -920,7 +948,7 @@ fn check_isolation(ctx: &Ctx) -> (Status, String, String, String) {
         .hot
         .iter()
         .map(|&(_, c)| c)
-        .filter(|c| !iso.contains(c))
+        .filter(|c| !iso.contains(c) || !nohz.contains(c))
         .collect();
     let status = if iso.is_empty() && nohz.is_empty() {
         Status::NotConfigured
@@ -932,8 +960,7 @@ fn check_isolation(ctx: &Ctx) -> (Status, String, String, String) {
     (status, current, wanted, fix)
 }
 
-fn apply_isolation(ctx: &Ctx, before: &StageCheck) -> StageApply {
-    let _ = ctx;
+fn apply_isolation(_ctx: &Ctx, before: &StageCheck) -> StageApply {
     done(before.stage, ApplyOutcome::NeedsReboot, vec![], &before.fix)
 }
 
@@ -1060,7 +1087,7 @@ fn apply_irq_affinity(ctx: &Ctx, before: &StageCheck) -> StageApply {
 // -------------------------------------------------------------------- smt
 
 fn check_smt(ctx: &Ctx) -> (Status, String, String, String) {
-    let wanted = "no two hot tiles (net, verify, exec) on SMT siblings".to_string();
+    let wanted = "hot tiles on distinct physical cores".to_string();
     let fix = "move one tile of each pair to another physical core (`velox tune plan` \
                keeps them apart), or turn SMT off: echo off > /sys/devices/system/cpu/smt/control"
         .to_string();
