@@ -140,3 +140,17 @@ fn smt_stage_flags_hot_tiles_on_siblings() {
         Status::Partial
     );
 }
+
+#[test]
+fn the_real_host_can_be_checked_without_privileges() {
+    // Environment-dependent values, so only the shape is asserted.
+    let fs = velox_tuning::RealFs::new();
+    let r = run_check(&fs, &[0]);
+    assert_eq!(r.stages.len(), STAGES.len());
+    assert!(r.stages.iter().all(|s| !s.current.is_empty()));
+    assert!(r.render_table().lines().count() > STAGES.len());
+    let topo = Topology::detect(&fs);
+    assert!(!topo.cpus.is_empty());
+    let p = plan(&topo, 1).unwrap();
+    velox_tuning::validate_layout(&p.layout, &topo).unwrap();
+}
