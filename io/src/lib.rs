@@ -1,7 +1,7 @@
 //! Thread-per-core plumbing: pinned reactors, bounded rings, tile counters.
 //!
 //! ```text
-//!  [layout] ──▶ Layout::validate ──▶ one Reactor per tile, pinned to its core
+//!  [layout] (velox-tuning) ──▶ one Reactor per tile, pinned to its core
 //!                                     (tiles listed on the same core share it)
 //!
 //!   reactor(net,0) ──Ring──▶ reactor(verify,1) ──Ring──▶ reactor(mempool,0) ...
@@ -22,12 +22,11 @@
 //! `ArrayQueue`), with async wake-ups on both ends so an idle tile sleeps
 //! instead of spinning and a full ring pushes back on its producer.
 
-pub mod layout;
+pub mod process;
 pub mod reactor;
 pub mod ring;
 pub mod stats;
 
-pub use layout::{Layout, LayoutError, TileKind};
 pub use reactor::{io_uring_available, spawn_reactor, ReactorFlavor, ReactorHandle};
 pub use ring::Ring;
 pub use stats::{TileRegistry, TileStats};

@@ -157,6 +157,22 @@ impl<T> Ring<T> {
         n
     }
 
+    /// Waits until the ring has room for at least one item (or is closed).
+    pub async fn wait_for_room(&self) {
+        loop {
+            if self.queue.len() < self.queue.capacity() || self.is_closed() {
+                return;
+            }
+            let notified = self.not_full.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.queue.len() < self.queue.capacity() || self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Closes the ring: pushes fail, pops drain what is left then end.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);

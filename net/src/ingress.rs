@@ -265,6 +265,8 @@ pub enum ClientError {
     Write(#[from] quinn::WriteError),
     #[error("read: {0}")]
     Read(#[from] quinn::ReadToEndError),
+    #[error("read: {0}")]
+    ReadChunk(#[from] quinn::ReadError),
     #[error("stream closed: {0}")]
     Closed(#[from] quinn::ClosedStream),
     #[error("bad response: {0}")]
@@ -289,6 +291,43 @@ impl IngressClient {
         send.finish()?;
         let data = recv.read_to_end((STREAM_TXS_MAX + 1) * crate::frame::RESPONSE_BYTES).await?;
         data.chunks(crate::frame::RESPONSE_BYTES).map(|c| Response::decode(c).map_err(Into::into)).collect()
+    }
+
+    /// Submits on one stream and calls `on_response` for each record as it
+    /// arrives (records come in commit order, not frame order). Returns the
+    /// number of records received.
+    pub async fn submit_streaming(
+        &self,
+        mode: AckMode,
+        txs: &[&[u8]],
+        mut on_response: impl FnMut(Response),
+    ) -> Result<usize, ClientError> {
+        assert!(txs.len() <= STREAM_TXS_MAX);
+        let mut wire = Vec::with_capacity(1 + txs.iter().map(|t| t.len() + 4).sum::<usize>());
+        wire.push(mode as u8);
+        for t in txs {
+            crate::frame::encode_frame(t, &mut wire);
+        }
+        let (mut send, mut recv) = self.conn.open_bi().await?;
+        send.write_all(&wire).await?;
+        send.finish()?;
+        let mut buf: Vec<u8> = Vec::with_capacity(crate::frame::RESPONSE_BYTES * 64);
+        let mut n = 0;
+        loop {
+            let chunk = recv.read_chunk(64 * 1024, true).await?;
+            let Some(chunk) = chunk else { break };
+            buf.extend_from_slice(&chunk.bytes);
+            let whole = buf.len() / crate::frame::RESPONSE_BYTES * crate::frame::RESPONSE_BYTES;
+            for rec in buf[..whole].chunks(crate::frame::RESPONSE_BYTES) {
+                on_response(Response::decode(rec)?);
+                n += 1;
+            }
+            buf.drain(..whole);
+        }
+        if !buf.is_empty() {
+            return Err(FrameError::BadResponse.into());
+        }
+        Ok(n)
     }
 
     /// Submits encoded transactions on one stream; responses sorted by index.

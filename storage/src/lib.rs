@@ -1,1 +1,83 @@
-//! velox-storage
+//! Durable storage: a key-value [`Store`] with atomic write batches, and the
+//! chain layout on top of it ([`chain::ChainStore`]).
+//!
+//! ```text
+//!  exec output ──▶ ChainStore::commit ──▶ one WriteBatch:
+//!                     blocks[index]       = encoded block (its transactions)
+//!                     txs[digest]         = (commit index, position, status)
+//!                     state[key]          = value (or delete)
+//!                     meta["last_commit"] = (index, state root, timestamp)
+//!                  ──▶ Store::write (RocksDB, WAL on) ──▶ durable ──▶ acknowledged
+//! ```
+//!
+//! A commit is *acknowledged* (clients told, pool settled) only after its
+//! write batch returned from the store: with the WAL on, it then survives a
+//! process crash; with `sync_writes` it also survives power loss.
+
+pub mod chain;
+pub mod mem;
+pub mod rocks;
+
+pub use chain::{BlockRecord, ChainStore, CommitMeta, TxLocation};
+pub use mem::MemStore;
+pub use rocks::RocksStore;
+
+/// Column families (key spaces).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cf {
+    Blocks,
+    Txs,
+    State,
+    Meta,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 4] = [Cf::Blocks, Cf::Txs, Cf::State, Cf::Meta];
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Blocks => "blocks",
+            Cf::Txs => "txs",
+            Cf::State => "state",
+            Cf::Meta => "meta",
+        }
+    }
+}
+
+/// An atomic group of writes.
+#[derive(Default, Debug, Clone)]
+pub struct WriteBatch {
+    pub ops: Vec<(Cf, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl WriteBatch {
+    pub fn put(&mut self, cf: Cf, k: impl Into<Vec<u8>>, v: impl Into<Vec<u8>>) {
+        self.ops.push((cf, k.into(), Some(v.into())));
+    }
+    pub fn delete(&mut self, cf: Cf, k: impl Into<Vec<u8>>) {
+        self.ops.push((cf, k.into(), None));
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("corrupt record in {cf} at key {key}: {what}")]
+    Corrupt { cf: &'static str, key: String, what: String },
+    #[error(
+        "data directory {dir} holds chain {found}, but the configuration is for chain {expected}; \
+         point data_dir at an empty directory or at this chain's data"
+    )]
+    WrongChain { dir: String, found: String, expected: String },
+}
+
+/// A key-value store with atomic batches. Implementations are thread-safe;
+/// calls block, so they run on the storage tile (or a blocking pool), never
+/// on a reactor that serves the network.
+pub trait Store: Send + Sync {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Applies every op of `batch` or none.
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Visits every entry of `cf` in key order without loading them all.
+    fn for_each(&self, cf: Cf, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError>;
+}

@@ -20,7 +20,8 @@
 //! - Host setup is a list of idempotent stages (STYLE.md §6). `check`
 //!   needs no privileges and reports OK / PARTIAL / NOT CONFIGURED /
 //!   SKIPPED with the current value, the wanted value and the fix. Only
-//!   `memlock` is required (the node refuses to start below 64 MiB); the
+//!   `memlock` is required (`velox tune check` fails below 64 MiB; the node
+//!   starts anyway and logs it); the
 //!   others degrade performance, not correctness (without io_uring the
 //!   node falls back to a tokio reactor per core).
 //! - `apply` writes sysctls, THP mode, the governor, NIC IRQ affinity and
@@ -42,6 +43,7 @@ pub use fs::{DirFs, HostFs, MemlockLimit, RealFs};
 pub use parse::{cpulist as parse_cpulist, format_cpulist};
 pub use plan::{
     plan, validate_layout, Layout, LayoutError, Plan, PlanError, TileKind, EXEC_TILES_MAX,
+    TILES_PER_KIND_MAX,
 };
 pub use stages::{
     isolation_cmdline, run_apply, run_apply_with, run_check, run_check_layout, ApplyOutcome,

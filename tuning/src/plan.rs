@@ -26,6 +26,10 @@ use serde::{Deserialize, Serialize};
 use crate::parse;
 use crate::topology::Topology;
 
+/// Upper bound on tiles of one kind: one per core of the largest machines
+/// planned for, so that a typo like `verify = [0,0,...]` is caught.
+pub const TILES_PER_KIND_MAX: usize = 256;
+
 /// A kind of tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TileKind {
@@ -63,6 +67,16 @@ impl TileKind {
             TileKind::Consensus => "consensus",
             TileKind::Exec => "exec",
             TileKind::Storage => "storage",
+        }
+    }
+
+    /// Most tiles of this kind the node runs. Mempool, consensus and storage
+    /// own single-writer state (the pool, the DAG, the database's commit
+    /// order), so they run exactly one tile.
+    pub fn tiles_max(self) -> usize {
+        match self {
+            TileKind::Mempool | TileKind::Consensus | TileKind::Storage => 1,
+            TileKind::Net | TileKind::Verify | TileKind::Exec => TILES_PER_KIND_MAX,
         }
     }
 
@@ -204,6 +218,16 @@ pub enum LayoutError {
         /// The machine's online CPUs as a CPU list.
         online: String,
     },
+    /// A kind lists more cores than it can have tiles.
+    #[error("layout.{kind} lists {count} cores; it runs at most {max} tile(s), so list at most {max}")]
+    TooMany {
+        /// The kind.
+        kind: TileKind,
+        /// Cores listed.
+        count: usize,
+        /// Tiles allowed.
+        max: usize,
+    },
     /// A kind lists no core.
     #[error("layout.{kind} lists no core; every tile kind needs one (for example `{kind} = [0]`)")]
     EmptyKind {
@@ -234,6 +258,9 @@ pub fn validate_layout(layout: &Layout, topo: &Topology) -> Result<(), LayoutErr
         let cores = layout.cores(kind);
         if cores.is_empty() {
             return Err(LayoutError::EmptyKind { kind });
+        }
+        if cores.len() > kind.tiles_max() {
+            return Err(LayoutError::TooMany { kind, count: cores.len(), max: kind.tiles_max() });
         }
         let mut seen = BTreeSet::new();
         for &core in cores {

@@ -79,7 +79,8 @@ impl fmt::Display for Status {
 pub struct StageCheck {
     /// Stage name, as `velox tune apply STAGE` takes it.
     pub stage: &'static str,
-    /// Whether the node must not start while this stage fails.
+    /// Whether `velox tune check` fails (exit 1) while this stage fails. The
+    /// node itself only logs findings at start; it refuses bad layouts only.
     pub required: bool,
     /// What was found.
     pub status: Status,
@@ -149,7 +150,7 @@ impl CheckReport {
             out.push_str("required stages: OK\n");
         } else {
             out.push_str(&format!(
-                "required stages FAILED: {} (the node refuses to start)\n",
+                "required stages FAILED: {} (the node starts, but runs below its design point; fix these first)\n",
                 failed.join(", ")
             ));
         }

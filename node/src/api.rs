@@ -1,0 +1,178 @@
+//! HTTP query API, health and Prometheus metrics.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /health` | `{"status":"ok"}` |
+//! | `GET /status` | chain head, pool gauges, tiles |
+//! | `GET /account/{hex}` | committed balance and nonce |
+//! | `GET /tx/{hex}` | pending / committed in block N / rejected: reason / unknown |
+//! | `GET /metrics` | Prometheus text exposition (docs/metrics.md) |
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use velox_exec::{AccountId, TxDigest};
+
+use crate::pipeline::PoolQuery;
+use crate::run::NodeHandle;
+
+pub fn router(node: Arc<NodeHandle>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/status", get(status))
+        .route("/account/{id}", get(account))
+        .route("/tx/{digest}", get(tx_status))
+        .route("/metrics", get(metrics))
+        .with_state(node)
+}
+
+fn error(code: StatusCode, msg: String) -> Response {
+    (code, Json(json!({"error": msg}))).into_response()
+}
+
+async fn status(State(n): State<Arc<NodeHandle>>) -> Json<serde_json::Value> {
+    let (index, root) = n.shared.status.head();
+    let p = &n.shared.pool;
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "chain_id": n.shared.chain_id,
+        "validator": n.validator,
+        "commit_index": index,
+        "state_root": root.to_hex(),
+        "txs_committed": n.shared.status.txs_total.load(Ordering::Relaxed),
+        "mempool_txs": p.txs.load(Ordering::Relaxed),
+        "mempool_bytes": p.bytes.load(Ordering::Relaxed),
+        "in_flight_txs": p.in_flight.load(Ordering::Relaxed),
+        "uptime_s": n.started.elapsed().as_secs_f64(),
+        "reactor": n.reactor_flavor,
+        "layout": serde_json::to_value(&n.layout).unwrap_or_default(),
+    }))
+}
+
+async fn account(State(n): State<Arc<NodeHandle>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = AccountId::from_hex(&id) else {
+        return error(StatusCode::BAD_REQUEST, "account must be 64 hex characters (an ed25519 public key)".into());
+    };
+    let chain = n.shared.chain.clone();
+    let head = n.shared.status.index.load(Ordering::Acquire);
+    match tokio::task::spawn_blocking(move || chain.account(&id)).await {
+        Ok(Ok(a)) => Json(json!({
+            "account": id.to_hex(), "balance": a.balance, "nonce": a.nonce, "commit_index": head
+        }))
+        .into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn tx_status(State(n): State<Arc<NodeHandle>>, Path(d): Path<String>) -> Response {
+    let Ok(digest) = TxDigest::from_hex(&d) else {
+        return error(StatusCode::BAD_REQUEST, "digest must be 64 hex characters".into());
+    };
+    let chain = n.shared.chain.clone();
+    let stored = match tokio::task::spawn_blocking(move || chain.tx_location(&digest)).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    if let Some(l) = stored {
+        return match l.outcome {
+            Ok(()) => Json(json!({"digest": d, "status": "committed", "commit_index": l.index, "position": l.position})),
+            Err(r) => Json(json!({"digest": d, "status": "rejected", "reason": r.label(), "code": r.code(),
+                "commit_index": l.index, "position": l.position})),
+        }
+        .into_response();
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let pending = match n.queries.try_push(PoolQuery { digest, reply: tx }) {
+        Ok(()) => rx.await.unwrap_or(false),
+        Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "mempool query queue full; retry".into()),
+    };
+    if pending {
+        return Json(json!({"digest": d, "status": "pending"})).into_response();
+    }
+    if let Some(r) = n.shared.recent_rejects.get(&digest) {
+        return Json(json!({"digest": d, "status": "rejected", "reason": r.label(), "code": r.code()})).into_response();
+    }
+    (StatusCode::NOT_FOUND, Json(json!({"digest": d, "status": "unknown"}))).into_response()
+}
+
+async fn metrics(State(n): State<Arc<NodeHandle>>) -> Response {
+    let body = render_metrics(&n);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Writes one metric family header.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The Prometheus text exposition of every node metric.
+pub fn render_metrics(n: &NodeHandle) -> String {
+    let mut o = String::with_capacity(8192);
+    let tiles = n.registry.sample();
+    let lbl = |t: &velox_io::stats::TileReport| {
+        format!("tile=\"{}\",index=\"{}\",core=\"{}\"", t.snap.kind, t.snap.index, t.snap.core)
+    };
+    type TileField = fn(&velox_io::stats::TileReport) -> f64;
+    let tile_families: [(&str, &str, &str, TileField); 8] = [
+        ("velox_tile_busy_ratio", "gauge", "Fraction of the last interval the tile spent working.", |t| t.busy_ratio),
+        ("velox_tile_backpressure_ratio", "gauge", "Fraction of the last interval the tile waited on a full output ring.", |t| t.backpressure_ratio),
+        ("velox_tile_busy_seconds_total", "counter", "Time the tile spent working.", |t| t.snap.busy_ns as f64 / 1e9),
+        ("velox_tile_backpressure_seconds_total", "counter", "Time the tile waited on a full output ring.", |t| t.snap.backpressure_ns as f64 / 1e9),
+        ("velox_tile_items_in_total", "counter", "Items (transactions) the tile took in.", |t| t.snap.items_in as f64),
+        ("velox_tile_items_out_total", "counter", "Items (transactions) the tile passed on.", |t| t.snap.items_out as f64),
+        ("velox_tile_drops_total", "counter", "Items the tile dropped without passing on or answering.", |t| t.snap.drops as f64),
+        ("velox_tile_queue_depth", "gauge", "Items waiting in the tile's input ring.", |t| t.snap.queue_depth as f64),
+    ];
+    for (name, kind, help, f) in tile_families {
+        family(&mut o, name, kind, help);
+        for t in &tiles {
+            let _ = writeln!(o, "{name}{{{}}} {}", lbl(t), f(t));
+        }
+    }
+    let s = &n.shared;
+    let (index, _) = s.status.head();
+    let gauges: [(&str, &str, &str, f64); 9] = [
+        ("velox_commit_index", "gauge", "Index of the last durable commit.", index as f64),
+        ("velox_committed_txs_total", "counter", "Transactions committed and executed successfully.", s.status.txs_total.load(Ordering::Relaxed) as f64),
+        ("velox_blocks_committed_total", "counter", "Commits written since start.", s.status.blocks.load(Ordering::Relaxed) as f64),
+        ("velox_mempool_txs", "gauge", "Transactions pending in the pool.", s.pool.txs.load(Ordering::Relaxed) as f64),
+        ("velox_mempool_bytes", "gauge", "Bytes held by pending transactions.", s.pool.bytes.load(Ordering::Relaxed) as f64),
+        ("velox_mempool_in_flight_txs", "gauge", "Transactions in blocks not yet durable.", s.pool.in_flight.load(Ordering::Relaxed) as f64),
+        ("velox_commit_latency_seconds_sum", "counter", "Sum of block-cut-to-durable latencies.", s.commit_latency_ns.load(Ordering::Relaxed) as f64 / 1e9),
+        ("velox_commit_latency_seconds_count", "counter", "Number of commits in the latency sum.", s.commit_latency_count.load(Ordering::Relaxed) as f64),
+        ("velox_uptime_seconds", "gauge", "Seconds since the node started.", n.started.elapsed().as_secs_f64()),
+    ];
+    for (name, kind, help, v) in gauges {
+        family(&mut o, name, kind, help);
+        let _ = writeln!(o, "{name} {v}");
+    }
+    family(&mut o, "velox_rejected_total", "counter", "Transactions rejected, by reason.");
+    for (r, c) in s.rejects.snapshot() {
+        let _ = writeln!(o, "velox_rejected_total{{reason=\"{}\"}} {c}", r.label());
+    }
+    let i = &n.ingress;
+    let net: [(&str, &str, &str, u64); 7] = [
+        ("velox_net_connections_open", "gauge", "Open client connections.", i.connections_open.load(Ordering::Relaxed)),
+        ("velox_net_connections_accepted_total", "counter", "Client connections accepted.", i.connections_accepted.load(Ordering::Relaxed)),
+        ("velox_net_connections_refused_total", "counter", "Client connections refused at the connection limit.", i.connections_refused.load(Ordering::Relaxed)),
+        ("velox_net_streams_total", "counter", "Client streams opened.", i.streams.load(Ordering::Relaxed)),
+        ("velox_net_frames_total", "counter", "Frames received.", i.frames.load(Ordering::Relaxed)),
+        ("velox_net_bytes_received_total", "counter", "Stream bytes received.", i.bytes.load(Ordering::Relaxed)),
+        ("velox_net_frame_errors_total", "counter", "Streams ended by a framing error.", i.frame_errors.load(Ordering::Relaxed)),
+    ];
+    for (name, kind, help, v) in net {
+        family(&mut o, name, kind, help);
+        let _ = writeln!(o, "{name} {v}");
+    }
+    o
+}

@@ -1,0 +1,238 @@
+//! Command-line interface.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "velox", version, about = "Velox: a thread-per-core BlockDAG validator node")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate a validator key file (mode 0600) and print its public key.
+    Keygen {
+        #[arg(long, default_value = "validator.key")]
+        out: PathBuf,
+    },
+    /// Run a validator.
+    Node {
+        #[arg(long, required_unless_present = "print_default_config")]
+        config: Option<PathBuf>,
+        /// Print the documented default configuration and exit.
+        #[arg(long)]
+        print_default_config: bool,
+    },
+    /// Send pre-signed transfers to a node at a fixed rate and report TPS and latency.
+    Load {
+        /// The node's QUIC ingress address.
+        #[arg(long)]
+        target: SocketAddr,
+        /// Transactions per second offered.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Development accounts to spread transfers over (the node's genesis must fund them).
+        #[arg(long, default_value_t = 1000)]
+        accounts: u32,
+        #[arg(long, default_value_t = 1)]
+        chain_id: u64,
+        #[arg(long, default_value = "velox-devnet")]
+        dev_seed: String,
+        /// The node's TLS certificate to pin (DATA_DIR/tls-cert.der). Without it any certificate is accepted.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// The node's HTTP API, to read the accounts' current nonces (else they are taken as 0).
+        #[arg(long)]
+        api: Option<SocketAddr>,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Start a local devnet of validator processes, load it, and report.
+    Devnet {
+        #[arg(long, default_value_t = 1)]
+        validators: u32,
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        #[arg(long, default_value_t = 1000)]
+        accounts: u32,
+        #[arg(long, default_value = "devnet-report.json")]
+        report: PathBuf,
+        /// Keep the devnet's directory (configs, logs, data) afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// Fault injection (kill-restart); needs a multi-validator devnet.
+        #[arg(long)]
+        chaos: Option<String>,
+    },
+    /// Host checks, settings and layout planning.
+    Tune {
+        #[command(subcommand)]
+        cmd: TuneCmd,
+    },
+    /// Run a benchmark suite; with --json print one JSON object.
+    Bench {
+        /// Suite name, or `all`.
+        suite: String,
+        #[arg(long)]
+        json: bool,
+        /// Short measurements (noisier).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TuneCmd {
+    /// Report each host setting the node cares about; exits 1 if a required one fails.
+    Check {
+        /// Cores of the net tiles (for the IRQ affinity stage).
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        net_cores: Vec<usize>,
+    },
+    /// Raise what can be raised at run time (as root); only ever raises limits.
+    Apply { stage: Option<String> },
+    /// Propose a [layout] for N cores of this machine.
+    Plan {
+        #[arg(long)]
+        cores: usize,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("velox: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Keygen { out } => {
+            let k = crate::keys::keygen(&out)?;
+            println!("{}", crate::keys::account_of(&k).to_hex());
+            eprintln!("wrote {} (keep it secret; mode 0600)", out.display());
+        }
+        Cmd::Node { config, print_default_config } => {
+            if print_default_config {
+                print!("{}", crate::config::DEFAULT_CONFIG);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let path = config.expect("clap requires --config");
+            let cfg = crate::config::Config::load(&path)?;
+            crate::run::run_node(cfg)?;
+        }
+        Cmd::Load { target, rate, duration, accounts, chain_id, dev_seed, cert, api, connections, report } => {
+            let args = crate::load::LoadArgs {
+                target,
+                rate,
+                duration: Duration::from_secs(duration),
+                accounts,
+                chain_id,
+                dev_seed,
+                cert,
+                api,
+                connections,
+                grace: Duration::from_secs(30),
+                progress: true,
+            };
+            let r = crate::load::run_load(&args)?;
+            let text = serde_json::to_string_pretty(&r)?;
+            if let Some(p) = report {
+                std::fs::write(&p, format!("{text}\n"))?;
+            }
+            println!("{text}");
+        }
+        Cmd::Devnet { validators, rate, duration, accounts, report, keep, chaos } => {
+            let args = crate::devnet::DevnetArgs {
+                validators,
+                rate,
+                duration: Duration::from_secs(duration),
+                accounts,
+                report,
+                keep,
+                chaos,
+            };
+            let v = crate::devnet::run_devnet(&args)?;
+            let ok = v["committed"].as_u64().unwrap_or(0) > 0 && v["state_roots_agree"].as_bool().unwrap_or(false);
+            if !ok {
+                eprintln!("devnet: FAILED: nothing committed or state roots disagree");
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Cmd::Tune { cmd } => return tune(cmd),
+        Cmd::Bench { suite, json, quick } => {
+            let opts = velox_benches::BenchOpts::new(quick);
+            let names: Vec<&str> = if suite == "all" { velox_benches::SUITES.to_vec() } else { vec![suite.as_str()] };
+            for name in names {
+                let r = velox_benches::run_suite(name, &opts).map_err(|e| anyhow::anyhow!(e))?;
+                if json {
+                    println!("{}", r.to_json());
+                } else {
+                    println!(
+                        "{:<10} {:>14.0} ops/s   baseline {:>14.0} ops/s ({})   ratio {:.3}",
+                        r.suite,
+                        r.ops_per_s,
+                        r.baseline_ops_per_s,
+                        r.baseline,
+                        r.ratio()
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tune(cmd: TuneCmd) -> anyhow::Result<ExitCode> {
+    let fs = velox_tuning::RealFs::new();
+    match cmd {
+        TuneCmd::Check { net_cores } => {
+            let r = velox_tuning::run_check(&fs, &net_cores);
+            print!("{}", r.render_table());
+            if r.required_failed() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        TuneCmd::Apply { stage } => {
+            let r = velox_tuning::run_apply(&fs, stage.as_deref());
+            print!("{}", r.render());
+            if r.failed() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        TuneCmd::Plan { cores } => {
+            let topo = velox_tuning::Topology::detect(&fs);
+            let plan = velox_tuning::plan(&topo, cores).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for line in &plan.explanation {
+                println!("# {line}");
+            }
+            print!("{}", plan.to_toml());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

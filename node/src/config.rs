@@ -1,0 +1,297 @@
+//! The node's TOML configuration, validated at start.
+//!
+//! `velox node --print-default-config` prints the documented default file
+//! (docs/config.md explains every field). Every validation error names the
+//! field and says how to fix it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use velox_tuning::Layout;
+
+/// The documented default configuration.
+pub const DEFAULT_CONFIG: &str = include_str!("../default-config.toml");
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Chain identifier: transactions for another chain are rejected.
+    pub chain_id: u64,
+    /// Where RocksDB keeps the chain. Relative paths are relative to the
+    /// config file.
+    pub data_dir: PathBuf,
+    /// The validator key written by `velox keygen`. Relative to the config
+    /// file when relative.
+    pub key_file: PathBuf,
+    pub network: NetworkConfig,
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub mempool: MempoolConfig,
+    #[serde(default)]
+    pub consensus: ConsensusConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub genesis: GenesisConfig,
+    /// Which tiles run on which cores. Absent: a layout for this machine.
+    pub layout: Option<Layout>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// UDP address of the client transaction ingress (QUIC).
+    pub ingress_addr: SocketAddr,
+    /// Open client connections at most.
+    #[serde(default = "d_conn_max")]
+    pub ingress_connections_max: usize,
+}
+fn d_conn_max() -> usize {
+    1024
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// TCP address of the HTTP query API and /metrics.
+    pub addr: SocketAddr,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MempoolConfig {
+    pub txs_max: usize,
+    pub bytes_max: usize,
+    pub nonce_ahead_max: u64,
+    /// Transactions handed to consensus per batch.
+    pub batch_txs_max: usize,
+}
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        Self { txs_max: 200_000, bytes_max: 128 << 20, nonce_ahead_max: 1024, batch_txs_max: 1000 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsensusConfig {
+    /// A block is cut at least this often while transactions wait.
+    pub block_interval_ms: u64,
+    /// Most transactions per block.
+    pub block_txs_max: usize,
+}
+impl Default for ConsensusConfig {
+    fn default() -> Self {
+        Self { block_interval_ms: 20, block_txs_max: 10_000 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// fsync every commit (survives power loss; costs latency).
+    pub sync_writes: bool,
+    pub block_cache_bytes: usize,
+}
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { sync_writes: false, block_cache_bytes: 64 << 20 }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenesisConfig {
+    /// Explicit allocations.
+    pub allocations: Vec<Allocation>,
+    /// Also fund this many development accounts derived from `dev_seed`
+    /// (the load generator derives the same keys).
+    pub dev_accounts: u32,
+    pub dev_seed: String,
+    pub dev_balance: u64,
+    /// Wall-clock timestamp of the genesis block.
+    pub timestamp_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allocation {
+    /// Hex of the account's ed25519 public key (64 characters).
+    pub account: String,
+    pub balance: u64,
+}
+
+/// A configuration problem, naming the field and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("config {file}: {field}: {problem}; fix: {fix}")]
+pub struct ConfigError {
+    pub file: String,
+    pub field: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl Config {
+    /// Reads, parses and validates `path`; relative paths inside are resolved
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            field: "(file)".into(),
+            problem: format!("cannot read: {e}"),
+            fix: "pass an existing file to --config (`velox node --print-default-config > velox.toml` writes one)".into(),
+        })?;
+        let mut cfg = Self::parse(&text, &file)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if cfg.data_dir.is_relative() {
+            cfg.data_dir = base.join(&cfg.data_dir);
+        }
+        if cfg.key_file.is_relative() {
+            cfg.key_file = base.join(&cfg.key_file);
+        }
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let field = e.span().map(|s| locate_field(text, s.start)).unwrap_or_else(|| "(syntax)".into());
+            ConfigError {
+                file: file.to_string(),
+                field,
+                problem: e.message().to_string(),
+                fix: "see `velox node --print-default-config` for every field, its type and default".into(),
+            }
+        })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |field: &str, problem: String, fix: &str| ConfigError {
+            file: file.to_string(),
+            field: field.to_string(),
+            problem,
+            fix: fix.to_string(),
+        };
+        if self.network.ingress_connections_max == 0 {
+            return Err(err("network.ingress_connections_max", "is 0".into(), "set it to at least 1 (default 1024)"));
+        }
+        if self.network.ingress_addr == self.api.addr {
+            return Err(err("api.addr", "equals network.ingress_addr".into(), "give the HTTP API its own port"));
+        }
+        if self.mempool.txs_max == 0 || self.mempool.bytes_max < velox_exec::tx::TX_BYTES_MAX * 16 {
+            return Err(err(
+                "mempool.txs_max / mempool.bytes_max",
+                format!("too small ({} txs, {} bytes)", self.mempool.txs_max, self.mempool.bytes_max),
+                "allow at least 1 transaction and 16 maximum-size transactions' bytes",
+            ));
+        }
+        if self.mempool.nonce_ahead_max == 0 {
+            return Err(err("mempool.nonce_ahead_max", "is 0".into(), "set it to at least 1 (default 1024)"));
+        }
+        if self.mempool.batch_txs_max == 0 || self.mempool.batch_txs_max > velox_net::frame::STREAM_TXS_MAX * 64 {
+            return Err(err("mempool.batch_txs_max", format!("is {}", self.mempool.batch_txs_max), "use 1..=65536 (default 1000)"));
+        }
+        if self.consensus.block_interval_ms == 0 || self.consensus.block_interval_ms > 60_000 {
+            return Err(err(
+                "consensus.block_interval_ms",
+                format!("is {}", self.consensus.block_interval_ms),
+                "use 1..=60000 milliseconds (default 20)",
+            ));
+        }
+        if self.consensus.block_txs_max == 0 || self.consensus.block_txs_max > velox_storage::chain::BLOCK_TXS_MAX {
+            return Err(err(
+                "consensus.block_txs_max",
+                format!("is {}", self.consensus.block_txs_max),
+                "use 1..=1048576 (default 10000)",
+            ));
+        }
+        for (i, a) in self.genesis.allocations.iter().enumerate() {
+            if velox_exec::AccountId::from_hex(&a.account).is_err() {
+                return Err(err(
+                    &format!("genesis.allocations[{i}].account"),
+                    format!("'{}' is not 64 hex characters", a.account),
+                    "use the public key printed by `velox keygen`",
+                ));
+            }
+        }
+        if self.genesis.dev_accounts > 0 && self.genesis.dev_seed.is_empty() {
+            return Err(err("genesis.dev_seed", "is empty while dev_accounts > 0".into(), "set a seed string, e.g. \"velox-devnet\""));
+        }
+        if let Some(layout) = &self.layout {
+            let topo = velox_tuning::Topology::detect(&velox_tuning::RealFs::new());
+            velox_tuning::validate_layout(layout, &topo).map_err(|e| err("layout", e.to_string(), "edit the [layout] section"))?;
+        }
+        Ok(())
+    }
+
+    /// The layout in force: the configured one, or the planner's for every
+    /// core of this machine.
+    pub fn layout(&self) -> anyhow::Result<Layout> {
+        if let Some(l) = &self.layout {
+            return Ok(l.clone());
+        }
+        let topo = velox_tuning::Topology::detect(&velox_tuning::RealFs::new());
+        let cores = topo.physical_cores().len().clamp(1, available_cores());
+        let plan = velox_tuning::plan(&topo, cores).map_err(|e| anyhow::anyhow!("planning a layout for {cores} cores: {e}"))?;
+        Ok(plan.layout)
+    }
+}
+
+/// Cores this process may use.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Names the `section.key` at byte `offset` of `text` (best effort).
+fn locate_field(text: &str, offset: usize) -> String {
+    let upto = &text[..offset.min(text.len())];
+    let mut section = String::new();
+    for line in upto.lines() {
+        let t = line.trim();
+        if t.starts_with('[') && t.ends_with(']') {
+            section = t.trim_matches(|c| c == '[' || c == ']').to_string();
+        }
+    }
+    let line = upto.lines().last().unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    match (section.is_empty(), key.is_empty()) {
+        (true, true) => "(top level)".into(),
+        (true, false) => key.to_string(),
+        (false, true) => section,
+        (false, false) => format!("{section}.{key}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_parses_and_validates() {
+        let c = Config::parse(DEFAULT_CONFIG, "default").unwrap();
+        assert_eq!(c.consensus.block_interval_ms, 20);
+    }
+
+    #[test]
+    fn errors_name_field_and_fix() {
+        let bad = DEFAULT_CONFIG.replace("block_interval_ms = 20", "block_interval_ms = 0");
+        let e = Config::parse(&bad, "f.toml").unwrap_err().to_string();
+        assert!(e.contains("consensus.block_interval_ms") && e.contains("fix:"), "{e}");
+
+        let bad = DEFAULT_CONFIG.replace("block_interval_ms = 20", "block_interval_ms = \"fast\"");
+        let e = Config::parse(&bad, "f.toml").unwrap_err().to_string();
+        assert!(e.contains("block_interval_ms"), "{e}");
+
+        let bad = format!("{DEFAULT_CONFIG}\n[bogus]\nx = 1\n");
+        let e = Config::parse(&bad, "f.toml").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+
+        let bad = DEFAULT_CONFIG.replace("[consensus]", "[layout]\nnet=[0]\nverify=[999]\nmempool=[0]\nconsensus=[0]\nexec=[0]\nstorage=[0]\n\n[consensus]");
+        let e = Config::parse(&bad, "f.toml").unwrap_err().to_string();
+        assert!(e.contains("layout") && e.contains("999"), "{e}");
+    }
+}

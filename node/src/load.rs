@@ -1,0 +1,241 @@
+//! `velox load`: pre-signed transfers over QUIC at a fixed rate, with
+//! submit-to-commit latency.
+//!
+//! Transfers come from `accounts` development keys (the genesis funds the same
+//! keys): transaction i is sent by account i mod K with that account's next
+//! nonce, to account i+1 mod K. Everything is signed before the clock starts,
+//! on every core, so signing never limits the offered rate. Each stream asks
+//! for answers on commit; a record's latency is the time from writing its
+//! stream to receiving its record.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+use velox_exec::{AccountId, TxBody, TxBuilder};
+use velox_net::{AckMode, IngressClient, Status};
+
+use crate::keys::{account_of, dev_key};
+
+/// Transactions per stream at most: big enough to amortise stream set-up,
+/// small enough that one stream's wait for commit is one block.
+pub const LOAD_STREAM_TXS_MAX: usize = 256;
+/// How often the sender wakes to send what is due.
+pub const LOAD_TICK: Duration = Duration::from_millis(5);
+
+#[derive(Clone, Debug)]
+pub struct LoadArgs {
+    pub target: SocketAddr,
+    pub rate: u64,
+    pub duration: Duration,
+    pub accounts: u32,
+    pub chain_id: u64,
+    pub dev_seed: String,
+    /// Node certificate to pin (the node writes `tls-cert.der` in its data dir).
+    pub cert: Option<PathBuf>,
+    /// Node HTTP API, to read the accounts' starting nonces.
+    pub api: Option<SocketAddr>,
+    pub connections: usize,
+    /// After sending stops, how long to wait for outstanding answers.
+    pub grace: Duration,
+    /// Print progress each second to stderr.
+    pub progress: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadReport {
+    pub submitted: u64,
+    pub committed: u64,
+    pub rejected: u64,
+    /// Submitted but never answered (connection lost, grace expired).
+    pub unanswered: u64,
+    pub rejected_by_reason: BTreeMap<String, u64>,
+    pub tps: f64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p99: f64,
+    pub latency_ms_max: f64,
+    pub duration_s: f64,
+    pub rate_target: u64,
+    pub accounts: u32,
+}
+
+#[derive(Default)]
+struct Tally {
+    committed: u64,
+    rejected: u64,
+    reasons: BTreeMap<String, u64>,
+    last_answer: Option<Instant>,
+}
+
+/// Signs `n` transfers spread over the accounts, starting at `nonces`.
+pub fn presign(n: usize, accounts: u32, seed: &str, chain_id: u64, nonces: &[u64]) -> Vec<Vec<u8>> {
+    let k = accounts as usize;
+    let keys: Vec<_> = (0..accounts).map(|i| dev_key(seed, i)).collect();
+    let ids: Vec<AccountId> = keys.iter().map(account_of).collect();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(16);
+    let chunk = n.div_ceil(threads).max(1);
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|start| {
+                let (keys, ids) = (&keys, &ids);
+                s.spawn(move || {
+                    (start..(start + chunk).min(n))
+                        .map(|i| {
+                            let a = i % k;
+                            let b = TxBuilder {
+                                chain_id,
+                                nonce: nonces[a] + (i / k) as u64,
+                                fee: 1,
+                                body: TxBody::Transfer { to: ids[(a + 1) % k], amount: 1 },
+                            };
+                            b.sign(&keys[a])
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            out.extend(h.join().expect("signing thread panicked"));
+        }
+    });
+    out
+}
+
+fn percentile(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else {
+        h.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// Runs the load and returns its report.
+pub fn run_load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
+    anyhow::ensure!(args.accounts > 0, "--accounts must be at least 1");
+    anyhow::ensure!(args.rate > 0, "--rate must be at least 1");
+    let total = (args.rate as f64 * args.duration.as_secs_f64()).ceil() as usize;
+    let nonces: Vec<u64> = match args.api {
+        Some(api) => (0..args.accounts)
+            .map(|i| {
+                let id = account_of(&dev_key(&args.dev_seed, i));
+                let v = crate::httpc::get_json(api, &format!("/account/{}", id.to_hex()))?;
+                Ok(v["nonce"].as_u64().unwrap_or(0))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        None => vec![0; args.accounts as usize],
+    };
+    let t = Instant::now();
+    let txs = presign(total, args.accounts, &args.dev_seed, args.chain_id, &nonces);
+    if args.progress {
+        eprintln!("load: signed {} transfers over {} accounts in {:.1}s", txs.len(), args.accounts, t.elapsed().as_secs_f64());
+    }
+    let cert = match &args.cert {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading --cert {}", p.display()))?),
+        None => None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, drive(args, txs, cert))
+}
+
+async fn drive(args: &LoadArgs, txs: Vec<Vec<u8>>, cert: Option<Vec<u8>>) -> anyhow::Result<LoadReport> {
+    let endpoint = velox_net::ingress::client_endpoint(cert).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut conns = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        conns.push(Rc::new(IngressClient::connect(&endpoint, args.target).await.with_context(|| format!("connecting to {}", args.target))?));
+    }
+    let txs = Rc::new(txs);
+    let tally = Rc::new(RefCell::new(Tally::default()));
+    let hist = Rc::new(RefCell::new(hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?));
+    let mut tasks = Vec::new();
+    let start = Instant::now();
+    let mut sent = 0usize;
+    let mut next_progress = Duration::from_secs(1);
+    let mut tick = tokio::time::interval(LOAD_TICK);
+    let mut conn_i = 0usize;
+    while sent < txs.len() {
+        tick.tick().await;
+        let elapsed = start.elapsed();
+        let due = ((args.rate as f64 * elapsed.as_secs_f64()) as usize).min(txs.len());
+        while sent < due {
+            let end = (sent + LOAD_STREAM_TXS_MAX).min(due);
+            let (conn, txs, tally, hist) = (conns[conn_i % conns.len()].clone(), txs.clone(), tally.clone(), hist.clone());
+            conn_i += 1;
+            let range = sent..end;
+            tasks.push(tokio::task::spawn_local(async move {
+                let slice: Vec<&[u8]> = txs[range].iter().map(|t| t.as_slice()).collect();
+                let t0 = Instant::now();
+                let r = conn
+                    .submit_streaming(AckMode::Commit, &slice, |resp| {
+                        let mut t = tally.borrow_mut();
+                        t.last_answer = Some(Instant::now());
+                        match resp.status {
+                            Status::Committed => {
+                                t.committed += 1;
+                                let us = t0.elapsed().as_micros().max(1) as u64;
+                                let _ = hist.borrow_mut().record(us);
+                            }
+                            Status::Rejected => {
+                                t.rejected += 1;
+                                let label = resp.reason.map(|r| r.label()).unwrap_or("unknown");
+                                *t.reasons.entry(label.to_string()).or_default() += 1;
+                            }
+                            Status::Accepted => {}
+                        }
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "load stream failed");
+                }
+            }));
+            sent = end;
+        }
+        if args.progress && elapsed >= next_progress {
+            let t = tally.borrow();
+            eprintln!(
+                "load: {:>4.0}s/{}s  submitted {sent}  committed {}  rejected {}",
+                elapsed.as_secs_f64(),
+                args.duration.as_secs(),
+                t.committed,
+                t.rejected
+            );
+            next_progress += Duration::from_secs(1);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + args.grace;
+    for t in tasks {
+        if tokio::time::timeout_at(deadline, t).await.is_err() {
+            break;
+        }
+    }
+    let end = tally.borrow().last_answer.unwrap_or_else(Instant::now);
+    let duration_s = end.duration_since(start).as_secs_f64().max(args.duration.as_secs_f64().min(1e-3));
+    let t = tally.borrow();
+    let h = hist.borrow();
+    let report = LoadReport {
+        submitted: sent as u64,
+        committed: t.committed,
+        rejected: t.rejected,
+        unanswered: (sent as u64).saturating_sub(t.committed + t.rejected),
+        rejected_by_reason: t.reasons.clone(),
+        tps: t.committed as f64 / duration_s,
+        latency_ms_p50: percentile(&h, 0.50),
+        latency_ms_p99: percentile(&h, 0.99),
+        latency_ms_max: h.max() as f64 / 1000.0,
+        duration_s,
+        rate_target: args.rate,
+        accounts: args.accounts,
+    };
+    for c in &conns {
+        c.connection().close(0u32.into(), b"done");
+    }
+    endpoint.wait_idle().await;
+    Ok(report)
+}

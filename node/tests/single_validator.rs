@@ -1,0 +1,224 @@
+//! A real validator process on loopback: transfers over QUIC, balances over
+//! HTTP, restart durability, and bad input.
+
+mod common;
+
+use common::*;
+use velox_exec::{AccountId, RejectReason};
+use velox_net::{AckMode, IngressClient, Status};
+
+#[test]
+fn transfers_commit_and_balances_show_over_http() {
+    let node = TestNode::start(4, "");
+    let sender = dev(0);
+    let to = AccountId([0xAB; 32]);
+    let before = node.get(&format!("/account/{}", id(&sender).to_hex()));
+    assert_eq!(before["nonce"], 0);
+    let start_balance = before["balance"].as_u64().unwrap();
+    let txs: Vec<Vec<u8>> = (0..50).map(|n| transfer(&sender, n, to, 10)).collect();
+    let responses = rt().block_on(async {
+        let ep = velox_net::ingress::client_endpoint(Some(node.cert())).unwrap();
+        let c = IngressClient::connect(&ep, node.ingress).await.unwrap();
+        let refs: Vec<&[u8]> = txs.iter().map(|t| t.as_slice()).collect();
+        c.submit(AckMode::Commit, &refs).await.unwrap()
+    });
+    assert_eq!(responses.len(), 50);
+    for (i, r) in responses.iter().enumerate() {
+        assert_eq!(r.index, i as u32);
+        assert_eq!(r.status, Status::Committed, "tx {i}: {r:?}");
+        assert!(r.commit_index >= 1);
+    }
+    let recv = node.get(&format!("/account/{}", to.to_hex()));
+    assert_eq!(recv["balance"], 500);
+    let after = node.get(&format!("/account/{}", id(&sender).to_hex()));
+    assert_eq!(after["nonce"], 50);
+    assert_eq!(after["balance"].as_u64().unwrap(), start_balance - 50 * 11);
+    let st = node.get(&format!("/tx/{}", responses[7].digest.to_hex()));
+    assert_eq!(st["status"], "committed");
+    assert_eq!(st["commit_index"], responses[7].commit_index);
+    let status = node.get("/status");
+    assert!(status["commit_index"].as_u64().unwrap() >= 1);
+    assert_eq!(status["txs_committed"].as_u64().unwrap(), 4 + 50);
+    let m = node.metrics();
+    assert!(metric(&m, "velox_tile_items_in_total{tile=\"verify\"") >= 50.0, "{m}");
+    assert!(metric(&m, "velox_committed_txs_total") >= 54.0);
+    assert!(metric(&m, "velox_net_frames_total") >= 50.0);
+    // Admission mode answers Accepted before commit.
+    let r = rt().block_on(async {
+        let ep = velox_net::ingress::client_endpoint(Some(node.cert())).unwrap();
+        let c = IngressClient::connect(&ep, node.ingress).await.unwrap();
+        c.submit(AckMode::Admission, &[&transfer(&sender, 50, to, 1)]).await.unwrap()
+    });
+    assert_eq!(r[0].status, Status::Accepted);
+}
+
+#[test]
+fn committed_state_survives_sigkill_and_restart() {
+    let mut node = TestNode::start(2, "");
+    let sender = dev(1);
+    let to = AccountId([0xCD; 32]);
+    let txs: Vec<Vec<u8>> = (0..20).map(|n| transfer(&sender, n, to, 3)).collect();
+    let digests = rt().block_on(async {
+        let ep = velox_net::ingress::client_endpoint(Some(node.cert())).unwrap();
+        let c = IngressClient::connect(&ep, node.ingress).await.unwrap();
+        let refs: Vec<&[u8]> = txs.iter().map(|t| t.as_slice()).collect();
+        let r = c.submit(AckMode::Commit, &refs).await.unwrap();
+        assert!(r.iter().all(|x| x.status == Status::Committed), "{r:?}");
+        r.iter().map(|x| x.digest).collect::<Vec<_>>()
+    });
+    let root_before = node.get("/status")["state_root"].clone();
+    node.sigkill();
+    node.restart();
+    assert_eq!(node.get(&format!("/account/{}", to.to_hex()))["balance"], 60);
+    assert_eq!(node.get(&format!("/account/{}", id(&sender).to_hex()))["nonce"], 20);
+    assert_eq!(node.get(&format!("/tx/{}", digests[19].to_hex()))["status"], "committed");
+    assert_eq!(node.get("/status")["state_root"], root_before);
+    // It keeps committing after the restart, from the next nonce.
+    let r = rt().block_on(async {
+        let ep = velox_net::ingress::client_endpoint(Some(node.cert())).unwrap();
+        let c = IngressClient::connect(&ep, node.ingress).await.unwrap();
+        c.submit(AckMode::Commit, &[&transfer(&sender, 20, to, 3), &transfer(&sender, 0, to, 3)]).await.unwrap()
+    });
+    assert_eq!(r[0].status, Status::Committed);
+    assert_eq!(r[1].status, Status::Rejected);
+    assert_eq!(r[1].reason, Some(RejectReason::NonceTooLow));
+}
+
+#[test]
+fn bad_input_gets_typed_errors_while_valid_traffic_commits() {
+    let node = TestNode::start(3, "");
+    let good_sender = dev(0);
+    let bad_sender = dev(1);
+    let to = AccountId([0xEF; 32]);
+    rt().block_on(async {
+        let ep = velox_net::ingress::client_endpoint(Some(node.cert())).unwrap();
+        let bad = IngressClient::connect(&ep, node.ingress).await.unwrap();
+        let good = IngressClient::connect(&ep, node.ingress).await.unwrap();
+
+        // Valid traffic on its own connection, concurrently with the abuse.
+        let good_txs: Vec<Vec<u8>> = (0..100).map(|n| transfer(&good_sender, n, to, 1)).collect();
+        let good_task = async {
+            let refs: Vec<&[u8]> = good_txs.iter().map(|t| t.as_slice()).collect();
+            good.submit(AckMode::Commit, &refs).await.unwrap()
+        };
+        let abuse = async {
+            // One stream with one of each kind of bad transaction.
+            let mut bad_sig = transfer(&bad_sender, 0, to, 1);
+            let n = bad_sig.len();
+            bad_sig[n - 3] ^= 0xFF;
+            let wrong_chain = velox_exec::TxBuilder {
+                chain_id: 999,
+                nonce: 0,
+                fee: 1,
+                body: velox_exec::TxBody::Transfer { to, amount: 1 },
+            }
+            .sign(&bad_sender);
+            let genesis = velox_exec::TxBuilder {
+                chain_id: velox_node::devnet::DEVNET_CHAIN_ID,
+                nonce: 0,
+                fee: 0,
+                body: velox_exec::TxBody::GenesisAlloc { to, amount: 1_000_000 },
+            }
+            .encode_genesis();
+            let far_ahead = transfer(&bad_sender, 5000, to, 1);
+            let garbage = vec![0x55u8; 100];
+            let mut truncated = transfer(&bad_sender, 1, to, 1);
+            truncated.truncate(90);
+            let broke = transfer(&dev(2), 0, to, u64::MAX / 2); // cannot afford: rejected at execution
+            let r = bad
+                .submit(AckMode::Commit, &[&bad_sig, &wrong_chain, &genesis, &far_ahead, &garbage, &truncated, &broke])
+                .await
+                .unwrap();
+            let reasons: Vec<_> = r.iter().map(|x| (x.status, x.reason)).collect();
+            assert_eq!(
+                reasons,
+                vec![
+                    (Status::Rejected, Some(RejectReason::BadSignature)),
+                    (Status::Rejected, Some(RejectReason::WrongChain)),
+                    (Status::Rejected, Some(RejectReason::GenesisKindNotAllowed)),
+                    (Status::Rejected, Some(RejectReason::NonceTooFarAhead)),
+                    (Status::Rejected, Some(RejectReason::UnknownVersion)),
+                    (Status::Rejected, Some(RejectReason::Malformed)),
+                    (Status::Rejected, Some(RejectReason::InsufficientBalance)),
+                ]
+            );
+            assert!(r[6].commit_index >= 1, "execution rejections name their commit");
+
+            // An oversized frame: one record, then the stream is stopped.
+            let mut wire = vec![AckMode::Commit as u8];
+            wire.extend_from_slice(&((velox_net::frame::FRAME_BYTES_MAX as u32) + 1).to_le_bytes());
+            wire.extend_from_slice(&vec![0u8; 2000]);
+            let r = bad.send_raw(&wire).await;
+            match r {
+                Ok(r) => {
+                    assert_eq!(r.len(), 1);
+                    assert_eq!(r[0].reason, Some(RejectReason::TooLarge));
+                }
+                Err(e) => panic!("oversized frame should get a record, got {e}"),
+            }
+            // A frame cut short by FIN.
+            let mut wire = vec![AckMode::Admission as u8];
+            wire.extend_from_slice(&200u32.to_le_bytes());
+            wire.extend_from_slice(&[1, 2, 3]);
+            let r = bad.send_raw(&wire).await.unwrap();
+            assert_eq!(r.len(), 1);
+            assert_eq!(r[0].reason, Some(RejectReason::Malformed));
+            // A bad mode byte: the stream is reset, the connection survives.
+            assert!(bad.send_raw(&[7, 0, 0, 0, 0]).await.is_err());
+            let dup = transfer(&good_sender, 0, to, 1);
+            let r = bad.submit(AckMode::Admission, &[&dup]).await.unwrap();
+            assert_eq!(r[0].status, Status::Rejected);
+        };
+        let (good_r, ()) = tokio::join!(good_task, abuse);
+        assert_eq!(good_r.len(), 100);
+        assert!(good_r.iter().all(|r| r.status == Status::Committed), "{good_r:?}");
+    });
+    assert_eq!(node.get(&format!("/account/{}", to.to_hex()))["balance"], 100);
+    let m = node.metrics();
+    assert!(metric(&m, "velox_rejected_total{reason=\"bad_signature\"}") >= 1.0);
+    assert!(metric(&m, "velox_rejected_total{reason=\"too_large\"}") >= 1.0);
+    assert!(metric(&m, "velox_net_frame_errors_total") >= 3.0);
+    // The node is still healthy and did not panic.
+    assert_eq!(node.get("/health")["status"], "ok");
+    assert!(!node.log().contains("panicked"));
+}
+
+#[test]
+fn wrong_config_is_refused_with_the_field_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    let text = velox_node::config::DEFAULT_CONFIG.replace("block_txs_max = 10000", "block_txs_max = 0");
+    std::fs::write(&cfg, text).unwrap();
+    let out = std::process::Command::new(EXE).args(["node", "--config"]).arg(&cfg).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("consensus.block_txs_max") && err.contains("fix:"), "{err}");
+}
+
+#[test]
+fn devnet_main_job_writes_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let out = std::process::Command::new(EXE)
+        .args(["devnet", "--validators", "1", "--rate", "400", "--duration", "3", "--accounts", "50", "--report"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    for f in [
+        "validators", "submitted", "committed", "rejected", "tps", "latency_ms_p50", "latency_ms_p99", "duration_s",
+        "state_roots_agree", "commit_index_min", "commit_index_max",
+    ] {
+        assert!(v.get(f).is_some(), "report lacks {f}: {v}");
+    }
+    assert_eq!(v["submitted"], 1200);
+    assert_eq!(v["committed"], 1200, "{v}");
+    assert_eq!(v["rejected"], 0);
+    assert_eq!(v["state_roots_agree"], true);
+    assert!(v["latency_ms_p99"].as_f64().unwrap() > 0.0);
+    // Unsupported shapes fail clearly rather than pretending.
+    let out = std::process::Command::new(EXE).args(["devnet", "--validators", "4", "--duration", "1"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("single-validator"));
+}

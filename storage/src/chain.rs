@@ -1,0 +1,314 @@
+//! The chain's records on top of a [`Store`].
+
+use std::sync::Arc;
+
+use velox_exec::{Account, BlockOutput, RejectReason, State, StateKey, StateRoot, StateValue, TxDigest};
+
+use crate::{Cf, Store, StoreError, WriteBatch};
+
+const KEY_LAST_COMMIT: &[u8] = b"last_commit";
+const KEY_GENESIS: &[u8] = b"genesis";
+/// Most transactions one stored block may hold (decoder bound).
+pub const BLOCK_TXS_MAX: usize = 1 << 20;
+
+/// What the last durable commit was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitMeta {
+    pub index: u64,
+    pub root: StateRoot,
+    pub timestamp_ms: u64,
+    /// Transactions committed successfully since genesis.
+    pub txs_total: u64,
+}
+
+/// A committed block as stored: its transactions' exact bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockRecord {
+    pub index: u64,
+    pub timestamp_ms: u64,
+    pub txs: Vec<Vec<u8>>,
+}
+
+/// Where a transaction ended up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxLocation {
+    pub index: u64,
+    pub position: u32,
+    pub outcome: Result<(), RejectReason>,
+}
+
+fn corrupt(cf: Cf, key: &[u8], what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt { cf: cf.name(), key: hex_short(key), what: what.into() }
+}
+
+fn hex_short(k: &[u8]) -> String {
+    k.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+impl BlockRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(20 + self.txs.iter().map(|t| t.len() + 4).sum::<usize>());
+        out.extend_from_slice(&self.index.to_le_bytes());
+        out.extend_from_slice(&self.timestamp_ms.to_le_bytes());
+        out.extend_from_slice(&(self.txs.len() as u32).to_le_bytes());
+        for t in &self.txs {
+            out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+            out.extend_from_slice(t);
+        }
+        out
+    }
+
+    /// Decodes a stored block; every malformation is an error, never a panic.
+    pub fn decode(b: &[u8]) -> Result<Self, String> {
+        let mut r = Reader { b, at: 0 };
+        let index = r.u64()?;
+        let timestamp_ms = r.u64()?;
+        let n = r.u32()? as usize;
+        if n > BLOCK_TXS_MAX {
+            return Err(format!("{n} transactions exceed the maximum {BLOCK_TXS_MAX}"));
+        }
+        let mut txs = Vec::with_capacity(n.min(4096));
+        for _ in 0..n {
+            let len = r.u32()? as usize;
+            txs.push(r.take(len)?.to_vec());
+        }
+        if r.at != b.len() {
+            return Err(format!("{} trailing bytes", b.len() - r.at));
+        }
+        Ok(Self { index, timestamp_ms, txs })
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.b.len() - self.at < n {
+            return Err(format!("truncated at byte {}", self.at));
+        }
+        let s = &self.b[self.at..self.at + n];
+        self.at += n;
+        Ok(s)
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+}
+
+fn encode_meta(m: &CommitMeta) -> Vec<u8> {
+    let mut v = Vec::with_capacity(56);
+    v.extend_from_slice(&m.index.to_le_bytes());
+    v.extend_from_slice(&m.root.0);
+    v.extend_from_slice(&m.timestamp_ms.to_le_bytes());
+    v.extend_from_slice(&m.txs_total.to_le_bytes());
+    v
+}
+
+fn decode_meta(b: &[u8]) -> Result<CommitMeta, StoreError> {
+    if b.len() != 56 {
+        return Err(corrupt(Cf::Meta, KEY_LAST_COMMIT, format!("length {} != 56", b.len())));
+    }
+    let mut root = [0u8; 32];
+    root.copy_from_slice(&b[8..40]);
+    Ok(CommitMeta {
+        index: u64::from_le_bytes(b[..8].try_into().expect("8")),
+        root: StateRoot(root),
+        timestamp_ms: u64::from_le_bytes(b[40..48].try_into().expect("8")),
+        txs_total: u64::from_le_bytes(b[48..56].try_into().expect("8")),
+    })
+}
+
+fn encode_location(l: &TxLocation) -> [u8; 14] {
+    let mut v = [0u8; 14];
+    v[..8].copy_from_slice(&l.index.to_le_bytes());
+    v[8..12].copy_from_slice(&l.position.to_le_bytes());
+    let code = match l.outcome {
+        Ok(()) => 0,
+        Err(r) => r.code(),
+    };
+    v[12..14].copy_from_slice(&code.to_le_bytes());
+    v
+}
+
+/// The chain's view of a store.
+#[derive(Clone)]
+pub struct ChainStore {
+    store: Arc<dyn Store>,
+}
+
+impl ChainStore {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Checks that this store belongs to the chain whose genesis hashes to
+    /// `genesis`, recording it if the store is new.
+    pub fn check_genesis(&self, genesis: &[u8; 32], dir: &str) -> Result<(), StoreError> {
+        match self.store.get(Cf::Meta, KEY_GENESIS)? {
+            None => {
+                let mut wb = WriteBatch::default();
+                wb.put(Cf::Meta, KEY_GENESIS, genesis.to_vec());
+                self.store.write(wb)
+            }
+            Some(found) if found.as_slice() == genesis => Ok(()),
+            Some(found) => Err(StoreError::WrongChain {
+                dir: dir.to_string(),
+                found: hex_short(&found),
+                expected: hex_short(genesis),
+            }),
+        }
+    }
+
+    pub fn last_commit(&self) -> Result<Option<CommitMeta>, StoreError> {
+        self.store.get(Cf::Meta, KEY_LAST_COMMIT)?.map(|b| decode_meta(&b)).transpose()
+    }
+
+    /// Persists one commit atomically: block, transaction index, state diff,
+    /// and the new last-commit record. Returns that record.
+    pub fn commit(&self, block: &BlockRecord, out: &BlockOutput) -> Result<CommitMeta, StoreError> {
+        assert_eq!(block.txs.len(), out.receipts.len(), "one receipt per transaction");
+        let prev = self.last_commit()?;
+        if let Some(p) = prev {
+            assert_eq!(block.index, p.index + 1, "commits are consecutive");
+        }
+        let mut wb = WriteBatch::default();
+        wb.put(Cf::Blocks, block.index.to_be_bytes().to_vec(), block.encode());
+        for (pos, r) in out.receipts.iter().enumerate() {
+            let loc = TxLocation { index: block.index, position: pos as u32, outcome: r.outcome };
+            wb.put(Cf::Txs, r.digest.0.to_vec(), encode_location(&loc).to_vec());
+        }
+        for (k, v) in &out.diff.entries {
+            match v {
+                Some(v) => wb.put(Cf::State, k.to_bytes().to_vec(), v.to_bytes()),
+                None => wb.delete(Cf::State, k.to_bytes().to_vec()),
+            }
+        }
+        let meta = CommitMeta {
+            index: block.index,
+            root: out.root,
+            timestamp_ms: block.timestamp_ms,
+            txs_total: prev.map(|p| p.txs_total).unwrap_or(0) + out.accepted() as u64,
+        };
+        wb.put(Cf::Meta, KEY_LAST_COMMIT, encode_meta(&meta));
+        self.store.write(wb)?;
+        Ok(meta)
+    }
+
+    pub fn tx_location(&self, d: &TxDigest) -> Result<Option<TxLocation>, StoreError> {
+        let Some(b) = self.store.get(Cf::Txs, &d.0)? else { return Ok(None) };
+        if b.len() != 14 {
+            return Err(corrupt(Cf::Txs, &d.0, format!("length {} != 14", b.len())));
+        }
+        let code = u16::from_le_bytes(b[12..14].try_into().expect("2"));
+        let outcome = match code {
+            0 => Ok(()),
+            c => Err(RejectReason::from_code(c).ok_or_else(|| corrupt(Cf::Txs, &d.0, format!("unknown reason {c}")))?),
+        };
+        Ok(Some(TxLocation {
+            index: u64::from_le_bytes(b[..8].try_into().expect("8")),
+            position: u32::from_le_bytes(b[8..12].try_into().expect("4")),
+            outcome,
+        }))
+    }
+
+    pub fn account(&self, id: &velox_exec::AccountId) -> Result<Account, StoreError> {
+        let key = StateKey::Account(*id);
+        match self.store.get(Cf::State, &key.to_bytes())? {
+            None => Ok(Account::default()),
+            Some(b) => match StateValue::from_bytes(&key, &b) {
+                Ok(StateValue::Account(a)) => Ok(a),
+                Err(e) => Err(corrupt(Cf::State, &key.to_bytes(), e.to_string())),
+            },
+        }
+    }
+
+    /// Streams the state column into a fresh [`State`].
+    pub fn load_state(&self) -> Result<State, StoreError> {
+        let mut s = State::new();
+        self.store.for_each(Cf::State, &mut |k, v| s.load_entry(k, v).map_err(|e| corrupt(Cf::State, k, e.to_string())))?;
+        Ok(s)
+    }
+
+    pub fn block(&self, index: u64) -> Result<Option<BlockRecord>, StoreError> {
+        let key = index.to_be_bytes();
+        let Some(b) = self.store.get(Cf::Blocks, &key)? else { return Ok(None) };
+        BlockRecord::decode(&b).map(Some).map_err(|e| corrupt(Cf::Blocks, &key, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MemStore, RocksStore};
+    use ed25519_dalek::SigningKey;
+    use velox_exec::{execute_sequential, AccountId, ExecContext, Tx, TxBody, TxBuilder, VerifiedTx};
+
+    fn genesis_block(to: AccountId) -> (BlockRecord, Vec<VerifiedTx>) {
+        let b = TxBuilder { chain_id: 1, nonce: 0, fee: 0, body: TxBody::GenesisAlloc { to, amount: 1000 } };
+        let bytes = b.encode_genesis();
+        let tx = VerifiedTx::from_trusted(Tx::decode(&bytes).unwrap());
+        (BlockRecord { index: 0, timestamp_ms: 0, txs: vec![bytes] }, vec![tx])
+    }
+
+    fn roundtrip(store: Arc<dyn Store>) {
+        let chain = ChainStore::new(store);
+        chain.check_genesis(&[1; 32], "x").unwrap();
+        chain.check_genesis(&[1; 32], "x").unwrap();
+        assert!(matches!(chain.check_genesis(&[2; 32], "x"), Err(StoreError::WrongChain { .. })));
+        assert_eq!(chain.last_commit().unwrap(), None);
+        let key = SigningKey::from_bytes(&[4; 32]);
+        let me = AccountId(key.verifying_key().to_bytes());
+        let mut state = State::new();
+        let (g, gtx) = genesis_block(me);
+        let out = execute_sequential(&mut state, &gtx, ExecContext { genesis: true });
+        chain.commit(&g, &out).unwrap();
+        let t = TxBuilder { chain_id: 1, nonce: 0, fee: 1, body: TxBody::Transfer { to: AccountId([9; 32]), amount: 10 } };
+        let bytes = t.sign(&key);
+        let tx = VerifiedTx::from_trusted(Tx::decode(&bytes).unwrap());
+        let out = execute_sequential(&mut state, std::slice::from_ref(&tx), ExecContext { genesis: false });
+        let meta = chain.commit(&BlockRecord { index: 1, timestamp_ms: 5, txs: vec![bytes] }, &out).unwrap();
+        assert_eq!(meta, CommitMeta { index: 1, root: state.root(), timestamp_ms: 5, txs_total: 2 });
+        assert_eq!(chain.last_commit().unwrap(), Some(meta));
+        assert_eq!(chain.account(&me).unwrap(), Account { balance: 989, nonce: 1 });
+        assert_eq!(chain.tx_location(&tx.digest()).unwrap(), Some(TxLocation { index: 1, position: 0, outcome: Ok(()) }));
+        assert_eq!(chain.load_state().unwrap().root(), state.root());
+        assert_eq!(chain.block(1).unwrap().unwrap().txs.len(), 1);
+    }
+
+    #[test]
+    fn mem_store_roundtrip() {
+        roundtrip(Arc::new(MemStore::new()));
+    }
+
+    #[test]
+    fn rocks_store_roundtrip_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        roundtrip(Arc::new(RocksStore::open(dir.path(), Default::default()).unwrap()));
+        // Reopen: everything is still there.
+        let chain = ChainStore::new(Arc::new(RocksStore::open(dir.path(), Default::default()).unwrap()));
+        assert_eq!(chain.last_commit().unwrap().unwrap().index, 1);
+    }
+
+    #[test]
+    fn block_decode_rejects_garbage() {
+        let b = BlockRecord { index: 3, timestamp_ms: 9, txs: vec![vec![1, 2, 3], vec![]] };
+        let e = b.encode();
+        assert_eq!(BlockRecord::decode(&e).unwrap(), b);
+        for len in 0..e.len() {
+            assert!(BlockRecord::decode(&e[..len]).is_err());
+        }
+        let mut bad = e.clone();
+        bad[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(BlockRecord::decode(&bad).is_err());
+    }
+}
