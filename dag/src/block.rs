@@ -428,7 +428,9 @@ impl Block {
                 return Err(BlockError::BadParents("own previous block missing"));
             }
             if prev_round.stake() < committee.quorum_threshold() {
-                return Err(BlockError::BadParents("less than 2f+1 parents of the previous round"));
+                return Err(BlockError::BadParents(
+                    "less than 2f+1 parents of the previous round",
+                ));
             }
         }
         let key = &committee
@@ -543,7 +545,10 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 1;
         let d = Block::decode(&bad).unwrap();
-        assert_eq!(d.verify(&c, &Ed25519Verifier), Err(BlockError::BadSignature));
+        assert_eq!(
+            d.verify(&c, &Ed25519Verifier),
+            Err(BlockError::BadSignature)
+        );
         // A flipped timestamp breaks the hash timer.
         let mut bad = bytes;
         bad[21] ^= 1;

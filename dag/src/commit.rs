@@ -107,7 +107,10 @@ impl Committer {
             r = r.prev();
         }
         statuses.reverse();
-        statuses.into_iter().take_while(|s| s.is_decided()).collect()
+        statuses
+            .into_iter()
+            .take_while(|s| s.is_decided())
+            .collect()
     }
 
     /// Direct rule for round `r`.
@@ -243,7 +246,12 @@ impl Linearizer {
     /// Orders the not-yet-ordered history of `leader` above `gc_round`.
     /// `gc_round` must be the same function of the commit sequence on every
     /// node (the core passes `last committed leader round - gc depth`).
-    pub fn commit(&mut self, dag: &DagState, leader: &Arc<Block>, gc_round: Round) -> CommittedSubDag {
+    pub fn commit(
+        &mut self,
+        dag: &DagState,
+        leader: &Arc<Block>,
+        gc_round: Round,
+    ) -> CommittedSubDag {
         let mut out = Vec::new();
         let mut stack = vec![leader.reference()];
         let mut seen = HashSet::new();

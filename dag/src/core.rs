@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 
-use crate::block::{Block, BlockError, BlockRef, SignatureVerifier, UnsignedBlock, BLOCK_PAYLOAD_DIGESTS_MAX};
+use crate::block::{
+    Block, BlockError, BlockRef, SignatureVerifier, UnsignedBlock, BLOCK_PAYLOAD_DIGESTS_MAX,
+};
 use crate::commit::{CommitRuleConfig, CommittedSubDag, Committer, LeaderStatus, Linearizer};
 use crate::dag::{DagState, InsertOutcome};
 use crate::types::{Committee, Digest, Round, Time, ValidatorIndex};
@@ -38,6 +40,10 @@ pub struct CoreConfig {
     pub fetch_ancestor_rounds: u64,
     /// Most blocks in one fetch reply.
     pub fetch_response_blocks_max: usize,
+    /// Least time between two own proposals. Bounds the block rate when
+    /// quorums form faster than useful (n = 1, or a LAN); 10 ms = at most
+    /// 100 blocks/s per validator.
+    pub min_round_delay_ms: u64,
     /// Commit rule (tests may break it on purpose).
     pub commit_rule: CommitRuleConfig,
 }
@@ -53,6 +59,7 @@ impl Default for CoreConfig {
             payload_queue_digests_max: 100_000,
             fetch_ancestor_rounds: 8,
             fetch_response_blocks_max: 1_000,
+            min_round_delay_ms: 10,
             commit_rule: CommitRuleConfig::default(),
         }
     }
@@ -146,6 +153,7 @@ pub struct Core {
     threshold_round: Round,
     threshold_reached_at: Time,
     last_broadcast_at: Time,
+    last_proposed_at: Time,
     payload_queue: VecDeque<Digest>,
     committer: Committer,
     linearizer: Linearizer,
@@ -211,6 +219,7 @@ impl Core {
             threshold_round: Round(0),
             threshold_reached_at: now,
             last_broadcast_at: now,
+            last_proposed_at: now,
             payload_queue: VecDeque::new(),
             committer: Committer::new(config.commit_rule),
             linearizer: Linearizer::default(),
@@ -417,8 +426,22 @@ impl Core {
     pub fn poll_timeout(&self) -> Option<Time> {
         let mut t: Option<Time> = None;
         let mut consider = |x: Time| t = Some(t.map_or(x, |t| t.min(x)));
-        if self.threshold_round.next() > self.highest_signed_round && self.threshold_round > Round(0) {
-            consider(self.threshold_reached_at.plus_ms(self.config.leader_timeout_ms));
+        if self.threshold_round.next() > self.highest_signed_round
+            && self.threshold_round > Round(0)
+        {
+            // A proposal is waiting: for the round delay, and for the leader
+            // or its timeout.
+            let mut ready = self
+                .last_proposed_at
+                .plus_ms(self.config.min_round_delay_ms);
+            let r = self.threshold_round;
+            if self.dag.slot(r, self.committee.leader(r)).is_empty() {
+                ready = ready.max(
+                    self.threshold_reached_at
+                        .plus_ms(self.config.leader_timeout_ms),
+                );
+            }
+            consider(ready);
         }
         if self.last_own.is_some() {
             consider(self.last_broadcast_at.plus_ms(self.config.retransmit_ms));
@@ -441,7 +464,10 @@ impl Core {
         let mut out: BTreeMap<(Round, u64, Digest), Arc<Block>> = BTreeMap::new();
         let mut stack: Vec<(BlockRef, u64)> = Vec::new();
         for r in refs.iter().take(REQUEST_REFS_MAX) {
-            stack.push((*r, r.round.0.saturating_sub(self.config.fetch_ancestor_rounds)));
+            stack.push((
+                *r,
+                r.round.0.saturating_sub(self.config.fetch_ancestor_rounds),
+            ));
         }
         while let Some((r, floor)) = stack.pop() {
             if out.len() >= self.config.fetch_response_blocks_max {
@@ -471,7 +497,8 @@ impl Core {
                 }
                 InsertOutcome::New => {
                     let stake = self.dag.round_stake(r.round);
-                    if stake >= self.committee.quorum_threshold() && r.round > self.threshold_round {
+                    if stake >= self.committee.quorum_threshold() && r.round > self.threshold_round
+                    {
                         self.threshold_round = r.round;
                         self.threshold_reached_at = now;
                     }
@@ -507,10 +534,21 @@ impl Core {
             return;
         }
         if target > Round(1) {
+            if now
+                < self
+                    .last_proposed_at
+                    .plus_ms(self.config.min_round_delay_ms)
+            {
+                return;
+            }
             let r = self.threshold_round;
             let has_leader = !self.dag.slot(r, self.committee.leader(r)).is_empty();
             if !has_leader {
-                if now < self.threshold_reached_at.plus_ms(self.config.leader_timeout_ms) {
+                if now
+                    < self
+                        .threshold_reached_at
+                        .plus_ms(self.config.leader_timeout_ms)
+                {
                     return;
                 }
                 self.metrics.leader_timeouts += 1;
@@ -519,7 +557,11 @@ impl Core {
         let mut parents = Vec::new();
         if target > Round(1) {
             let prev = target.prev();
-            let own = self.last_own.as_ref().expect("own block exists").reference();
+            let own = self
+                .last_own
+                .as_ref()
+                .expect("own block exists")
+                .reference();
             assert!(own.round < target);
             for v in self.committee.indices() {
                 if v == self.me {
@@ -569,11 +611,8 @@ impl Core {
         self.insert_accepted(now, block.clone(), true);
         self.outputs.push_back(Output::BroadcastBlock(block));
         self.last_broadcast_at = now;
+        self.last_proposed_at = now;
         self.try_commit(now);
-        // Our block may complete a quorum that lets us go on at once.
-        if self.threshold_round.next() > self.highest_signed_round {
-            self.try_propose(now);
-        }
     }
 
     fn try_commit(&mut self, now: Time) {

@@ -120,7 +120,10 @@ impl Committee {
     /// than [`COMMITTEE_SIZE_MAX`] members (configuration errors, not input).
     pub fn new(epoch: Epoch, authorities: Vec<Authority>) -> Committee {
         assert!(!authorities.is_empty(), "empty committee");
-        assert!(authorities.len() <= COMMITTEE_SIZE_MAX, "committee too large");
+        assert!(
+            authorities.len() <= COMMITTEE_SIZE_MAX,
+            "committee too large"
+        );
         assert!(authorities.iter().all(|a| a.stake > 0), "zero stake");
         let total_stake = authorities
             .iter()
@@ -266,7 +269,9 @@ impl StakeAggregator {
     /// Whether `v` was added.
     pub fn contains(&self, v: ValidatorIndex) -> bool {
         let i = v.as_usize();
-        self.seen.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+        self.seen
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
     /// Stake added so far.
     pub fn stake(&self) -> Stake {

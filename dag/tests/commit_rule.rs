@@ -27,7 +27,9 @@ fn sequence(d: &DagState) -> String {
         .try_decide(d, Round(1))
         .iter()
         .map(|s| match s {
-            LeaderStatus::Commit(b) => format!("{}{}", velox_dag::text::name(b.author()), b.round()),
+            LeaderStatus::Commit(b) => {
+                format!("{}{}", velox_dag::text::name(b.author()), b.round())
+            }
             LeaderStatus::Skip(r) => format!("-{r}"),
             LeaderStatus::Undecided(r) => format!("?{r}"),
         })
@@ -55,12 +57,10 @@ fn direct_commit_with_full_support() {
 #[test]
 fn skip_by_blame() {
     // Only C itself references C2 in round 3: A, B, D blame it (3 = 2f+1).
-    let (d, _) = dag(
-        "R1: *
+    let (d, _) = dag("R1: *
          R2: *
          R3: A->[A2,B2,D2], B->[A2,B2,D2], C->[*], D->[A2,B2,D2]
-         R4: *",
-    );
+         R4: *");
     assert_eq!(
         Committer::default().decide_direct(&d, Round(2)),
         LeaderStatus::Skip(Round(2))
@@ -73,12 +73,10 @@ fn undecided_with_split_votes() {
     // Two votes (B, C) and two blames (A, D): neither rule fires, and with
     // no later committed leader the slot stays undecided, so the sequence
     // stops before it.
-    let (d, _) = dag(
-        "R1: *
+    let (d, _) = dag("R1: *
          R2: *
          R3: A->[A2,B2,D2], B->[*], C->[*], D->[A2,B2,D2]
-         R4: *",
-    );
+         R4: *");
     assert_eq!(
         Committer::default().decide_direct(&d, Round(2)),
         LeaderStatus::Undecided(Round(2))
@@ -127,12 +125,10 @@ fn undecided_until_anchor_is_decided() {
 
 #[test]
 fn equivocating_leader_commits_the_certified_twin() {
-    let (d, _) = dag(
-        "R1: *
+    let (d, _) = dag("R1: *
          R2: *, C'->[*]
          R3: A->[A2,B2,C2], B->[A2,B2,C2], C->[B2,C2',D2], D->[A2,B2,C2]
-         R4: *",
-    );
+         R4: *");
     match Committer::default().decide_direct(&d, Round(2)) {
         LeaderStatus::Commit(b) => assert_eq!(b.payload()[0].0[0], 0, "the first twin"),
         s => panic!("expected commit, got {s:?}"),
@@ -142,16 +138,17 @@ fn equivocating_leader_commits_the_certified_twin() {
 #[test]
 fn broken_threshold_commits_what_the_real_rule_does_not() {
     // The test-only knob lowers 2f+1 to f+1: two votes now certify.
-    let (d, _) = dag(
-        "R1: *
+    let (d, _) = dag("R1: *
          R2: *
          R3: A->[A2,B2,D2], B->[*], C->[*], D->[A2,B2,D2]
-         R4: B->[B3,C3,D3], C->[B3,C3,A3], A->[*], D->[*]",
-    );
+         R4: B->[B3,C3,D3], C->[B3,C3,A3], A->[*], D->[*]");
     let broken = Committer::new(CommitRuleConfig {
         direct_support_threshold_override: Some(2),
     });
-    assert!(matches!(broken.decide_direct(&d, Round(2)), LeaderStatus::Commit(_)));
+    assert!(matches!(
+        broken.decide_direct(&d, Round(2)),
+        LeaderStatus::Commit(_)
+    ));
     assert_eq!(
         Committer::default().decide_direct(&d, Round(2)),
         LeaderStatus::Undecided(Round(2))
@@ -161,7 +158,10 @@ fn broken_threshold_commits_what_the_real_rule_does_not() {
 #[test]
 fn linearizer_orders_by_round_timestamp_digest() {
     let (d, blocks) = dag("R1: *\nR2: *\nR3: *\nR4: *");
-    let leader = blocks.iter().find(|b| b.round() == Round(2) && b.author() == ValidatorIndex(2)).unwrap();
+    let leader = blocks
+        .iter()
+        .find(|b| b.round() == Round(2) && b.author() == ValidatorIndex(2))
+        .unwrap();
     let mut lin = Linearizer::default();
     let sub = lin.commit(&d, leader, Round(0));
     assert_eq!(sub.index, 0);
@@ -174,10 +174,17 @@ fn linearizer_orders_by_round_timestamp_digest() {
     // Median of the parents' timestamps (101..=104 -> index 2 = 102).
     assert_eq!(sub.timestamp_ms, 102);
     // A later leader only gets what is not yet ordered.
-    let l3 = blocks.iter().find(|b| b.round() == Round(3) && b.author() == ValidatorIndex(3)).unwrap();
+    let l3 = blocks
+        .iter()
+        .find(|b| b.round() == Round(3) && b.author() == ValidatorIndex(3))
+        .unwrap();
     let sub = lin.commit(&d, l3, Round(0));
     assert_eq!(sub.index, 1);
-    assert_eq!(sub.blocks.len(), 4, "three other round-2 blocks and the leader");
+    assert_eq!(
+        sub.blocks.len(),
+        4,
+        "three other round-2 blocks and the leader"
+    );
     assert!(sub.timestamp_ms >= 102);
 }
 

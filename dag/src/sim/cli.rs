@@ -105,11 +105,7 @@ fn mean_p99(v: &[u64]) -> (f64, u64) {
 
 /// Runs `config` for every seed of `seeds`, printing a line per failure
 /// (with its reproduction command); returns the summary.
-pub fn sweep(
-    base: &SimConfig,
-    seeds: Range<u64>,
-    out: &mut dyn Write,
-) -> SweepSummary {
+pub fn sweep(base: &SimConfig, seeds: Range<u64>, out: &mut dyn Write) -> SweepSummary {
     let mut s = SweepSummary::default();
     for seed in seeds {
         let cfg = SimConfig {
@@ -178,8 +174,14 @@ mod tests {
             parse_seed_range("a..5"),
             Err(SeedRangeError::Number("a".into()))
         );
-        assert!(matches!(parse_seed_range(".."), Err(SeedRangeError::Syntax(_))));
-        assert!(matches!(parse_seed_range(""), Err(SeedRangeError::Syntax(_))));
+        assert!(matches!(
+            parse_seed_range(".."),
+            Err(SeedRangeError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse_seed_range(""),
+            Err(SeedRangeError::Syntax(_))
+        ));
     }
 
     #[test]
@@ -195,6 +197,8 @@ mod tests {
             &mut out,
         );
         assert!(!ok);
-        assert!(String::from_utf8(out).unwrap().starts_with("sim summary: error"));
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .starts_with("sim summary: error"));
     }
 }

@@ -623,7 +623,9 @@ impl<'a> Sim<'a> {
     fn drive(&mut self, i: usize) {
         let me = ValidatorIndex(i as u32);
         loop {
-            let Some(core) = self.nodes[i].core.as_mut() else { return };
+            let Some(core) = self.nodes[i].core.as_mut() else {
+                return;
+            };
             let Some(out) = core.poll_output() else { break };
             match out {
                 Output::PersistBlock(b) => {
@@ -661,7 +663,13 @@ impl<'a> Sim<'a> {
             if n.timer_at.is_none_or(|cur| t < cur) {
                 n.timer_at = Some(t);
                 let incarnation = n.incarnation;
-                self.schedule(t, Event::Timer { node: i, incarnation });
+                self.schedule(
+                    t,
+                    Event::Timer {
+                        node: i,
+                        incarnation,
+                    },
+                );
             }
         }
     }
@@ -671,7 +679,10 @@ impl<'a> Sim<'a> {
         let n = self.nodes.len();
         let behavior = self.nodes[i].behavior;
         let own = b.author() == me;
-        let peers: Vec<ValidatorIndex> = (0..n as u32).map(ValidatorIndex).filter(|p| *p != me).collect();
+        let peers: Vec<ValidatorIndex> = (0..n as u32)
+            .map(ValidatorIndex)
+            .filter(|p| *p != me)
+            .collect();
         if !own || !behavior.is_byzantine() {
             let bytes = b.encode();
             for p in peers {
@@ -693,7 +704,11 @@ impl<'a> Sim<'a> {
                 };
                 let (a, t) = (b.encode(), twin.encode());
                 for p in peers {
-                    let m = if self.rng.gen_bool(0.5) { a.clone() } else { t.clone() };
+                    let m = if self.rng.gen_bool(0.5) {
+                        a.clone()
+                    } else {
+                        t.clone()
+                    };
                     self.send(me, p, Msg::Block(m));
                 }
             }
@@ -767,7 +782,10 @@ impl<'a> Sim<'a> {
             // A parent from the block's own round.
             2 => {
                 let p = u.parents[0];
-                u.parents[0] = BlockRef { round: u.round, ..p };
+                u.parents[0] = BlockRef {
+                    round: u.round,
+                    ..p
+                };
             }
             // A parent that does not exist (statelessly valid: it is
             // buffered, fetched in vain and garbage collected).
@@ -802,20 +820,26 @@ impl<'a> Sim<'a> {
         for b in &sub.blocks {
             h.update(&b.digest().0);
         }
-        let entry = (sub.leader, Digest(*h.finalize().as_bytes()), sub.timestamp_ms);
+        let entry = (
+            sub.leader,
+            Digest(*h.finalize().as_bytes()),
+            sub.timestamp_ms,
+        );
         let idx = sub.index as usize;
         if idx < self.log.len() {
             if self.log[idx] != entry {
                 let (l, _, ts) = self.log[idx];
                 self.report.violation = Some(Violation::Safety(format!(
-                    "node {i} committed leader {}@r{} ({} blocks, ts {}) at index {idx}, \
-                     but another honest node committed leader {}@r{} (ts {ts}) there",
+                    "node {i} committed leader {}@r{}#{} ({} blocks, ts {}) at index {idx}, \
+                     but another honest node committed leader {}@r{}#{} (ts {ts}) there",
                     sub.leader.author,
                     sub.leader.round,
+                    sub.leader.digest,
                     sub.blocks.len(),
                     sub.timestamp_ms,
                     l.author,
-                    l.round
+                    l.round,
+                    l.digest
                 )));
                 return;
             }
