@@ -219,8 +219,11 @@ pub struct SimReport {
 /// its repetition on n nodes is saved.
 #[derive(Clone, Default)]
 struct SharedVerifier {
-    cache: Arc<Mutex<HashMap<(Digest, [u8; 32], [u8; 64]), bool>>>,
+    cache: Arc<Mutex<HashMap<SignatureKey, bool>>>,
 }
+
+/// (digest, public key, signature).
+type SignatureKey = (Digest, [u8; 32], [u8; 64]);
 
 impl SignatureVerifier for SharedVerifier {
     fn verify(&self, key: &VerifyingKey, digest: &Digest, signature: &[u8; 64]) -> bool {
@@ -404,8 +407,8 @@ impl<'a> Sim<'a> {
             });
         }
         // Crashes: one or two crash/restart cycles per crashing node.
-        for i in 0..n {
-            if behaviors[i] != Behavior::Crash {
+        for (i, b) in behaviors.iter().enumerate() {
+            if *b != Behavior::Crash {
                 continue;
             }
             let mut t = 0;
