@@ -119,18 +119,25 @@ impl Committer {
         let leader = committee.leader(r);
         let quorum = committee.quorum_threshold();
         // Blame: authors of r+1 with a block referencing no block of the slot.
-        let mut blamers = StakeAggregator::default();
-        for v in dag.round_blocks(r.next()) {
-            if !v
-                .parents()
-                .iter()
-                .any(|p| p.author == leader && p.round == r)
-            {
-                blamers.add(v.author(), committee);
+        // (Cheap pre-checks: neither rule can fire before its round holds
+        // enough stake, which is the common case for the newest slot.)
+        if dag.round_stake(r.next()) >= quorum {
+            let mut blamers = StakeAggregator::default();
+            for v in dag.round_blocks(r.next()) {
+                if !v
+                    .parents()
+                    .iter()
+                    .any(|p| p.author == leader && p.round == r)
+                {
+                    blamers.add(v.author(), committee);
+                }
+            }
+            if blamers.stake() >= quorum {
+                return LeaderStatus::Skip(r);
             }
         }
-        if blamers.stake() >= quorum {
-            return LeaderStatus::Skip(r);
+        if dag.round_stake(Round(r.0 + 2)) < self.support_threshold(dag) {
+            return LeaderStatus::Undecided(r);
         }
         for l in dag.slot(r, leader) {
             let certs = self.certificate_authors(dag, &l.reference());
