@@ -660,10 +660,8 @@ impl Core {
             author: ValidatorIndex(0),
             digest: Digest([0; 32]),
         });
-        let dropped = std::mem::replace(&mut self.missing, keep);
-        for r in dropped.keys() {
-            self.waiting_on.remove(r);
-        }
+        self.missing = keep;
+        self.waiting_on.retain(|r, _| r.round >= gc);
         let keep = self.pending.split_off(&BlockRef {
             round: gc,
             author: ValidatorIndex(0),

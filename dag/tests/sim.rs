@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use velox_dag::sim::cli::{sweep, SweepSummary};
 use velox_dag::sim::{run, Scenario, SimConfig, Violation};
-use velox_dag::CommitRuleConfig;
+use velox_dag::{parse_seed_range, run_cli, CommitRuleConfig, SimArgs};
 
 /// Seeds per (n, scenario) cell: 3 x 8 x 21 = 504 runs in release.
 const SWEEP_SEEDS_PER_CELL: u64 = if cfg!(debug_assertions) { 2 } else { 21 };
@@ -100,21 +100,36 @@ fn n1_and_no_faults_commit() {
     }
 }
 
-/// `VELOX_SIM_REPRO='N F SEED SCENARIO' cargo test --release -p velox-dag
-/// --test sim repro -- --ignored --nocapture` reruns one seed verbosely.
+/// Reruns seeds through the CLI entry, verbosely:
+/// `VELOX_SIM_REPRO='N F SEEDS SCENARIO' cargo test --release -p velox-dag
+/// --test sim repro -- --ignored --nocapture`, where SEEDS is `A` or `A..B`
+/// (a long sweep: `VELOX_SIM_REPRO='10 3 0..10000 default'`).
 #[test]
 #[ignore]
 fn repro() {
-    let spec = std::env::var("VELOX_SIM_REPRO").expect("set VELOX_SIM_REPRO='N F SEED SCENARIO'");
+    let spec = std::env::var("VELOX_SIM_REPRO").expect("set VELOX_SIM_REPRO='N F SEEDS SCENARIO'");
     let p: Vec<&str> = spec.split_whitespace().collect();
-    let scenario = Scenario::from_name(p.get(3).copied().unwrap_or("default")).expect("scenario");
-    let cfg = SimConfig::new(
-        p[0].parse().unwrap(),
-        p[1].parse().unwrap(),
-        p[2].parse().unwrap(),
-        scenario,
-    );
-    let r = run(&cfg);
-    eprintln!("{r:#?}");
-    assert!(r.violation.is_none(), "{}", cfg.repro_command());
+    assert!(p.len() >= 3, "VELOX_SIM_REPRO='N F SEEDS [SCENARIO]'");
+    let args = SimArgs {
+        validators: p[0].parse().expect("N"),
+        byzantine: p[1].parse().expect("F"),
+        seeds: parse_seed_range(p[2]).expect("SEEDS"),
+        scenario: p.get(3).map(|s| s.to_string()),
+    };
+    if args.seeds.end - args.seeds.start == 1 {
+        let scenario =
+            Scenario::from_name(args.scenario.as_deref().unwrap_or("default")).expect("scenario");
+        let r = run(&SimConfig::new(
+            args.validators,
+            args.byzantine,
+            args.seeds.start,
+            scenario,
+        ));
+        eprintln!("{r:#?}");
+    }
+    let mut out = Vec::new();
+    let ok = run_cli(&args, &mut out);
+    let out = String::from_utf8(out).unwrap();
+    eprint!("{out}");
+    assert!(ok);
 }
