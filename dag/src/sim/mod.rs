@@ -464,10 +464,10 @@ impl<'a> Sim<'a> {
         };
         if node.behavior == Behavior::SelectiveVote {
             // Never vote for leaders with an odd index (keeps the quorum).
-            core.set_parent_filter(Box::new(|round, committee, parents| {
+            core.set_parent_filter(Box::new(move |round, committee, parents| {
                 let prev = round.prev();
                 let leader = committee.leader(prev);
-                if leader.0 % 2 == 0 {
+                if leader.0 % 2 == 0 || leader == me {
                     return;
                 }
                 let mut keep = StakeAggregator::default();
