@@ -185,6 +185,28 @@ mod tests {
     }
 
     #[test]
+    fn cli_last_line_is_the_summary() {
+        let mut out = Vec::new();
+        let ok = run_cli(
+            &SimArgs {
+                validators: 4,
+                byzantine: 1,
+                seeds: 0..2,
+                scenario: Some("equivocate".into()),
+            },
+            &mut out,
+        );
+        let out = String::from_utf8(out).unwrap();
+        assert!(ok, "{out}");
+        let last = out.lines().last().unwrap();
+        assert!(
+            last.starts_with("sim summary: seeds=2 passed=2 failed=0 commits="),
+            "{last}"
+        );
+        assert!(last.contains("latency_rounds mean=") && last.contains("latency_ms mean="));
+    }
+
+    #[test]
     fn cli_rejects_too_many_byzantine() {
         let mut out = Vec::new();
         let ok = run_cli(
