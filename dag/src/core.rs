@@ -1,0 +1,685 @@
+//! The sans-IO consensus core.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+
+use crate::block::{
+    Block, BlockError, BlockRef, SignatureVerifier, UnsignedBlock, BLOCK_PAYLOAD_DIGESTS_MAX,
+};
+use crate::commit::{CommitRuleConfig, CommittedSubDag, Committer, LeaderStatus, Linearizer};
+use crate::dag::{DagState, InsertOutcome};
+use crate::types::{Committee, Digest, Round, Time, ValidatorIndex};
+
+/// Most refs in one `RequestBlocks`: bounds request size (44 bytes each).
+pub const REQUEST_REFS_MAX: usize = 256;
+
+/// Core configuration. Every bound is named with its unit last.
+#[derive(Copy, Clone, Debug)]
+pub struct CoreConfig {
+    /// How long to wait for the leader of round r (after 2f+1 round-r blocks
+    /// arrived) before proposing round r+1 without it.
+    pub leader_timeout_ms: u64,
+    /// Rounds kept below the last committed leader's round. Blocks below
+    /// are dropped and no longer fetched; a node further behind than this
+    /// cannot catch up by fetching (state sync is out of scope).
+    pub gc_depth_rounds: u64,
+    /// Delay between fetch attempts of one missing block.
+    pub fetch_retry_ms: u64,
+    /// Re-broadcast our latest block when we have not proposed for this long
+    /// (recovers from message loss that stalls every node).
+    pub retransmit_ms: u64,
+    /// Blocks buffered while waiting for ancestors; more are dropped (and
+    /// fetched again later). ~1 KiB each at n=10.
+    pub pending_blocks_max: usize,
+    /// Local batch digests queued for our next blocks; more are refused.
+    pub payload_queue_digests_max: usize,
+    /// A fetch reply carries the asked blocks plus their ancestors this many
+    /// rounds down, so a node that fell behind catches up in few round trips.
+    pub fetch_ancestor_rounds: u64,
+    /// Most blocks in one fetch reply.
+    pub fetch_response_blocks_max: usize,
+    /// Least time between two own proposals. Bounds the block rate when
+    /// quorums form faster than useful (n = 1, or a LAN); 10 ms = at most
+    /// 100 blocks/s per validator.
+    pub min_round_delay_ms: u64,
+    /// Commit rule (tests may break it on purpose).
+    pub commit_rule: CommitRuleConfig,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            leader_timeout_ms: 300,
+            gc_depth_rounds: 100,
+            fetch_retry_ms: 150,
+            retransmit_ms: 500,
+            pending_blocks_max: 20_000,
+            payload_queue_digests_max: 100_000,
+            fetch_ancestor_rounds: 8,
+            fetch_response_blocks_max: 1_000,
+            min_round_delay_ms: 10,
+            commit_rule: CommitRuleConfig::default(),
+        }
+    }
+}
+
+/// An intent for the driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send our block to every peer. For our own blocks it always follows
+    /// the `PersistBlock` of the same block.
+    BroadcastBlock(Arc<Block>),
+    /// Ask `from` for these blocks (missing ancestors); answer requests with
+    /// [`Core::handle_block_request`].
+    RequestBlocks {
+        /// Peer to ask.
+        from: ValidatorIndex,
+        /// Blocks wanted.
+        refs: Vec<BlockRef>,
+    },
+    /// Durably store this accepted block before acting on later outputs.
+    PersistBlock(Arc<Block>),
+    /// A leader was committed; its sub-DAG is ordered.
+    Committed(CommittedSubDag),
+}
+
+/// What happened to a received block.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BlockStatus {
+    /// Accepted into the DAG (with any buffered descendants).
+    Accepted,
+    /// Already known (accepted or buffered).
+    Duplicate,
+    /// Valid, buffered until its missing ancestors arrive.
+    Pending,
+    /// Below the GC round; ignored.
+    Stale,
+    /// The pending buffer is full; dropped (will be fetched again).
+    Dropped,
+}
+
+/// Counters a driver exports as metrics.
+#[derive(Clone, Debug, Default)]
+pub struct CoreMetrics {
+    /// Blocks accepted into the DAG (own included).
+    pub blocks_accepted: u64,
+    /// Blocks refused (bad bytes, signature, parents...).
+    pub blocks_rejected: u64,
+    /// Own blocks proposed.
+    pub blocks_proposed: u64,
+    /// Proposals made after the leader timeout without the leader's block.
+    pub leader_timeouts: u64,
+    /// Leaders committed.
+    pub leaders_committed: u64,
+    /// Leader slots skipped.
+    pub leaders_skipped: u64,
+}
+
+#[derive(Debug)]
+struct PendingBlock {
+    block: Arc<Block>,
+    /// Ancestors not yet accepted.
+    missing: BTreeSet<BlockRef>,
+}
+
+#[derive(Debug)]
+struct MissingBlock {
+    /// Peers that may hold it (its author and senders of its children).
+    sources: Vec<ValidatorIndex>,
+    attempts: u32,
+    next_retry: Time,
+}
+
+/// DAG-BFT consensus core: a state machine with no I/O.
+///
+/// Invariants: `highest_signed_round` only grows and no two own blocks share
+/// a round; every DAG block's ancestors above the GC round are in the DAG.
+pub struct Core {
+    config: CoreConfig,
+    committee: Arc<Committee>,
+    me: ValidatorIndex,
+    key: SigningKey,
+    verifier: Box<dyn SignatureVerifier>,
+    dag: DagState,
+    pending: BTreeMap<BlockRef, PendingBlock>,
+    /// Missing ref -> pending blocks waiting for it.
+    waiting_on: HashMap<BlockRef, Vec<BlockRef>>,
+    missing: BTreeMap<BlockRef, MissingBlock>,
+    last_own: Option<Arc<Block>>,
+    highest_signed_round: Round,
+    /// Highest round with 2f+1 stake of blocks, and when it got there.
+    threshold_round: Round,
+    threshold_reached_at: Time,
+    last_broadcast_at: Time,
+    last_proposed_at: Time,
+    payload_queue: VecDeque<Digest>,
+    committer: Committer,
+    linearizer: Linearizer,
+    /// Leader slots up to this round are decided.
+    last_decided_round: Round,
+    last_committed_leader_round: Round,
+    equivocators: BTreeSet<ValidatorIndex>,
+    outputs: VecDeque<Output>,
+    metrics: CoreMetrics,
+    /// Simulation only: a Byzantine node's hook that edits the parents of its
+    /// own proposals (selective voting). `None` in production.
+    parent_filter: Option<ParentFilter>,
+}
+
+/// Edits the parent list of an own proposal of the given round.
+pub(crate) type ParentFilter = Box<dyn FnMut(Round, &Committee, &mut Vec<BlockRef>) + Send>;
+
+impl Core {
+    /// A fresh validator: proposes its round-1 block at once.
+    pub fn new(
+        config: CoreConfig,
+        committee: Arc<Committee>,
+        me: ValidatorIndex,
+        key: SigningKey,
+        verifier: Box<dyn SignatureVerifier>,
+        now: Time,
+    ) -> Core {
+        Self::recover(config, committee, me, key, verifier, Vec::new(), now)
+    }
+
+    /// Rebuilds state from every block this validator persisted (from
+    /// `PersistBlock` outputs, any order). Blocks are re-verified (disk is
+    /// a boundary) and replayed; commits are decided again and re-emitted
+    /// from index 0, so the driver skips indices it already applied. The
+    /// highest own round found is never signed again.
+    pub fn recover(
+        config: CoreConfig,
+        committee: Arc<Committee>,
+        me: ValidatorIndex,
+        key: SigningKey,
+        verifier: Box<dyn SignatureVerifier>,
+        mut persisted: Vec<Block>,
+        now: Time,
+    ) -> Core {
+        assert!(committee.contains(me), "own index not in committee");
+        assert_eq!(
+            committee.authority(me).expect("member").public_key,
+            key.verifying_key(),
+            "signing key does not match the committee"
+        );
+        let mut core = Core {
+            config,
+            dag: DagState::new(committee.clone()),
+            committee,
+            me,
+            key,
+            verifier,
+            pending: BTreeMap::new(),
+            waiting_on: HashMap::new(),
+            missing: BTreeMap::new(),
+            last_own: None,
+            highest_signed_round: Round(0),
+            threshold_round: Round(0),
+            threshold_reached_at: now,
+            last_broadcast_at: now,
+            last_proposed_at: now,
+            payload_queue: VecDeque::new(),
+            committer: Committer::new(config.commit_rule),
+            linearizer: Linearizer::default(),
+            last_decided_round: Round(0),
+            last_committed_leader_round: Round(0),
+            equivocators: BTreeSet::new(),
+            outputs: VecDeque::new(),
+            metrics: CoreMetrics::default(),
+            parent_filter: None,
+        };
+        persisted.sort_by_key(|b| b.order_key());
+        for b in persisted {
+            if b.verify(&core.committee, core.verifier.as_ref()).is_err() {
+                core.metrics.blocks_rejected += 1;
+                continue;
+            }
+            let b = Arc::new(b);
+            if b.author() == me && b.round() > core.highest_signed_round {
+                core.highest_signed_round = b.round();
+                core.last_own = Some(b.clone());
+            }
+            // Persisted blocks were causally complete when accepted (or had
+            // ancestors below the GC round then), so they go in directly.
+            core.insert_accepted(now, b, false);
+        }
+        core.try_commit(now);
+        if let Some(own) = core.last_own.clone() {
+            // We may have crashed between persisting and broadcasting it.
+            core.outputs.push_back(Output::BroadcastBlock(own));
+        }
+        core.try_propose(now);
+        core
+    }
+
+    /// This validator.
+    pub fn me(&self) -> ValidatorIndex {
+        self.me
+    }
+    /// The committee.
+    pub fn committee(&self) -> &Arc<Committee> {
+        &self.committee
+    }
+    /// Validators seen signing two different blocks for one round.
+    pub fn equivocators(&self) -> &BTreeSet<ValidatorIndex> {
+        &self.equivocators
+    }
+    /// Counters.
+    pub fn metrics(&self) -> &CoreMetrics {
+        &self.metrics
+    }
+    /// Highest round this validator signed.
+    pub fn highest_signed_round(&self) -> Round {
+        self.highest_signed_round
+    }
+    /// Highest round with 2f+1 stake of blocks.
+    pub fn threshold_round(&self) -> Round {
+        self.threshold_round
+    }
+    /// Rounds below this are garbage collected.
+    pub fn gc_round(&self) -> Round {
+        self.dag.gc_round()
+    }
+    /// Blocks in the DAG window.
+    pub fn dag_len(&self) -> usize {
+        self.dag.len()
+    }
+    /// Blocks buffered for missing ancestors.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+    /// Simulation only: installs a Byzantine parent filter.
+    pub(crate) fn set_parent_filter(&mut self, f: ParentFilter) {
+        self.parent_filter = Some(f);
+    }
+
+    /// The DAG window (read only).
+    pub fn dag(&self) -> &DagState {
+        &self.dag
+    }
+
+    /// Decodes untrusted bytes from peer `from` and handles the block.
+    pub fn handle_block_bytes(
+        &mut self,
+        now: Time,
+        bytes: &[u8],
+        from: ValidatorIndex,
+    ) -> Result<BlockStatus, BlockError> {
+        match Block::decode(bytes) {
+            Ok(b) => self.handle_block(now, b, from),
+            Err(e) => {
+                self.metrics.blocks_rejected += 1;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Handles a decoded block from peer `from` (or fetched from it).
+    pub fn handle_block(
+        &mut self,
+        now: Time,
+        block: Block,
+        from: ValidatorIndex,
+    ) -> Result<BlockStatus, BlockError> {
+        let r = block.reference();
+        if r.round < self.dag.gc_round() {
+            return Ok(BlockStatus::Stale);
+        }
+        if self.dag.contains(&r) || self.pending.contains_key(&r) {
+            return Ok(BlockStatus::Duplicate);
+        }
+        if let Err(e) = block.verify(&self.committee, self.verifier.as_ref()) {
+            self.metrics.blocks_rejected += 1;
+            return Err(e);
+        }
+        let block = Arc::new(block);
+        let gc = self.dag.gc_round();
+        let missing: BTreeSet<BlockRef> = block
+            .parents()
+            .iter()
+            .filter(|p| p.round >= gc && !self.dag.contains(p))
+            .copied()
+            .collect();
+        let status = if missing.is_empty() {
+            self.insert_accepted(now, block, true);
+            BlockStatus::Accepted
+        } else if self.pending.len() >= self.config.pending_blocks_max {
+            BlockStatus::Dropped
+        } else {
+            let mut to_request = Vec::new();
+            for m in &missing {
+                self.waiting_on.entry(*m).or_default().push(r);
+                if self.pending.contains_key(m) {
+                    continue;
+                }
+                let entry = self.missing.entry(*m).or_insert_with(|| {
+                    to_request.push(*m);
+                    MissingBlock {
+                        sources: vec![m.author],
+                        attempts: 0,
+                        next_retry: now.plus_ms(self.config.fetch_retry_ms),
+                    }
+                });
+                if !entry.sources.contains(&from) {
+                    entry.sources.push(from);
+                }
+            }
+            self.missing.remove(&r);
+            self.pending.insert(r, PendingBlock { block, missing });
+            for chunk in to_request.chunks(REQUEST_REFS_MAX) {
+                self.outputs.push_back(Output::RequestBlocks {
+                    from,
+                    refs: chunk.to_vec(),
+                });
+            }
+            BlockStatus::Pending
+        };
+        self.try_commit(now);
+        self.try_propose(now);
+        Ok(status)
+    }
+
+    /// Queues local batch digests for our next blocks. Returns how many were
+    /// taken (the queue is bounded by `payload_queue_digests_max`).
+    pub fn handle_payload(&mut self, now: Time, digests: &[Digest]) -> usize {
+        let room = self
+            .config
+            .payload_queue_digests_max
+            .saturating_sub(self.payload_queue.len());
+        let n = room.min(digests.len());
+        self.payload_queue.extend(&digests[..n]);
+        self.try_propose(now);
+        n
+    }
+
+    /// Call when `poll_timeout`'s time is reached (calling early is harmless).
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.try_propose(now);
+        if let Some(own) = &self.last_own {
+            if now >= self.last_broadcast_at.plus_ms(self.config.retransmit_ms) {
+                self.outputs.push_back(Output::BroadcastBlock(own.clone()));
+                self.last_broadcast_at = now;
+            }
+        }
+        let mut by_source: BTreeMap<ValidatorIndex, Vec<BlockRef>> = BTreeMap::new();
+        for (r, m) in self.missing.iter_mut() {
+            if m.next_retry <= now {
+                m.attempts += 1;
+                let src = m.sources[m.attempts as usize % m.sources.len()];
+                m.next_retry = now.plus_ms(self.config.fetch_retry_ms);
+                by_source.entry(src).or_default().push(*r);
+            }
+        }
+        for (from, refs) in by_source {
+            for chunk in refs.chunks(REQUEST_REFS_MAX) {
+                self.outputs.push_back(Output::RequestBlocks {
+                    from,
+                    refs: chunk.to_vec(),
+                });
+            }
+        }
+    }
+
+    /// Earliest time `handle_timeout` has work to do.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let mut t: Option<Time> = None;
+        let mut consider = |x: Time| t = Some(t.map_or(x, |t| t.min(x)));
+        if self.threshold_round.next() > self.highest_signed_round
+            && self.threshold_round > Round(0)
+        {
+            // A proposal is waiting: for the round delay, and for the leader
+            // or its timeout.
+            let mut ready = self
+                .last_proposed_at
+                .plus_ms(self.config.min_round_delay_ms);
+            let r = self.threshold_round;
+            if self.dag.slot(r, self.committee.leader(r)).is_empty() {
+                ready = ready.max(
+                    self.threshold_reached_at
+                        .plus_ms(self.config.leader_timeout_ms),
+                );
+            }
+            consider(ready);
+        }
+        if self.last_own.is_some() {
+            consider(self.last_broadcast_at.plus_ms(self.config.retransmit_ms));
+        }
+        if let Some(m) = self.missing.values().map(|m| m.next_retry).min() {
+            consider(m);
+        }
+        t
+    }
+
+    /// Next intent, in the order they must be carried out.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Answers a peer's `RequestBlocks`: the blocks we have among `refs`, plus
+    /// their ancestors `fetch_ancestor_rounds` deep, lowest round first,
+    /// at most `fetch_response_blocks_max`.
+    pub fn handle_block_request(&self, refs: &[BlockRef]) -> Vec<Arc<Block>> {
+        let mut out: BTreeMap<(Round, u64, Digest), Arc<Block>> = BTreeMap::new();
+        let mut stack: Vec<(BlockRef, u64)> = Vec::new();
+        for r in refs.iter().take(REQUEST_REFS_MAX) {
+            stack.push((
+                *r,
+                r.round.0.saturating_sub(self.config.fetch_ancestor_rounds),
+            ));
+        }
+        while let Some((r, floor)) = stack.pop() {
+            if out.len() >= self.config.fetch_response_blocks_max {
+                break;
+            }
+            let Some(b) = self.dag.get(&r) else { continue };
+            if out.insert(b.order_key(), b.clone()).is_some() {
+                continue;
+            }
+            for p in b.parents() {
+                if p.round.0 > floor {
+                    stack.push((*p, floor));
+                }
+            }
+        }
+        out.into_values().collect()
+    }
+
+    fn insert_accepted(&mut self, now: Time, block: Arc<Block>, persist: bool) {
+        let mut work = vec![block];
+        while let Some(b) = work.pop() {
+            let r = b.reference();
+            match self.dag.insert(b.clone()) {
+                InsertOutcome::Duplicate => continue,
+                InsertOutcome::Equivocation => {
+                    self.equivocators.insert(r.author);
+                }
+                InsertOutcome::New => {
+                    let stake = self.dag.round_stake(r.round);
+                    if stake >= self.committee.quorum_threshold() && r.round > self.threshold_round
+                    {
+                        self.threshold_round = r.round;
+                        self.threshold_reached_at = now;
+                    }
+                }
+            }
+            self.metrics.blocks_accepted += 1;
+            self.missing.remove(&r);
+            self.pending.remove(&r);
+            if persist {
+                self.outputs.push_back(Output::PersistBlock(b.clone()));
+            }
+            if let Some(children) = self.waiting_on.remove(&r) {
+                for c in children {
+                    if let Some(p) = self.pending.get_mut(&c) {
+                        p.missing.remove(&r);
+                        if p.missing.is_empty() {
+                            let p = self.pending.remove(&c).expect("present");
+                            work.push(p.block);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_propose(&mut self, now: Time) {
+        let mut target = self.threshold_round.next();
+        if self.last_own.is_none() {
+            // First block ever (or nothing persisted): round 1, no parents.
+            target = Round(1);
+        }
+        if target <= self.highest_signed_round {
+            return;
+        }
+        if target > Round(1) {
+            if now
+                < self
+                    .last_proposed_at
+                    .plus_ms(self.config.min_round_delay_ms)
+            {
+                return;
+            }
+            let r = self.threshold_round;
+            let has_leader = !self.dag.slot(r, self.committee.leader(r)).is_empty();
+            if !has_leader {
+                if now
+                    < self
+                        .threshold_reached_at
+                        .plus_ms(self.config.leader_timeout_ms)
+                {
+                    return;
+                }
+                self.metrics.leader_timeouts += 1;
+            }
+        }
+        let mut parents = Vec::new();
+        if target > Round(1) {
+            let prev = target.prev();
+            let own = self
+                .last_own
+                .as_ref()
+                .expect("own block exists")
+                .reference();
+            assert!(own.round < target);
+            for v in self.committee.indices() {
+                if v == self.me {
+                    parents.push(own);
+                    continue;
+                }
+                // The first block of the slot at r-1, else a weak link to a
+                // recent older block so slow validators still get ordered.
+                let pick = (0..3u64)
+                    .map(|d| Round(prev.0.saturating_sub(d)))
+                    .filter(|r| r.0 >= 1)
+                    .find_map(|r| self.dag.slot(r, v).first());
+                if let Some(b) = pick {
+                    parents.push(b.reference());
+                }
+            }
+        }
+        if let Some(f) = self.parent_filter.as_mut() {
+            f(target, &self.committee, &mut parents);
+        }
+        let take = self.payload_queue.len().min(BLOCK_PAYLOAD_DIGESTS_MAX);
+        let payload: Vec<Digest> = self.payload_queue.drain(..take).collect();
+        let ts = self
+            .last_own
+            .as_ref()
+            .map_or(now.0, |b| b.timestamp_ms().max(now.0));
+        let block = UnsignedBlock {
+            epoch: self.committee.epoch(),
+            author: self.me,
+            round: target,
+            parents,
+            payload,
+            timestamp_ms: ts,
+        }
+        .sign(&self.key);
+        debug_assert_eq!(
+            block.verify(&self.committee, self.verifier.as_ref()),
+            Ok(()),
+            "own block invalid"
+        );
+        let block = Arc::new(block);
+        self.highest_signed_round = target;
+        self.last_own = Some(block.clone());
+        self.metrics.blocks_proposed += 1;
+        // Persist strictly before broadcast: a crash in between must not let
+        // us sign another block for this round after recovery.
+        self.insert_accepted(now, block.clone(), true);
+        self.outputs.push_back(Output::BroadcastBlock(block));
+        self.last_broadcast_at = now;
+        self.last_proposed_at = now;
+        self.try_commit(now);
+    }
+
+    fn try_commit(&mut self, now: Time) {
+        let decided = self
+            .committer
+            .try_decide(&self.dag, self.last_decided_round.next());
+        if decided.is_empty() {
+            return;
+        }
+        for s in decided {
+            self.last_decided_round = s.round();
+            match s {
+                LeaderStatus::Commit(leader) => {
+                    let gc = self.commit_gc_round();
+                    let sub = self.linearizer.commit(&self.dag, &leader, gc);
+                    self.last_committed_leader_round = leader.round();
+                    self.metrics.leaders_committed += 1;
+                    self.outputs.push_back(Output::Committed(sub));
+                }
+                LeaderStatus::Skip(_) => self.metrics.leaders_skipped += 1,
+                LeaderStatus::Undecided(_) => unreachable!("only decided statuses"),
+            }
+        }
+        self.gc(now);
+    }
+
+    /// A function of the commit sequence only, hence equal on all nodes.
+    fn commit_gc_round(&self) -> Round {
+        Round(
+            self.last_committed_leader_round
+                .0
+                .saturating_sub(self.config.gc_depth_rounds),
+        )
+    }
+
+    fn gc(&mut self, now: Time) {
+        let gc = self.commit_gc_round();
+        if gc <= self.dag.gc_round() {
+            return;
+        }
+        self.dag.gc_below(gc);
+        self.linearizer.gc_below(gc);
+        let keep = self.missing.split_off(&BlockRef {
+            round: gc,
+            author: ValidatorIndex(0),
+            digest: Digest([0; 32]),
+        });
+        self.missing = keep;
+        self.waiting_on.retain(|r, _| r.round >= gc);
+        let keep = self.pending.split_off(&BlockRef {
+            round: gc,
+            author: ValidatorIndex(0),
+            digest: Digest([0; 32]),
+        });
+        self.pending = keep;
+        // Ancestors below the GC round now count as present.
+        let mut ready = Vec::new();
+        for (r, p) in self.pending.iter_mut() {
+            p.missing.retain(|m| m.round >= gc);
+            if p.missing.is_empty() {
+                ready.push(*r);
+            }
+        }
+        for r in ready {
+            if let Some(p) = self.pending.remove(&r) {
+                self.insert_accepted(now, p.block, true);
+            }
+        }
+    }
+}

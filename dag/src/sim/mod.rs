@@ -1,0 +1,866 @@
+//! Deterministic discrete-event simulator (STYLE §2).
+//!
+//! `n` real [`Core`]s run against virtual time and a simulated network driven
+//! by one seeded ChaCha RNG: per-link latency ranges (so messages reorder),
+//! loss, partitions that heal, honest nodes that crash and restart from
+//! their persisted blocks, and Byzantine nodes that equivocate, withhold
+//! blocks, send invalid signatures or invalid parents, or vote selectively.
+//!
+//! Checkers: after every event, every honest commit is compared with the
+//! agreed sequence (the committed sequences of honest nodes must be prefixes
+//! of one another), and no honest key may sign two blocks for one round. At
+//! the end, every honest node must have committed after the network became
+//! stable (liveness). A run is a pure function of [`SimConfig`]: rerunning a
+//! seed reproduces it exactly.
+
+pub mod cli;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::block::{Block, BlockRef, Ed25519Verifier, SignatureVerifier, UnsignedBlock};
+use crate::commit::{CommitRuleConfig, CommittedSubDag};
+use crate::core::{Core, CoreConfig, Output};
+use crate::types::{Committee, Digest, Epoch, Round, StakeAggregator, Time, ValidatorIndex};
+
+/// A named fault mix.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Faulty nodes get random behaviours; random loss; maybe a partition.
+    Default,
+    /// Faulty nodes are honest but crash and restart from persisted blocks.
+    Crash,
+    /// A partition (possibly leaving no side with a quorum) that heals.
+    Partition,
+    /// Faulty nodes send different blocks for one round to different peers.
+    Equivocate,
+    /// Faulty nodes send their blocks to at most one peer and serve no fetch.
+    Withhold,
+    /// Faulty nodes send blocks with broken signatures and garbage bytes.
+    BadSig,
+    /// Faulty nodes send blocks with invalid parent sets.
+    BadParents,
+    /// Faulty nodes reference only some leaders (vote selectively).
+    SelectiveVote,
+}
+
+impl Scenario {
+    /// Every scenario.
+    pub const ALL: [Scenario; 8] = [
+        Scenario::Default,
+        Scenario::Crash,
+        Scenario::Partition,
+        Scenario::Equivocate,
+        Scenario::Withhold,
+        Scenario::BadSig,
+        Scenario::BadParents,
+        Scenario::SelectiveVote,
+    ];
+    /// CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Default => "default",
+            Scenario::Crash => "crash",
+            Scenario::Partition => "partition",
+            Scenario::Equivocate => "equivocate",
+            Scenario::Withhold => "withhold",
+            Scenario::BadSig => "bad-sig",
+            Scenario::BadParents => "bad-parents",
+            Scenario::SelectiveVote => "selective-vote",
+        }
+    }
+    /// From a CLI name.
+    pub fn from_name(s: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How one node behaves.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Behavior {
+    /// Follows the protocol.
+    Honest,
+    /// Honest, but crashes and restarts (counts as faulty for liveness).
+    Crash,
+    /// Byzantine: equivocates.
+    Equivocate,
+    /// Byzantine: withholds.
+    Withhold,
+    /// Byzantine: bad signatures.
+    BadSig,
+    /// Byzantine: bad parents.
+    BadParents,
+    /// Byzantine: selective votes.
+    SelectiveVote,
+}
+
+impl Behavior {
+    fn is_byzantine(self) -> bool {
+        !matches!(self, Behavior::Honest | Behavior::Crash)
+    }
+}
+
+/// One simulation run.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Committee size.
+    pub validators: usize,
+    /// Faulty nodes (<= f).
+    pub byzantine: usize,
+    /// RNG seed: the whole run is a function of this config.
+    pub seed: u64,
+    /// Fault mix.
+    pub scenario: Scenario,
+    /// Simulated time after the network is stable (all partitions healed,
+    /// all crashed nodes restarted) during which every honest node must
+    /// commit.
+    pub liveness_window_ms: u64,
+    /// Core configuration for every node (commit rule included).
+    pub core: CoreConfig,
+}
+
+impl SimConfig {
+    /// Defaults for a run.
+    pub fn new(validators: usize, byzantine: usize, seed: u64, scenario: Scenario) -> SimConfig {
+        SimConfig {
+            validators,
+            byzantine,
+            seed,
+            scenario,
+            liveness_window_ms: 3_000,
+            core: CoreConfig {
+                leader_timeout_ms: 200,
+                gc_depth_rounds: 150,
+                ..CoreConfig::default()
+            },
+        }
+    }
+    /// With a (possibly broken, test-only) commit rule.
+    pub fn with_commit_rule(mut self, rule: CommitRuleConfig) -> SimConfig {
+        self.core.commit_rule = rule;
+        self
+    }
+    /// The command that reruns exactly this run.
+    pub fn repro_command(&self) -> String {
+        format!(
+            "velox sim --validators {} --byzantine {} --seeds {}..{} --scenario {}   \
+             (or: VELOX_SIM_REPRO='{} {} {} {}' cargo test --release -p velox-dag --test sim repro -- --ignored --nocapture)",
+            self.validators,
+            self.byzantine,
+            self.seed,
+            self.seed + 1,
+            self.scenario,
+            self.validators,
+            self.byzantine,
+            self.seed,
+            self.scenario
+        )
+    }
+}
+
+/// A checker failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// Two honest nodes committed different sub-DAGs at one index, or a node
+    /// skipped an index.
+    Safety(String),
+    /// An honest key signed two blocks for one round.
+    OwnEquivocation(String),
+    /// An honest node did not commit after the network became stable.
+    Liveness(String),
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::Safety(s) => write!(f, "SAFETY: {s}"),
+            Violation::OwnEquivocation(s) => write!(f, "OWN-EQUIVOCATION: {s}"),
+            Violation::Liveness(s) => write!(f, "LIVENESS: {s}"),
+        }
+    }
+}
+
+/// Outcome of one run.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// Length of the agreed commit sequence.
+    pub commits: u64,
+    /// Commit latency in rounds (node's threshold round - leader round), one
+    /// sample per honest node per commit.
+    pub latency_rounds: Vec<u64>,
+    /// Commit latency in simulated ms (commit time - leader timestamp).
+    pub latency_ms: Vec<u64>,
+    /// Events processed.
+    pub events: u64,
+    /// Simulated time at the end.
+    pub end_ms: u64,
+    /// Faulty nodes and what they did.
+    pub behaviors: Vec<Behavior>,
+    /// Equivocators seen by honest nodes (union).
+    pub equivocators_seen: Vec<ValidatorIndex>,
+    /// First failure, if any (the run stops there).
+    pub violation: Option<Violation>,
+}
+
+/// Verifies each distinct (key, digest, signature) once per run and shares
+/// the answer between the simulated cores: the check is the real one, only
+/// its repetition on n nodes is saved.
+#[derive(Clone, Default)]
+struct SharedVerifier {
+    cache: Arc<Mutex<HashMap<SignatureKey, bool>>>,
+}
+
+/// (digest, public key, signature).
+type SignatureKey = (Digest, [u8; 32], [u8; 64]);
+
+impl SignatureVerifier for SharedVerifier {
+    fn verify(&self, key: &VerifyingKey, digest: &Digest, signature: &[u8; 64]) -> bool {
+        let k = (*digest, key.to_bytes(), *signature);
+        let mut cache = self.cache.lock().expect("single-threaded");
+        *cache
+            .entry(k)
+            .or_insert_with(|| Ed25519Verifier.verify(key, digest, signature))
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Msg {
+    Block(Vec<u8>),
+    Request(Vec<BlockRef>),
+    Response(Vec<Vec<u8>>),
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Deliver {
+        from: ValidatorIndex,
+        to: ValidatorIndex,
+        msg: Msg,
+    },
+    Timer {
+        node: usize,
+        incarnation: u32,
+    },
+    Payload {
+        node: usize,
+    },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
+}
+
+struct Node {
+    core: Option<Core>,
+    behavior: Behavior,
+    key: SigningKey,
+    /// What the driver persisted (survives crashes).
+    persisted: Vec<Block>,
+    /// Commit count in the current incarnation (indices must be contiguous).
+    next_commit_index: u64,
+    /// Highest index ever committed (latency is sampled once per index).
+    first_time_commits: u64,
+    commits_after_stable: u64,
+    timer_at: Option<Time>,
+    incarnation: u32,
+    /// Equivocating twin per round (Byzantine equivocators stay consistent).
+    twins: BTreeMap<Round, Block>,
+}
+
+struct Partition {
+    start: Time,
+    end: Time,
+    side: Vec<u8>,
+}
+
+/// Runs one simulation.
+pub fn run(cfg: &SimConfig) -> SimReport {
+    Sim::new(cfg).run()
+}
+
+struct Sim<'a> {
+    cfg: &'a SimConfig,
+    rng: ChaCha8Rng,
+    committee: Arc<Committee>,
+    nodes: Vec<Node>,
+    queue: BTreeMap<(Time, u64), Event>,
+    seq: u64,
+    now: Time,
+    latency: Vec<Vec<(u64, u64)>>,
+    loss: f64,
+    partition: Option<Partition>,
+    stable_at: Time,
+    end: Time,
+    verifier: SharedVerifier,
+    /// Agreed sequence: (leader, digest of ordered block refs, timestamp).
+    log: Vec<(BlockRef, Digest, u64)>,
+    /// (author, round) -> digest for honest signers.
+    signed: HashMap<(ValidatorIndex, Round), Digest>,
+    report: SimReport,
+}
+
+impl<'a> Sim<'a> {
+    fn new(cfg: &'a SimConfig) -> Sim<'a> {
+        let n = cfg.validators;
+        assert!(n >= 1, "need validators");
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let (committee, keys) = Committee::new_for_test(Epoch(0), n, cfg.seed);
+        let committee = Arc::new(committee);
+        let scenario = cfg.scenario;
+        // Faulty nodes: a random subset.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rng);
+        let mut behaviors = vec![Behavior::Honest; n];
+        let kinds = [
+            Behavior::Crash,
+            Behavior::Equivocate,
+            Behavior::Withhold,
+            Behavior::BadSig,
+            Behavior::BadParents,
+            Behavior::SelectiveVote,
+        ];
+        for &i in order.iter().take(cfg.byzantine) {
+            behaviors[i] = match scenario {
+                Scenario::Default | Scenario::Partition => *kinds.choose(&mut rng).expect("kinds"),
+                Scenario::Crash => Behavior::Crash,
+                Scenario::Equivocate => Behavior::Equivocate,
+                Scenario::Withhold => Behavior::Withhold,
+                Scenario::BadSig => Behavior::BadSig,
+                Scenario::BadParents => Behavior::BadParents,
+                Scenario::SelectiveVote => Behavior::SelectiveVote,
+            };
+        }
+        let latency = (0..n)
+            .map(|_| {
+                (0..n)
+                    .map(|_| {
+                        let lo = rng.gen_range(1..=40);
+                        (lo, lo + rng.gen_range(0..=60))
+                    })
+                    .collect()
+            })
+            .collect();
+        let loss = match scenario {
+            Scenario::Default => rng.gen_range(0.0..0.05),
+            _ => rng.gen_range(0.0..0.02),
+        };
+        let partitioned = match scenario {
+            Scenario::Partition => true,
+            Scenario::Default => rng.gen_bool(0.3),
+            _ => false,
+        };
+        let partition = partitioned.then(|| {
+            let start = Time(rng.gen_range(200..1_500));
+            let end = start.plus_ms(rng.gen_range(300..2_000));
+            let side = (0..n).map(|_| rng.gen_range(0..2u8)).collect();
+            Partition { start, end, side }
+        });
+        let mut stable_at = partition.as_ref().map_or(Time(0), |p| p.end);
+        let verifier = SharedVerifier::default();
+        let mut sim = Sim {
+            cfg,
+            rng,
+            committee: committee.clone(),
+            nodes: Vec::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            now: Time(0),
+            latency,
+            loss,
+            partition,
+            stable_at,
+            end: Time(0),
+            verifier,
+            log: Vec::new(),
+            signed: HashMap::new(),
+            report: SimReport {
+                behaviors: behaviors.clone(),
+                ..SimReport::default()
+            },
+        };
+        for (i, key) in keys.into_iter().enumerate() {
+            sim.nodes.push(Node {
+                core: None,
+                behavior: behaviors[i],
+                key,
+                persisted: Vec::new(),
+                next_commit_index: 0,
+                first_time_commits: 0,
+                commits_after_stable: 0,
+                timer_at: None,
+                incarnation: 0,
+                twins: BTreeMap::new(),
+            });
+        }
+        // Crashes: one or two crash/restart cycles per crashing node.
+        for (i, b) in behaviors.iter().enumerate() {
+            if *b != Behavior::Crash {
+                continue;
+            }
+            let mut t = 0;
+            for _ in 0..sim.rng.gen_range(1..=2) {
+                let down = t + sim.rng.gen_range(100..1_500);
+                let up = down + sim.rng.gen_range(50..1_500);
+                sim.schedule(Time(down), Event::Crash { node: i });
+                sim.schedule(Time(up), Event::Restart { node: i });
+                t = up;
+            }
+            stable_at = stable_at.max(Time(t));
+        }
+        sim.stable_at = stable_at;
+        sim.end = stable_at.max(Time(1_000)).plus_ms(cfg.liveness_window_ms);
+        for i in 0..n {
+            sim.start_node(i, false);
+            let t = Time(sim.rng.gen_range(10..100));
+            sim.schedule(t, Event::Payload { node: i });
+        }
+        sim
+    }
+
+    fn schedule(&mut self, at: Time, e: Event) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), e);
+    }
+
+    fn start_node(&mut self, i: usize, recover: bool) {
+        let node = &mut self.nodes[i];
+        node.incarnation += 1;
+        node.timer_at = None;
+        node.next_commit_index = 0;
+        let me = ValidatorIndex(i as u32);
+        let mut core = if recover {
+            Core::recover(
+                self.cfg.core,
+                self.committee.clone(),
+                me,
+                node.key.clone(),
+                Box::new(self.verifier.clone()),
+                node.persisted.clone(),
+                self.now,
+            )
+        } else {
+            Core::new(
+                self.cfg.core,
+                self.committee.clone(),
+                me,
+                node.key.clone(),
+                Box::new(self.verifier.clone()),
+                self.now,
+            )
+        };
+        if node.behavior == Behavior::SelectiveVote {
+            // Never vote for leaders with an odd index (keeps the quorum).
+            core.set_parent_filter(Box::new(move |round, committee, parents| {
+                let prev = round.prev();
+                let leader = committee.leader(prev);
+                if leader.0 % 2 == 0 || leader == me {
+                    return;
+                }
+                let mut keep = StakeAggregator::default();
+                for p in parents.iter() {
+                    if p.round == prev && p.author != leader {
+                        keep.add(p.author, committee);
+                    }
+                }
+                if keep.stake() >= committee.quorum_threshold() {
+                    parents.retain(|p| !(p.round == prev && p.author == leader));
+                }
+            }));
+        }
+        node.core = Some(core);
+        self.drive(i);
+    }
+
+    fn run(mut self) -> SimReport {
+        while let Some(((t, _), e)) = self.queue.pop_first() {
+            if t > self.end {
+                break;
+            }
+            self.now = t;
+            self.report.events += 1;
+            self.handle(e);
+            if self.report.violation.is_some() {
+                break;
+            }
+        }
+        self.report.end_ms = self.now.0;
+        if self.report.violation.is_none() {
+            self.check_liveness();
+        }
+        self.report.commits = self.log.len() as u64;
+        let mut eq: Vec<ValidatorIndex> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.behavior.is_byzantine())
+            .filter_map(|n| n.core.as_ref())
+            .flat_map(|c| c.equivocators().iter().copied())
+            .collect();
+        eq.sort();
+        eq.dedup();
+        self.report.equivocators_seen = eq;
+        self.report
+    }
+
+    fn check_liveness(&mut self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.behavior.is_byzantine() {
+                continue;
+            }
+            if n.commits_after_stable < 2 {
+                self.report.violation = Some(Violation::Liveness(format!(
+                    "node {i} committed {} leaders after the network became stable at {} ms \
+                     (run ended at {} ms; agreed sequence length {})",
+                    n.commits_after_stable,
+                    self.stable_at.0,
+                    self.end.0,
+                    self.log.len()
+                )));
+                return;
+            }
+        }
+    }
+
+    fn handle(&mut self, e: Event) {
+        match e {
+            Event::Deliver { from, to, msg } => {
+                let i = to.as_usize();
+                if self.nodes[i].core.is_none() {
+                    return;
+                }
+                match msg {
+                    Msg::Block(bytes) => {
+                        let now = self.now;
+                        let core = self.nodes[i].core.as_mut().expect("alive");
+                        let _ = core.handle_block_bytes(now, &bytes, from);
+                    }
+                    Msg::Response(blocks) => {
+                        let now = self.now;
+                        let core = self.nodes[i].core.as_mut().expect("alive");
+                        for bytes in blocks {
+                            let _ = core.handle_block_bytes(now, &bytes, from);
+                        }
+                    }
+                    Msg::Request(refs) => {
+                        if self.nodes[i].behavior == Behavior::Withhold {
+                            return;
+                        }
+                        let core = self.nodes[i].core.as_ref().expect("alive");
+                        let blocks: Vec<Vec<u8>> = core
+                            .handle_block_request(&refs)
+                            .iter()
+                            .map(|b| b.encode())
+                            .collect();
+                        if !blocks.is_empty() {
+                            self.send(to, from, Msg::Response(blocks));
+                        }
+                    }
+                }
+                self.drive(i);
+            }
+            Event::Timer { node, incarnation } => {
+                let n = &mut self.nodes[node];
+                if n.incarnation != incarnation || n.timer_at != Some(self.now) {
+                    return;
+                }
+                n.timer_at = None;
+                let now = self.now;
+                if let Some(core) = n.core.as_mut() {
+                    core.handle_timeout(now);
+                }
+                self.drive(node);
+            }
+            Event::Payload { node } => {
+                let now = self.now;
+                let k = self.rng.gen_range(0..4);
+                let digests: Vec<Digest> = (0..k).map(|_| Digest(self.rng.gen())).collect();
+                if let Some(core) = self.nodes[node].core.as_mut() {
+                    core.handle_payload(now, &digests);
+                }
+                self.drive(node);
+                let t = now.plus_ms(self.rng.gen_range(50..150));
+                self.schedule(t, Event::Payload { node });
+            }
+            Event::Crash { node } => {
+                self.nodes[node].core = None;
+                self.nodes[node].timer_at = None;
+            }
+            Event::Restart { node } => self.start_node(node, true),
+        }
+    }
+
+    fn send(&mut self, from: ValidatorIndex, to: ValidatorIndex, msg: Msg) {
+        if from == to {
+            return;
+        }
+        if let Some(p) = &self.partition {
+            if self.now >= p.start
+                && self.now < p.end
+                && p.side[from.as_usize()] != p.side[to.as_usize()]
+            {
+                return;
+            }
+        }
+        if self.rng.gen_bool(self.loss) {
+            return;
+        }
+        let (lo, hi) = self.latency[from.as_usize()][to.as_usize()];
+        let at = self.now.plus_ms(self.rng.gen_range(lo..=hi));
+        self.schedule(at, Event::Deliver { from, to, msg });
+    }
+
+    /// Carries out every output of node `i`, then re-arms its timer.
+    fn drive(&mut self, i: usize) {
+        let me = ValidatorIndex(i as u32);
+        loop {
+            let Some(core) = self.nodes[i].core.as_mut() else {
+                return;
+            };
+            let Some(out) = core.poll_output() else { break };
+            match out {
+                Output::PersistBlock(b) => {
+                    if b.author() == me && !self.nodes[i].behavior.is_byzantine() {
+                        let key = (me, b.round());
+                        match self.signed.get(&key) {
+                            Some(d) if *d != b.digest() => {
+                                self.report.violation = Some(Violation::OwnEquivocation(format!(
+                                    "honest node {i} signed two blocks for round {}",
+                                    b.round()
+                                )));
+                                return;
+                            }
+                            _ => {
+                                self.signed.insert(key, b.digest());
+                            }
+                        }
+                    }
+                    self.nodes[i].persisted.push((*b).clone());
+                }
+                Output::BroadcastBlock(b) => self.broadcast(i, &b),
+                Output::RequestBlocks { from, refs } => self.send(me, from, Msg::Request(refs)),
+                Output::Committed(sub) => {
+                    self.on_commit(i, sub);
+                    if self.report.violation.is_some() {
+                        return;
+                    }
+                }
+            }
+        }
+        let core = self.nodes[i].core.as_ref().expect("alive");
+        if let Some(t) = core.poll_timeout() {
+            let t = t.max(self.now.plus_ms(1));
+            let n = &mut self.nodes[i];
+            if n.timer_at.is_none_or(|cur| t < cur) {
+                n.timer_at = Some(t);
+                let incarnation = n.incarnation;
+                self.schedule(
+                    t,
+                    Event::Timer {
+                        node: i,
+                        incarnation,
+                    },
+                );
+            }
+        }
+    }
+
+    fn broadcast(&mut self, i: usize, b: &Arc<Block>) {
+        let me = ValidatorIndex(i as u32);
+        let n = self.nodes.len();
+        let behavior = self.nodes[i].behavior;
+        let own = b.author() == me;
+        let peers: Vec<ValidatorIndex> = (0..n as u32)
+            .map(ValidatorIndex)
+            .filter(|p| *p != me)
+            .collect();
+        if !own || !behavior.is_byzantine() {
+            let bytes = b.encode();
+            for p in peers {
+                self.send(me, p, Msg::Block(bytes.clone()));
+            }
+            return;
+        }
+        match behavior {
+            Behavior::Equivocate => {
+                let twin = match self.nodes[i].twins.get(&b.round()) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let mut u = b.unsigned().clone();
+                        u.payload.push(Digest(self.rng.gen()));
+                        let t = u.sign(&self.nodes[i].key);
+                        self.nodes[i].twins.insert(b.round(), t.clone());
+                        t
+                    }
+                };
+                let (a, t) = (b.encode(), twin.encode());
+                for p in peers {
+                    let m = if self.rng.gen_bool(0.5) {
+                        a.clone()
+                    } else {
+                        t.clone()
+                    };
+                    self.send(me, p, Msg::Block(m));
+                }
+            }
+            Behavior::Withhold => {
+                if self.rng.gen_bool(0.5) {
+                    let p = *peers.choose(&mut self.rng).expect("peers");
+                    self.send(me, p, Msg::Block(b.encode()));
+                }
+            }
+            Behavior::BadSig => {
+                for p in peers {
+                    let m = match self.rng.gen_range(0..4) {
+                        0 => b.encode(),
+                        1 => {
+                            let mut sig = *b.signature();
+                            sig[self.rng.gen_range(0..64)] ^= 1 << self.rng.gen_range(0..8);
+                            b.unsigned().clone().with_signature(sig).encode()
+                        }
+                        2 => {
+                            let mut bytes = b.encode();
+                            let k = self.rng.gen_range(0..bytes.len());
+                            bytes[k] ^= 0xff;
+                            bytes
+                        }
+                        _ => {
+                            let mut bytes = b.encode();
+                            bytes.truncate(self.rng.gen_range(0..bytes.len()));
+                            bytes
+                        }
+                    };
+                    self.send(me, p, Msg::Block(m));
+                }
+            }
+            Behavior::BadParents => {
+                let bad = self.bad_parents(b, &self.nodes[i].key.clone());
+                let bytes = bad.encode();
+                for p in peers {
+                    self.send(me, p, Msg::Block(bytes.clone()));
+                }
+            }
+            Behavior::SelectiveVote | Behavior::Honest | Behavior::Crash => {
+                let bytes = b.encode();
+                for p in peers {
+                    self.send(me, p, Msg::Block(bytes.clone()));
+                }
+            }
+        }
+    }
+
+    fn bad_parents(&mut self, b: &Block, key: &SigningKey) -> Block {
+        let mut u: UnsignedBlock = b.unsigned().clone();
+        if u.round == Round(1) {
+            u.parents.push(BlockRef {
+                round: Round(0),
+                author: ValidatorIndex(0),
+                digest: Digest::default(),
+            });
+            return u.sign(key);
+        }
+        match self.rng.gen_range(0..5) {
+            // Below the quorum of the previous round.
+            0 => u.parents.truncate(1),
+            // Two parents by one author.
+            1 => {
+                let p = u.parents[0];
+                u.parents.push(BlockRef {
+                    digest: Digest(self.rng.gen()),
+                    ..p
+                });
+            }
+            // A parent from the block's own round.
+            2 => {
+                let p = u.parents[0];
+                u.parents[0] = BlockRef {
+                    round: u.round,
+                    ..p
+                };
+            }
+            // A parent that does not exist (statelessly valid: it is
+            // buffered, fetched in vain and garbage collected).
+            3 => {
+                if let Some(p) = u.parents.iter_mut().find(|p| p.author != u.author) {
+                    p.digest = Digest(self.rng.gen());
+                }
+            }
+            // Own previous block left out.
+            _ => {
+                let me = u.author;
+                u.parents.retain(|p| p.author != me);
+            }
+        }
+        u.sign(key)
+    }
+
+    fn on_commit(&mut self, i: usize, sub: CommittedSubDag) {
+        let node = &mut self.nodes[i];
+        if node.behavior.is_byzantine() {
+            return;
+        }
+        if sub.index != node.next_commit_index {
+            self.report.violation = Some(Violation::Safety(format!(
+                "node {i} emitted commit index {} where {} was expected",
+                sub.index, node.next_commit_index
+            )));
+            return;
+        }
+        node.next_commit_index += 1;
+        let mut h = blake3::Hasher::new();
+        for b in &sub.blocks {
+            h.update(&b.digest().0);
+        }
+        let entry = (
+            sub.leader,
+            Digest(*h.finalize().as_bytes()),
+            sub.timestamp_ms,
+        );
+        let idx = sub.index as usize;
+        if idx < self.log.len() {
+            if self.log[idx] != entry {
+                let (l, _, ts) = self.log[idx];
+                self.report.violation = Some(Violation::Safety(format!(
+                    "node {i} committed leader {}@r{}#{} ({} blocks, ts {}) at index {idx}, \
+                     but another honest node committed leader {}@r{}#{} (ts {ts}) there",
+                    sub.leader.author,
+                    sub.leader.round,
+                    sub.leader.digest,
+                    sub.blocks.len(),
+                    sub.timestamp_ms,
+                    l.author,
+                    l.round,
+                    l.digest
+                )));
+                return;
+            }
+        } else {
+            self.log.push(entry);
+        }
+        if sub.index >= node.first_time_commits {
+            node.first_time_commits = sub.index + 1;
+            if self.now > self.stable_at {
+                node.commits_after_stable += 1;
+            }
+            let core = node.core.as_ref().expect("alive");
+            let rounds = core.threshold_round().0.saturating_sub(sub.leader.round.0);
+            let leader_ts = sub.blocks.last().map_or(0, |b| b.timestamp_ms());
+            self.report.latency_rounds.push(rounds);
+            self.report
+                .latency_ms
+                .push(self.now.0.saturating_sub(leader_ts));
+        }
+    }
+}

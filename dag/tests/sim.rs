@@ -1,0 +1,141 @@
+//! Simulator sweeps: safety and liveness under every fault kind, the
+//! broken-rule check, determinism, and seed reproduction.
+//!
+//! CI runs `cargo test --release -p velox-dag`: the sweep covers
+//! `SWEEP_SEEDS_PER_CELL` seeds for each of 3 committee sizes x 8 scenarios
+//! (>= 500 runs). Debug builds run a scaled-down sweep (see below).
+
+use std::time::Instant;
+
+use velox_dag::sim::cli::{sweep, SweepSummary};
+use velox_dag::sim::{run, Scenario, SimConfig, Violation};
+use velox_dag::{parse_seed_range, run_cli, CommitRuleConfig, SimArgs};
+
+/// Seeds per (n, scenario) cell: 3 x 8 x 21 = 504 runs in release. Debug
+/// builds (unoptimized ed25519 and blake3, ~20x slower) run one seed per
+/// cell for n = 4 and 7 only.
+const SWEEP_SEEDS_PER_CELL: u64 = if cfg!(debug_assertions) { 1 } else { 21 };
+
+fn sweep_n(n: usize) {
+    if cfg!(debug_assertions) && n > 7 {
+        eprintln!("n={n}: release only (cargo test --release)");
+        return;
+    }
+    let f = (n - 1) / 3;
+    let t = Instant::now();
+    let mut total = SweepSummary::default();
+    let mut out = Vec::new();
+    for (k, s) in Scenario::ALL.into_iter().enumerate() {
+        // Distinct seed ranges per cell so the cells explore different runs.
+        let start = 1_000 * n as u64 + 100 * k as u64;
+        let base = SimConfig::new(n, f, start, s);
+        let r = sweep(&base, start..start + SWEEP_SEEDS_PER_CELL, &mut out);
+        total.seeds += r.seeds;
+        total.failed += r.failed;
+        total.commits += r.commits;
+        total.latency_rounds.extend(r.latency_rounds);
+        total.latency_ms.extend(r.latency_ms);
+    }
+    let out = String::from_utf8(out).unwrap();
+    eprintln!("n={n} f={f}: {} in {:?}\n{out}", total.line(), t.elapsed());
+    assert_eq!(total.failed, 0, "failures:\n{out}");
+    assert!(total.commits > 0);
+}
+
+#[test]
+fn sweep_n4() {
+    sweep_n(4);
+}
+
+#[test]
+fn sweep_n7() {
+    sweep_n(7);
+}
+
+#[test]
+fn sweep_n10() {
+    sweep_n(10);
+}
+
+/// The simulator must notice a commit rule that counts f+1 instead of 2f+1.
+/// Repeat by hand: `cargo test --release -p velox-dag --test sim broken -- --nocapture`.
+#[test]
+fn broken_commit_rule_is_caught() {
+    let mut caught = None;
+    for seed in 0..200 {
+        for s in [
+            Scenario::Equivocate,
+            Scenario::SelectiveVote,
+            Scenario::Default,
+        ] {
+            let cfg = SimConfig::new(4, 1, seed, s).with_commit_rule(CommitRuleConfig {
+                direct_support_threshold_override: Some(2), // f+1 for n=4
+            });
+            let r = run(&cfg);
+            if let Some(Violation::Safety(msg)) = r.violation {
+                caught = Some((cfg.repro_command(), msg));
+                break;
+            }
+        }
+        if caught.is_some() {
+            break;
+        }
+    }
+    let (cmd, msg) = caught.expect("a broken commit rule must produce a safety violation");
+    eprintln!("caught: {msg}\n  {cmd}");
+}
+
+#[test]
+fn same_seed_same_run() {
+    for s in [Scenario::Default, Scenario::Crash, Scenario::Equivocate] {
+        let cfg = SimConfig::new(7, 2, 42, s);
+        let (a, b) = (run(&cfg), run(&cfg));
+        assert_eq!(a.commits, b.commits);
+        assert_eq!(a.events, b.events);
+        assert_eq!(a.latency_ms, b.latency_ms);
+        assert_eq!(a.violation, b.violation);
+    }
+}
+
+#[test]
+fn n1_and_no_faults_commit() {
+    for n in [1, 4] {
+        let r = run(&SimConfig::new(n, 0, 3, Scenario::Default));
+        assert!(r.violation.is_none(), "{:?}", r.violation);
+        assert!(r.commits > 10, "n={n}: {} commits", r.commits);
+    }
+}
+
+/// Reruns seeds through the CLI entry, verbosely:
+/// `VELOX_SIM_REPRO='N F SEEDS SCENARIO' cargo test --release -p velox-dag
+/// --test sim repro -- --ignored --nocapture`, where SEEDS is `A` or `A..B`
+/// (a long sweep: `VELOX_SIM_REPRO='10 3 0..10000 default'`).
+#[test]
+#[ignore]
+fn repro() {
+    let spec = std::env::var("VELOX_SIM_REPRO").expect("set VELOX_SIM_REPRO='N F SEEDS SCENARIO'");
+    let p: Vec<&str> = spec.split_whitespace().collect();
+    assert!(p.len() >= 3, "VELOX_SIM_REPRO='N F SEEDS [SCENARIO]'");
+    let args = SimArgs {
+        validators: p[0].parse().expect("N"),
+        byzantine: p[1].parse().expect("F"),
+        seeds: parse_seed_range(p[2]).expect("SEEDS"),
+        scenario: p.get(3).map(|s| s.to_string()),
+    };
+    if args.seeds.end - args.seeds.start == 1 {
+        let scenario =
+            Scenario::from_name(args.scenario.as_deref().unwrap_or("default")).expect("scenario");
+        let r = run(&SimConfig::new(
+            args.validators,
+            args.byzantine,
+            args.seeds.start,
+            scenario,
+        ));
+        eprintln!("{r:#?}");
+    }
+    let mut out = Vec::new();
+    let ok = run_cli(&args, &mut out);
+    let out = String::from_utf8(out).unwrap();
+    eprint!("{out}");
+    assert!(ok);
+}
