@@ -20,11 +20,14 @@ use crate::tx::AccountId;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StateKey {
     Account(AccountId),
+    /// A shared u64 counter written by [`crate::tx::TxBody::KvAdd`].
+    Kv([u8; 32]),
 }
 
 /// Encoded key length: a one-byte tag and 32 bytes.
 pub const STATE_KEY_BYTES: usize = 33;
 const TAG_ACCOUNT: u8 = 1;
+const TAG_KV: u8 = 2;
 
 impl StateKey {
     pub fn to_bytes(&self) -> [u8; STATE_KEY_BYTES] {
@@ -33,6 +36,10 @@ impl StateKey {
             StateKey::Account(id) => {
                 out[0] = TAG_ACCOUNT;
                 out[1..].copy_from_slice(&id.0);
+            }
+            StateKey::Kv(k) => {
+                out[0] = TAG_KV;
+                out[1..].copy_from_slice(k);
             }
         }
         out
@@ -47,6 +54,11 @@ impl StateKey {
                 let mut id = [0u8; 32];
                 id.copy_from_slice(&b[1..]);
                 Ok(StateKey::Account(AccountId(id)))
+            }
+            TAG_KV => {
+                let mut k = [0u8; 32];
+                k.copy_from_slice(&b[1..]);
+                Ok(StateKey::Kv(k))
             }
             t => Err(StateDecodeError::KeyTag(t)),
         }
@@ -70,10 +82,14 @@ impl Account {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StateValue {
     Account(Account),
+    /// The value of a [`StateKey::Kv`] counter.
+    Kv(u64),
 }
 
 /// Encoded account value: balance u64 LE, nonce u64 LE.
 pub const ACCOUNT_VALUE_BYTES: usize = 16;
+/// Encoded counter value: u64 LE.
+pub const KV_VALUE_BYTES: usize = 8;
 
 impl StateValue {
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -84,7 +100,22 @@ impl StateValue {
                 out.extend_from_slice(&a.nonce.to_le_bytes());
                 out
             }
+            StateValue::Kv(v) => v.to_le_bytes().to_vec(),
         }
+    }
+
+    /// True for the values that mean "absent": an empty account, a zero
+    /// counter. State never stores them.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            StateValue::Account(a) => a.is_empty(),
+            StateValue::Kv(v) => *v == 0,
+        }
+    }
+
+    /// The stored form of `v`: empty values become `None`.
+    pub fn normalize(v: Option<StateValue>) -> Option<StateValue> {
+        v.filter(|v| !v.is_empty())
     }
 
     pub fn from_bytes(key: &StateKey, b: &[u8]) -> Result<Self, StateDecodeError> {
@@ -96,6 +127,12 @@ impl StateValue {
                 let balance = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
                 let nonce = u64::from_le_bytes(b[8..16].try_into().expect("8 bytes"));
                 Ok(StateValue::Account(Account { balance, nonce }))
+            }
+            StateKey::Kv(_) => {
+                if b.len() != KV_VALUE_BYTES {
+                    return Err(StateDecodeError::ValueLength(b.len()));
+                }
+                Ok(StateValue::Kv(u64::from_le_bytes(b.try_into().expect("8 bytes"))))
             }
         }
     }
@@ -127,12 +164,14 @@ impl fmt::Debug for StateRoot {
     }
 }
 
-/// 256-bit accumulator, four little-endian u64 limbs.
+/// 256-bit accumulator, four little-endian u64 limbs. Addition modulo 2^256
+/// is a group, so the change of the root over a set of writes can be
+/// computed apart from the map (in parallel) and added once.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
-struct Acc([u64; 4]);
+pub(crate) struct Acc(pub(crate) [u64; 4]);
 
 impl Acc {
-    fn entry_hash(key: &StateKey, value: &StateValue) -> [u64; 4] {
+    pub(crate) fn entry_hash(key: &StateKey, value: &StateValue) -> [u64; 4] {
         let mut h = blake3::Hasher::new();
         h.update(&key.to_bytes());
         h.update(&value.to_bytes());
@@ -145,7 +184,7 @@ impl Acc {
         limbs
     }
 
-    fn add(&mut self, x: [u64; 4]) {
+    pub(crate) fn add(&mut self, x: [u64; 4]) {
         let mut carry = false;
         for (a, b) in self.0.iter_mut().zip(x) {
             let (s1, c1) = a.overflowing_add(b);
@@ -155,7 +194,7 @@ impl Acc {
         }
     }
 
-    fn sub(&mut self, x: [u64; 4]) {
+    pub(crate) fn sub(&mut self, x: [u64; 4]) {
         let mut borrow = false;
         for (a, b) in self.0.iter_mut().zip(x) {
             let (s1, b1) = a.overflowing_sub(b);
@@ -177,7 +216,8 @@ impl Acc {
 /// The full state in memory with its running commitment.
 ///
 /// Invariant: `acc` equals the sum of `entry_hash` over `map`, and `map`
-/// holds no empty account (an empty account is the same as an absent one).
+/// holds no empty value (an empty account or a zero counter is the same as
+/// an absent one).
 #[derive(Clone, Default)]
 pub struct State {
     map: HashMap<StateKey, StateValue>,
@@ -200,7 +240,17 @@ impl State {
     pub fn account(&self, id: &AccountId) -> Account {
         match self.map.get(&StateKey::Account(*id)) {
             Some(StateValue::Account(a)) => *a,
+            Some(StateValue::Kv(_)) => unreachable!("account key holds a counter"),
             None => Account::default(),
+        }
+    }
+
+    /// The value of the counter at `key` (0 when absent).
+    pub fn kv(&self, key: &[u8; 32]) -> u64 {
+        match self.map.get(&StateKey::Kv(*key)) {
+            Some(StateValue::Kv(v)) => *v,
+            Some(StateValue::Account(_)) => unreachable!("counter key holds an account"),
+            None => 0,
         }
     }
 
@@ -211,7 +261,7 @@ impl State {
     /// Sets `key` to `value` (None or an empty account deletes it) and keeps
     /// the commitment current.
     pub fn set(&mut self, key: StateKey, value: Option<StateValue>) {
-        let value = value.filter(|v| !matches!(v, StateValue::Account(a) if a.is_empty()));
+        let value = StateValue::normalize(value);
         if let Some(old) = self.map.remove(&key) {
             self.acc.sub(Acc::entry_hash(&key, &old));
         }
@@ -237,6 +287,24 @@ impl State {
 
     pub fn root(&self) -> StateRoot {
         self.acc.root()
+    }
+
+    /// Writes already-normalized final values whose commitment change `delta`
+    /// (sum of new entry hashes minus old ones) was computed by the caller.
+    /// Used by the parallel executor, which hashes on all workers.
+    pub(crate) fn apply_hashed(&mut self, entries: &[(StateKey, Option<StateValue>)], delta: Acc) {
+        for (k, v) in entries {
+            debug_assert_eq!(*v, StateValue::normalize(*v));
+            match v {
+                Some(v) => {
+                    self.map.insert(*k, *v);
+                }
+                None => {
+                    self.map.remove(k);
+                }
+            }
+        }
+        self.acc.add(delta.0);
     }
 
     /// Recomputes the commitment from scratch (for tests and replay checks).
@@ -296,5 +364,30 @@ mod tests {
         assert_eq!(StateKey::from_bytes(&[1; 5]), Err(StateDecodeError::KeyLength(5)));
         assert_eq!(StateKey::from_bytes(&[9; 33]), Err(StateDecodeError::KeyTag(9)));
         assert_eq!(StateValue::from_bytes(&k, &[0; 3]), Err(StateDecodeError::ValueLength(3)));
+    }
+
+    #[test]
+    fn kv_encoding_roundtrip_and_errors() {
+        let k = StateKey::Kv([0xab; 32]);
+        let b = k.to_bytes();
+        assert_eq!(b[0], 2);
+        assert_eq!(&b[1..], &[0xab; 32]);
+        assert_eq!(StateKey::from_bytes(&b), Ok(k));
+        let v = StateValue::Kv(0x0102_0304_0506_0708);
+        assert_eq!(v.to_bytes(), vec![8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(StateValue::from_bytes(&k, &v.to_bytes()), Ok(v));
+        assert_eq!(StateValue::from_bytes(&k, &[0; 16]), Err(StateDecodeError::ValueLength(16)));
+        // An account key never decodes a counter-sized value and vice versa.
+        let a = StateKey::Account(AccountId([1; 32]));
+        assert_eq!(StateValue::from_bytes(&a, &[0; 8]), Err(StateDecodeError::ValueLength(8)));
+        // A zero counter is absent, like an empty account.
+        let mut s = State::new();
+        s.set(k, Some(StateValue::Kv(0)));
+        assert!(s.is_empty());
+        s.load_entry(&b, &v.to_bytes()).unwrap();
+        assert_eq!(s.kv(&[0xab; 32]), 0x0102_0304_0506_0708);
+        assert_eq!(s.root(), s.recompute_root());
+        // Counters sort after accounts (diffs are sorted by key).
+        assert!(a < k);
     }
 }

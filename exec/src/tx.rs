@@ -16,6 +16,15 @@
 //! digest = blake3(bytes[0 .. 64+n])        (header and payload, no signature)
 //! ```
 //!
+//! ```text
+//! kind  name          payload (n bytes)                   from the network
+//!    1  Transfer      to [32] | amount u64 LE   (n = 40)  yes
+//!    2  GenesisAlloc  to [32] | amount u64 LE   (n = 40)  no, genesis only
+//!    3  KvAdd         key [32] | delta u64 LE   (n = 40)  yes
+//! ```
+//!
+//! Execution semantics of each kind are in [`crate::effects`].
+//!
 //! The header is read in place with zerocopy: no copy, no allocation, and a
 //! typed error for every way the bytes can be wrong. A decoded [`Tx`] is
 //! well-formed but *not* authenticated; only [`crate::verify`] turns it into a
@@ -113,6 +122,8 @@ pub enum TxKind {
     /// Credit `to` with `amount`. Only valid inside the genesis commit; never
     /// accepted from the network.
     GenesisAlloc = 2,
+    /// Add `delta` to the shared u64 counter at `key`, paying `fee`.
+    KvAdd = 3,
 }
 
 impl TxKind {
@@ -120,6 +131,7 @@ impl TxKind {
         match v {
             1 => Some(Self::Transfer),
             2 => Some(Self::GenesisAlloc),
+            3 => Some(Self::KvAdd),
             _ => None,
         }
     }
@@ -130,6 +142,17 @@ impl TxKind {
 pub enum TxBody {
     Transfer { to: AccountId, amount: u64 },
     GenesisAlloc { to: AccountId, amount: u64 },
+    KvAdd { key: [u8; 32], delta: u64 },
+}
+
+impl TxBody {
+    pub fn kind(&self) -> TxKind {
+        match self {
+            TxBody::Transfer { .. } => TxKind::Transfer,
+            TxBody::GenesisAlloc { .. } => TxKind::GenesisAlloc,
+            TxBody::KvAdd { .. } => TxKind::KvAdd,
+        }
+    }
 }
 
 /// Why bytes are not a well-formed transaction.
@@ -217,10 +240,7 @@ impl Tx {
         &self.header
     }
     pub fn kind(&self) -> TxKind {
-        match self.body {
-            TxBody::Transfer { .. } => TxKind::Transfer,
-            TxBody::GenesisAlloc { .. } => TxKind::GenesisAlloc,
-        }
+        self.body.kind()
     }
     pub fn body(&self) -> &TxBody {
         &self.body
@@ -255,7 +275,7 @@ impl Tx {
 
 fn decode_body(kind: TxKind, payload: &[u8]) -> Result<TxBody, TxDecodeError> {
     match kind {
-        TxKind::Transfer | TxKind::GenesisAlloc => {
+        TxKind::Transfer | TxKind::GenesisAlloc | TxKind::KvAdd => {
             if payload.len() != TRANSFER_PAYLOAD_BYTES {
                 return Err(TxDecodeError::PayloadLength {
                     kind,
@@ -272,6 +292,7 @@ fn decode_body(kind: TxKind, payload: &[u8]) -> Result<TxBody, TxDecodeError> {
             Ok(match kind {
                 TxKind::Transfer => TxBody::Transfer { to, amount },
                 TxKind::GenesisAlloc => TxBody::GenesisAlloc { to, amount },
+                TxKind::KvAdd => TxBody::KvAdd { key: to.0, delta: amount },
             })
         }
     }
@@ -283,6 +304,10 @@ fn encode_body(body: &TxBody, out: &mut Vec<u8>) {
         TxBody::Transfer { to, amount } | TxBody::GenesisAlloc { to, amount } => {
             out.extend_from_slice(&to.0);
             out.extend_from_slice(&amount.to_le_bytes());
+        }
+        TxBody::KvAdd { key, delta } => {
+            out.extend_from_slice(key);
+            out.extend_from_slice(&delta.to_le_bytes());
         }
     }
 }
@@ -298,10 +323,7 @@ pub struct TxBuilder {
 
 impl TxBuilder {
     fn encode_unsigned(&self, sender: [u8; 32]) -> Vec<u8> {
-        let kind = match self.body {
-            TxBody::Transfer { .. } => TxKind::Transfer,
-            TxBody::GenesisAlloc { .. } => TxKind::GenesisAlloc,
-        };
+        let kind = self.body.kind();
         let mut payload = Vec::with_capacity(TRANSFER_PAYLOAD_BYTES);
         encode_body(&self.body, &mut payload);
         let header = TxHeader {
@@ -369,6 +391,17 @@ mod tests {
         assert_eq!(tx.body(), &TxBody::Transfer { to: AccountId([9; 32]), amount: 5 });
         assert_eq!(tx.bytes(), &bytes[..]);
         assert_eq!(tx.digest().0, *blake3::hash(&bytes[..TX_HEADER_BYTES + 40]).as_bytes());
+    }
+
+    #[test]
+    fn roundtrip_kv_add() {
+        let b = TxBuilder { chain_id: 7, nonce: 2, fee: 3, body: TxBody::KvAdd { key: [4; 32], delta: 11 } };
+        let bytes = b.sign(&key(1));
+        assert_eq!(bytes.len(), TRANSFER_TX_BYTES);
+        assert_eq!(bytes[1], TxKind::KvAdd as u8);
+        let tx = Tx::decode(&bytes).unwrap();
+        assert_eq!(tx.kind(), TxKind::KvAdd);
+        assert_eq!(tx.body(), &TxBody::KvAdd { key: [4; 32], delta: 11 });
     }
 
     #[test]
