@@ -43,13 +43,19 @@ pub struct TxKeys {
 
 impl TxKeys {
     fn one(k: StateKey) -> Self {
-        Self { len: 1, keys: [k, k] }
+        Self {
+            len: 1,
+            keys: [k, k],
+        }
     }
     fn two(a: StateKey, b: StateKey) -> Self {
         if a == b {
             Self::one(a)
         } else {
-            Self { len: 2, keys: [a, b] }
+            Self {
+                len: 2,
+                keys: [a, b],
+            }
         }
     }
     pub fn as_slice(&self) -> &[StateKey] {
@@ -78,11 +84,17 @@ pub struct Writes {
 
 impl Writes {
     fn one(k: StateKey, v: StateValue) -> Self {
-        Self { len: 1, items: [(k, v), (k, v)] }
+        Self {
+            len: 1,
+            items: [(k, v), (k, v)],
+        }
     }
     fn two(a: (StateKey, StateValue), b: (StateKey, StateValue)) -> Self {
         assert_ne!(a.0, b.0, "a transaction writes each key once");
-        Self { len: 2, items: [a, b] }
+        Self {
+            len: 2,
+            items: [a, b],
+        }
     }
     pub fn as_slice(&self) -> &[(StateKey, StateValue)] {
         &self.items[..self.len as usize]
@@ -171,7 +183,10 @@ pub fn tx_effects<E>(
                 Some(c) => {
                     from.balance -= tx.fee();
                     from.nonce += 1;
-                    Ok(Writes::two((sender_key, StateValue::Account(from)), (kv_key, StateValue::Kv(c))))
+                    Ok(Writes::two(
+                        (sender_key, StateValue::Account(from)),
+                        (kv_key, StateValue::Kv(c)),
+                    ))
                 }
             }
         }

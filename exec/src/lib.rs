@@ -23,9 +23,11 @@ pub mod state;
 pub mod tx;
 pub mod verify;
 
-pub use reason::RejectReason;
 pub use effects::{declared_keys, tx_effects, TxKeys, Writes, TX_KEYS_MAX};
-pub use parallel::{execute_parallel, ExecConfig, ExecMetrics, ExecPath, ParallelExecutor, SequentialReason};
+pub use parallel::{
+    execute_parallel, ExecConfig, ExecMetrics, ExecPath, ParallelExecutor, SequentialReason,
+};
+pub use reason::RejectReason;
 pub use seq::{execute_sequential, BlockOutput, ExecContext, Receipt};
 pub use state::{Account, State, StateDiff, StateKey, StateRoot, StateValue};
 pub use tx::{AccountId, Tx, TxBody, TxBuilder, TxDecodeError, TxDigest, TxKind};

@@ -78,21 +78,29 @@ pub struct ExecConfig {
     /// Run Block-STM even with one worker (tests use it; production should
     /// not, it is strictly slower than the sequential executor).
     pub parallel_with_one_worker: bool,
+    /// Make workers wait for each other before the first task. Off in
+    /// production (the caller starts at once and gets ahead while the others
+    /// spawn); tests turn it on so that workers really overlap and conflicts
+    /// really happen.
+    pub start_together: bool,
     /// Abandon the parallel attempt (and run sequentially) when one worker has
     /// executed more than this many incarnations per transaction of the block.
     /// Block-STM always terminates; this bounds the time a pathological block
-    /// can waste before the fallback.
+    /// can waste before the fallback. 0 forces the fallback (for tests).
     pub reexecutions_per_tx_max: usize,
 }
 
 impl Default for ExecConfig {
     fn default() -> Self {
         Self {
-            exec_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            exec_workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             parallel_min_txs: 512,
             hot_key_share_max: 0.2,
             pin_workers: true,
             parallel_with_one_worker: false,
+            start_together: false,
             reexecutions_per_tx_max: 16,
         }
     }
@@ -137,8 +145,13 @@ impl SequentialReason {
         }
     }
 
-    pub const LABELS: [&'static str; Self::COUNT] =
-        ["single_worker", "small_block", "hot_key", "reexecution_budget", "internal_error"];
+    pub const LABELS: [&'static str; Self::COUNT] = [
+        "single_worker",
+        "small_block",
+        "hot_key",
+        "reexecution_budget",
+        "internal_error",
+    ];
 }
 
 /// How a block was executed.
@@ -176,7 +189,10 @@ impl ExecMetrics {
     }
 
     pub fn sequential_total(&self) -> u64 {
-        self.sequential_blocks.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.sequential_blocks
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -202,7 +218,10 @@ pub fn execute_parallel(
 
 impl ParallelExecutor {
     pub fn new(config: ExecConfig) -> Self {
-        Self { config, metrics: ExecMetrics::default() }
+        Self {
+            config,
+            metrics: ExecMetrics::default(),
+        }
     }
 
     pub fn execute(&self, state: &mut State, txs: &[VerifiedTx], ctx: ExecContext) -> BlockOutput {
@@ -229,7 +248,9 @@ impl ParallelExecutor {
                 Err(reason) => ExecPath::Sequential(reason),
             },
         };
-        let ExecPath::Sequential(reason) = path else { unreachable!() };
+        let ExecPath::Sequential(reason) = path else {
+            unreachable!()
+        };
         let out = execute_sequential(state, txs, ctx);
         self.metrics.sequential_blocks[reason.index()].fetch_add(1, Ordering::Relaxed);
         self.finish(start);
@@ -238,8 +259,12 @@ impl ParallelExecutor {
 
     fn finish(&self, start: Instant) {
         let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.metrics.block_exec_ns_sum.fetch_add(ns, Ordering::Relaxed);
-        self.metrics.block_exec_count.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .block_exec_ns_sum
+            .fetch_add(ns, Ordering::Relaxed);
+        self.metrics
+            .block_exec_count
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// The reason to run `txs` sequentially, if any.
@@ -300,14 +325,21 @@ enum Origin {
 
 #[derive(Clone, Copy, Debug)]
 enum Entry {
-    Write { inc: u32, value: StateValue },
+    Write {
+        inc: u32,
+        value: StateValue,
+    },
     /// The writer was aborted and is expected to write here again.
     Estimate,
 }
 
 enum MvRead {
     Base,
-    Version { txn: u32, inc: u32, value: StateValue },
+    Version {
+        txn: u32,
+        inc: u32,
+        value: StateValue,
+    },
     Dependency(u32),
 }
 
@@ -320,13 +352,18 @@ struct ReadSet {
 
 impl ReadSet {
     fn push(&mut self, kid: u32, o: Origin) -> Result<(), Stop> {
-        let slot = self.items.get_mut(self.len as usize).ok_or(Stop::Internal("read set overflow"))?;
+        let slot = self
+            .items
+            .get_mut(self.len as usize)
+            .ok_or(Stop::Internal("read set overflow"))?;
         *slot = (kid, Some(o));
         self.len += 1;
         Ok(())
     }
     fn iter(&self) -> impl Iterator<Item = (u32, Origin)> + '_ {
-        self.items[..self.len as usize].iter().map(|(k, o)| (*k, o.expect("pushed")))
+        self.items[..self.len as usize]
+            .iter()
+            .map(|(k, o)| (*k, o.expect("pushed")))
     }
 }
 
@@ -388,13 +425,25 @@ impl MvMemory {
             })
             .collect();
         let versions = keys.iter().map(|_| Mutex::new(Vec::new())).collect();
-        let records = txs.iter().map(|_| Mutex::new(TxnRecord::default())).collect();
-        Self { keys, versions, tx_keys, records }
+        let records = txs
+            .iter()
+            .map(|_| Mutex::new(TxnRecord::default()))
+            .collect();
+        Self {
+            keys,
+            versions,
+            tx_keys,
+            records,
+        }
     }
 
     fn key_id(&self, txn: u32, k: &StateKey) -> Result<u32, Stop> {
         let (decl, kids) = &self.tx_keys[txn as usize];
-        let slot = decl.as_slice().iter().position(|d| d == k).ok_or(Stop::Internal("read outside declared keys"))?;
+        let slot = decl
+            .as_slice()
+            .iter()
+            .position(|d| d == k)
+            .ok_or(Stop::Internal("read outside declared keys"))?;
         Ok(kids[slot])
     }
 
@@ -474,11 +523,15 @@ impl MvMemory {
     /// version now.
     fn validate_read_set(&self, txn: u32) -> bool {
         let reads = lock(&self.records[txn as usize]).reads;
-        let valid = reads.iter().all(|(kid, origin)| match (self.read(kid, txn), origin) {
-            (MvRead::Base, Origin::Base) => true,
-            (MvRead::Version { txn: t, inc, .. }, Origin::Version { txn: ot, inc: oi }) => t == ot && inc == oi,
-            _ => false,
-        });
+        let valid = reads
+            .iter()
+            .all(|(kid, origin)| match (self.read(kid, txn), origin) {
+                (MvRead::Base, Origin::Base) => true,
+                (MvRead::Version { txn: t, inc, .. }, Origin::Version { txn: ot, inc: oi }) => {
+                    t == ot && inc == oi
+                }
+                _ => false,
+            });
         valid
     }
 }
@@ -531,7 +584,9 @@ impl Scheduler {
             decrease_cnt: AtomicUsize::new(0),
             num_active_tasks: AtomicUsize::new(0),
             done: AtomicBool::new(false),
-            status: (0..n).map(|_| Mutex::new((0, Status::ReadyToExecute))).collect(),
+            status: (0..n)
+                .map(|_| Mutex::new((0, Status::ReadyToExecute)))
+                .collect(),
             dependencies: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
         }
     }
@@ -558,7 +613,10 @@ impl Scheduler {
         let observed = self.decrease_cnt.load(ORD);
         let e = self.execution_idx.load(ORD);
         let v = self.validation_idx.load(ORD);
-        if e.min(v) >= self.n && self.num_active_tasks.load(ORD) == 0 && observed == self.decrease_cnt.load(ORD) {
+        if e.min(v) >= self.n
+            && self.num_active_tasks.load(ORD) == 0
+            && observed == self.decrease_cnt.load(ORD)
+        {
             self.done.store(true, ORD);
         }
     }
@@ -585,7 +643,10 @@ impl Scheduler {
         self.num_active_tasks.fetch_add(1, ORD);
         let txn = self.execution_idx.fetch_add(1, ORD);
         match self.try_incarnate(txn) {
-            Some(inc) => Some(Task::Execute { txn: txn as u32, inc }),
+            Some(inc) => Some(Task::Execute {
+                txn: txn as u32,
+                inc,
+            }),
             None => {
                 self.num_active_tasks.fetch_sub(1, ORD);
                 None
@@ -603,7 +664,10 @@ impl Scheduler {
         if txn < self.n {
             let (inc, status) = *lock(&self.status[txn]);
             if status == Status::Executed {
-                return Some(Task::Validate { txn: txn as u32, inc });
+                return Some(Task::Validate {
+                    txn: txn as u32,
+                    inc,
+                });
             }
         }
         self.num_active_tasks.fetch_sub(1, ORD);
@@ -639,14 +703,22 @@ impl Scheduler {
     /// ABORTING(inc) -> READY(inc + 1).
     fn set_ready_status(&self, txn: usize) {
         let mut s = lock(&self.status[txn]);
-        assert_eq!(s.1, Status::Aborting, "only an aborted txn becomes ready again");
+        assert_eq!(
+            s.1,
+            Status::Aborting,
+            "only an aborted txn becomes ready again"
+        );
         *s = (s.0 + 1, Status::ReadyToExecute);
     }
 
     fn finish_execution(&self, txn: u32, inc: u32, wrote_new: bool) -> Option<Task> {
         {
             let mut s = lock(&self.status[txn as usize]);
-            assert_eq!(*s, (inc, Status::Executing), "finishing the running incarnation");
+            assert_eq!(
+                *s,
+                (inc, Status::Executing),
+                "finishing the running incarnation"
+            );
             s.1 = Status::Executed;
         }
         let deps = std::mem::take(&mut *lock(&self.dependencies[txn as usize]));
@@ -706,6 +778,10 @@ struct Local {
     dependency_waits: u64,
 }
 
+/// Failed task fetches before an idle worker yields its core: ~1-2 us of
+/// spinning, shorter than a typical task.
+const IDLE_SPINS_BEFORE_YIELD: u32 = 64;
+
 struct BlockRun<'a> {
     txs: &'a [VerifiedTx],
     ctx: ExecContext,
@@ -725,6 +801,7 @@ impl BlockRun<'_> {
 
     fn work(&self, local: &mut Local) {
         let mut task: Option<Task> = None;
+        let mut idle_spins = 0u32;
         loop {
             task = match task {
                 Some(Task::Execute { txn, inc }) => match self.try_execute(txn, inc, local) {
@@ -740,8 +817,19 @@ impl BlockRun<'_> {
                         return;
                     }
                     let t = self.sched.next_task();
-                    if t.is_none() {
-                        std::hint::spin_loop();
+                    if t.is_some() {
+                        idle_spins = 0;
+                    } else {
+                        // Nothing to do until another worker finishes a task.
+                        // Spin briefly, then yield: with more workers than
+                        // free cores a spinner would delay the worker it
+                        // waits for.
+                        idle_spins += 1;
+                        if idle_spins < IDLE_SPINS_BEFORE_YIELD {
+                            std::hint::spin_loop();
+                        } else {
+                            std::thread::yield_now();
+                        }
                     }
                     t
                 }
@@ -749,7 +837,12 @@ impl BlockRun<'_> {
         }
     }
 
-    fn try_execute(&self, txn: u32, inc: u32, local: &mut Local) -> Result<Option<Task>, SequentialReason> {
+    fn try_execute(
+        &self,
+        txn: u32,
+        inc: u32,
+        local: &mut Local,
+    ) -> Result<Option<Task>, SequentialReason> {
         loop {
             local.executions += 1;
             if inc > 0 {
@@ -764,7 +857,11 @@ impl BlockRun<'_> {
                 let kid = self.mv.key_id(txn, k)?;
                 match self.mv.read(kid, txn) {
                     MvRead::Dependency(j) => Err(Stop::Dependency(j)),
-                    MvRead::Version { txn: j, inc: ji, value } => {
+                    MvRead::Version {
+                        txn: j,
+                        inc: ji,
+                        value,
+                    } => {
                         reads.push(kid, Origin::Version { txn: j, inc: ji })?;
                         Ok(Some(value))
                     }
@@ -791,7 +888,12 @@ impl BlockRun<'_> {
         }
     }
 
-    fn validate(&self, txn: u32, inc: u32, local: &mut Local) -> Result<Option<Task>, SequentialReason> {
+    fn validate(
+        &self,
+        txn: u32,
+        inc: u32,
+        local: &mut Local,
+    ) -> Result<Option<Task>, SequentialReason> {
         local.validations += 1;
         let valid = self.mv.validate_read_set(txn);
         let aborted = !valid && self.sched.try_validation_abort(txn, inc);
@@ -804,7 +906,10 @@ impl BlockRun<'_> {
 
     /// Final values of the keys in `kids` (normalized, sorted by key) and the
     /// change of the state commitment they make.
-    fn final_writes(&self, kids: std::ops::Range<usize>) -> Result<(Vec<(StateKey, Option<StateValue>)>, Acc), SequentialReason> {
+    fn final_writes(
+        &self,
+        kids: std::ops::Range<usize>,
+    ) -> Result<(DiffEntries, Acc), SequentialReason> {
         let mut out = Vec::with_capacity(kids.len());
         let mut delta = Acc::default();
         for kid in kids {
@@ -824,14 +929,19 @@ impl BlockRun<'_> {
             }
             out.push((key, new));
         }
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out.sort_unstable_by_key(|e| e.0);
         Ok((out, delta))
     }
 
     fn receipts(&self, txns: std::ops::Range<usize>) -> Result<Vec<Receipt>, SequentialReason> {
         txns.map(|i| {
-            let outcome = lock(&self.mv.records[i]).outcome.ok_or(SequentialReason::InternalError("unexecuted tx"))?;
-            Ok(Receipt { digest: self.txs[i].digest(), outcome })
+            let outcome = lock(&self.mv.records[i])
+                .outcome
+                .ok_or(SequentialReason::InternalError("unexecuted tx"))?;
+            Ok(Receipt {
+                digest: self.txs[i].digest(),
+                outcome,
+            })
         })
         .collect()
     }
@@ -850,7 +960,8 @@ fn chunk(n: usize, workers: usize, w: usize) -> std::ops::Range<usize> {
     (w * per).min(n)..((w + 1) * per).min(n)
 }
 
-type WorkerResult = Result<(Vec<(StateKey, Option<StateValue>)>, Acc, Vec<Receipt>), SequentialReason>;
+type DiffEntries = Vec<(StateKey, Option<StateValue>)>;
+type WorkerResult = Result<(DiffEntries, Acc, Vec<Receipt>), SequentialReason>;
 
 /// Runs Block-STM on `workers` threads (the caller is worker 0). On success
 /// applies the block to `state` and returns the output.
@@ -869,18 +980,36 @@ fn run_block(
         mv: MvMemory::new(txs),
         sched: Scheduler::new(txs.len()),
         failure: Mutex::new(None),
-        executions_per_worker_max: (txs.len() as u64 + 1).saturating_mul(config.reexecutions_per_tx_max.max(1) as u64),
+        executions_per_worker_max: (txs.len() as u64)
+            .saturating_mul(config.reexecutions_per_tx_max as u64),
     };
     let barrier = Barrier::new(workers);
-    let cores = if config.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+    let cores = if config.pin_workers {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let worker = |w: usize| -> WorkerResult {
         let mut local = Local::default();
+        if config.start_together {
+            barrier.wait();
+        }
         run.work(&mut local);
-        metrics.executions.fetch_add(local.executions, Ordering::Relaxed);
-        metrics.reexecutions.fetch_add(local.reexecutions, Ordering::Relaxed);
-        metrics.validations.fetch_add(local.validations, Ordering::Relaxed);
-        metrics.validation_failures.fetch_add(local.validation_failures, Ordering::Relaxed);
-        metrics.dependency_waits.fetch_add(local.dependency_waits, Ordering::Relaxed);
+        metrics
+            .executions
+            .fetch_add(local.executions, Ordering::Relaxed);
+        metrics
+            .reexecutions
+            .fetch_add(local.reexecutions, Ordering::Relaxed);
+        metrics
+            .validations
+            .fetch_add(local.validations, Ordering::Relaxed);
+        metrics
+            .validation_failures
+            .fetch_add(local.validation_failures, Ordering::Relaxed);
+        metrics
+            .dependency_waits
+            .fetch_add(local.dependency_waits, Ordering::Relaxed);
         barrier.wait();
         if let Some(reason) = *lock(&run.failure) {
             return Err(reason);
@@ -903,7 +1032,11 @@ fn run_block(
             })
             .collect();
         let mut results = vec![worker(0)];
-        results.extend(handles.into_iter().map(|h| h.join().expect("exec worker panicked")));
+        results.extend(
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("exec worker panicked")),
+        );
         results
     });
     let mut entries = Vec::with_capacity(run.mv.keys.len());
@@ -917,7 +1050,11 @@ fn run_block(
     }
     drop(run);
     // Each chunk is sorted: a stable sort merges the runs in O(n log workers).
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.sort_by_key(|e| e.0);
     state.apply_hashed(&entries, delta);
-    Ok(BlockOutput { receipts, diff: StateDiff { entries }, root: state.root() })
+    Ok(BlockOutput {
+        receipts,
+        diff: StateDiff { entries },
+        root: state.root(),
+    })
 }

@@ -114,9 +114,10 @@ impl From<&crate::tx::TxDecodeError> for RejectReason {
             E::TooLarge { .. } => Self::TooLarge,
             E::UnknownVersion(_) => Self::UnknownVersion,
             E::UnknownKind(_) => Self::UnknownKind,
-            E::Truncated { .. } | E::ReservedNonZero | E::PayloadLength { .. } | E::TrailingBytes(_) => {
-                Self::Malformed
-            }
+            E::Truncated { .. }
+            | E::ReservedNonZero
+            | E::PayloadLength { .. }
+            | E::TrailingBytes(_) => Self::Malformed,
         }
     }
 }

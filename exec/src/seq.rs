@@ -60,12 +60,19 @@ pub fn execute_sequential(state: &mut State, txs: &[VerifiedTx], ctx: ExecContex
                 written.push(k);
             }
         });
-        receipts.push(Receipt { digest: tx.digest(), outcome });
+        receipts.push(Receipt {
+            digest: tx.digest(),
+            outcome,
+        });
     }
     written.sort_unstable();
     written.dedup();
     let entries = written.into_iter().map(|k| (k, state.get(&k))).collect();
-    BlockOutput { receipts, diff: StateDiff { entries }, root: state.root() }
+    BlockOutput {
+        receipts,
+        diff: StateDiff { entries },
+        root: state.root(),
+    }
 }
 
 #[cfg(test)]
@@ -84,26 +91,40 @@ mod tests {
         AccountId(key(i).verifying_key().to_bytes())
     }
     fn genesis(to: AccountId, amount: u64) -> VerifiedTx {
-        let b = TxBuilder { chain_id: CHAIN, nonce: 0, fee: 0, body: TxBody::GenesisAlloc { to, amount } };
+        let b = TxBuilder {
+            chain_id: CHAIN,
+            nonce: 0,
+            fee: 0,
+            body: TxBody::GenesisAlloc { to, amount },
+        };
         VerifiedTx::from_trusted(Tx::decode(&b.encode_genesis()).unwrap())
     }
     fn transfer(from: u8, nonce: u64, to: AccountId, amount: u64, fee: u64) -> VerifiedTx {
-        let b = TxBuilder { chain_id: CHAIN, nonce, fee, body: TxBody::Transfer { to, amount } };
+        let b = TxBuilder {
+            chain_id: CHAIN,
+            nonce,
+            fee,
+            body: TxBody::Transfer { to, amount },
+        };
         crate::verify::verify_one(Tx::decode(&b.sign(&key(from))).unwrap(), CHAIN).unwrap()
     }
 
     #[test]
     fn transfers_follow_the_rules() {
         let mut s = State::new();
-        let g = execute_sequential(&mut s, &[genesis(id(1), 100), genesis(id(2), 5)], ExecContext { genesis: true });
+        let g = execute_sequential(
+            &mut s,
+            &[genesis(id(1), 100), genesis(id(2), 5)],
+            ExecContext { genesis: true },
+        );
         assert_eq!(g.accepted(), 2);
         let txs = vec![
-            transfer(1, 0, id(3), 10, 1), // ok: 1 -> 89, 3 -> 10
-            transfer(1, 0, id(3), 10, 1), // replay: BadNonce
-            transfer(2, 0, id(3), 5, 1),  // 6 > 5: InsufficientBalance
-            transfer(1, 1, id(1), 50, 2), // self transfer: pays fee only
-            transfer(1, 5, id(3), 1, 0),  // gap: BadNonce
-            transfer(3, 0, id(2), 10, 0), // 3 spends what it received
+            transfer(1, 0, id(3), 10, 1),       // ok: 1 -> 89, 3 -> 10
+            transfer(1, 0, id(3), 10, 1),       // replay: BadNonce
+            transfer(2, 0, id(3), 5, 1),        // 6 > 5: InsufficientBalance
+            transfer(1, 1, id(1), 50, 2),       // self transfer: pays fee only
+            transfer(1, 5, id(3), 1, 0),        // gap: BadNonce
+            transfer(3, 0, id(2), 10, 0),       // 3 spends what it received
             transfer(1, 2, id(3), u64::MAX, 1), // overflow of amount+fee
         ];
         let out = execute_sequential(&mut s, &txs, ExecContext { genesis: false });
@@ -120,9 +141,27 @@ mod tests {
                 Err(RejectReason::InsufficientBalance),
             ]
         );
-        assert_eq!(s.account(&id(1)), Account { balance: 87, nonce: 2 });
-        assert_eq!(s.account(&id(2)), Account { balance: 15, nonce: 0 });
-        assert_eq!(s.account(&id(3)), Account { balance: 0, nonce: 1 });
+        assert_eq!(
+            s.account(&id(1)),
+            Account {
+                balance: 87,
+                nonce: 2
+            }
+        );
+        assert_eq!(
+            s.account(&id(2)),
+            Account {
+                balance: 15,
+                nonce: 0
+            }
+        );
+        assert_eq!(
+            s.account(&id(3)),
+            Account {
+                balance: 0,
+                nonce: 1
+            }
+        );
         assert_eq!(out.root, s.recompute_root());
         // The diff replayed on the pre-state gives the post-state.
         let mut replay = State::new();
@@ -132,22 +171,34 @@ mod tests {
     }
 
     fn kv_add(from: u8, nonce: u64, counter: [u8; 32], delta: u64, fee: u64) -> VerifiedTx {
-        let b = TxBuilder { chain_id: CHAIN, nonce, fee, body: TxBody::KvAdd { key: counter, delta } };
+        let b = TxBuilder {
+            chain_id: CHAIN,
+            nonce,
+            fee,
+            body: TxBody::KvAdd {
+                key: counter,
+                delta,
+            },
+        };
         crate::verify::verify_one(Tx::decode(&b.sign(&key(from))).unwrap(), CHAIN).unwrap()
     }
 
     #[test]
     fn kv_add_follows_the_rules() {
         let mut s = State::new();
-        execute_sequential(&mut s, &[genesis(id(1), 10), genesis(id(2), 10)], ExecContext { genesis: true });
+        execute_sequential(
+            &mut s,
+            &[genesis(id(1), 10), genesis(id(2), 10)],
+            ExecContext { genesis: true },
+        );
         let hot = [9u8; 32];
         let txs = vec![
-            kv_add(1, 0, hot, 5, 1),            // ok: counter 5, 1 -> 9
-            kv_add(2, 0, hot, u64::MAX, 1),     // 5 + MAX overflows: CounterOverflow
-            kv_add(2, 0, hot, 7, 11),           // fee 11 > 10: InsufficientBalance
-            kv_add(2, 1, hot, 7, 1),            // BadNonce
-            kv_add(2, 0, hot, 0, 10),           // ok: pays all, counter unchanged
-            kv_add(1, 1, [3; 32], 0, 0),        // ok: zero counter stays absent
+            kv_add(1, 0, hot, 5, 1),        // ok: counter 5, 1 -> 9
+            kv_add(2, 0, hot, u64::MAX, 1), // 5 + MAX overflows: CounterOverflow
+            kv_add(2, 0, hot, 7, 11),       // fee 11 > 10: InsufficientBalance
+            kv_add(2, 1, hot, 7, 1),        // BadNonce
+            kv_add(2, 0, hot, 0, 10),       // ok: pays all, counter unchanged
+            kv_add(1, 1, [3; 32], 0, 0),    // ok: zero counter stays absent
         ];
         let out = execute_sequential(&mut s, &txs, ExecContext { genesis: false });
         let outcomes: Vec<_> = out.receipts.iter().map(|r| r.outcome).collect();
@@ -163,13 +214,37 @@ mod tests {
             ]
         );
         assert_eq!(s.kv(&hot), 5);
-        assert_eq!(s.account(&id(1)), Account { balance: 9, nonce: 2 });
-        assert_eq!(s.account(&id(2)), Account { balance: 0, nonce: 1 });
+        assert_eq!(
+            s.account(&id(1)),
+            Account {
+                balance: 9,
+                nonce: 2
+            }
+        );
+        assert_eq!(
+            s.account(&id(2)),
+            Account {
+                balance: 0,
+                nonce: 1
+            }
+        );
         let mut expected = vec![
-                (StateKey::Account(id(1)), Some(StateValue::Account(Account { balance: 9, nonce: 2 }))),
-                (StateKey::Account(id(2)), Some(StateValue::Account(Account { balance: 0, nonce: 1 }))),
-                (StateKey::Kv([3; 32]), None),
-                (StateKey::Kv(hot), Some(StateValue::Kv(5))),
+            (
+                StateKey::Account(id(1)),
+                Some(StateValue::Account(Account {
+                    balance: 9,
+                    nonce: 2,
+                })),
+            ),
+            (
+                StateKey::Account(id(2)),
+                Some(StateValue::Account(Account {
+                    balance: 0,
+                    nonce: 1,
+                })),
+            ),
+            (StateKey::Kv([3; 32]), None),
+            (StateKey::Kv(hot), Some(StateValue::Kv(5))),
         ];
         expected.sort_by_key(|e| e.0);
         assert_eq!(out.diff.entries, expected);
@@ -180,7 +255,10 @@ mod tests {
     fn genesis_alloc_outside_genesis_is_rejected() {
         let mut s = State::new();
         let out = execute_sequential(&mut s, &[genesis(id(1), 1)], ExecContext { genesis: false });
-        assert_eq!(out.receipts[0].outcome, Err(RejectReason::GenesisKindNotAllowed));
+        assert_eq!(
+            out.receipts[0].outcome,
+            Err(RejectReason::GenesisKindNotAllowed)
+        );
         assert!(s.is_empty());
     }
 }

@@ -132,7 +132,9 @@ impl StateValue {
                 if b.len() != KV_VALUE_BYTES {
                     return Err(StateDecodeError::ValueLength(b.len()));
                 }
-                Ok(StateValue::Kv(u64::from_le_bytes(b.try_into().expect("8 bytes"))))
+                Ok(StateValue::Kv(u64::from_le_bytes(
+                    b.try_into().expect("8 bytes"),
+                )))
             }
         }
     }
@@ -336,13 +338,33 @@ mod tests {
     fn root_is_order_independent_and_incremental() {
         let mut a = State::new();
         let mut b = State::new();
-        let ks: Vec<StateKey> = (0..50u8).map(|i| StateKey::Account(AccountId([i; 32]))).collect();
+        let ks: Vec<StateKey> = (0..50u8)
+            .map(|i| StateKey::Account(AccountId([i; 32])))
+            .collect();
         for (i, k) in ks.iter().enumerate() {
-            a.set(*k, Some(StateValue::Account(Account { balance: i as u64 + 1, nonce: 0 })));
+            a.set(
+                *k,
+                Some(StateValue::Account(Account {
+                    balance: i as u64 + 1,
+                    nonce: 0,
+                })),
+            );
         }
         for (i, k) in ks.iter().enumerate().rev() {
-            b.set(*k, Some(StateValue::Account(Account { balance: 1000, nonce: 3 })));
-            b.set(*k, Some(StateValue::Account(Account { balance: i as u64 + 1, nonce: 0 })));
+            b.set(
+                *k,
+                Some(StateValue::Account(Account {
+                    balance: 1000,
+                    nonce: 3,
+                })),
+            );
+            b.set(
+                *k,
+                Some(StateValue::Account(Account {
+                    balance: i as u64 + 1,
+                    nonce: 0,
+                })),
+            );
         }
         assert_eq!(a.root(), b.root());
         assert_eq!(a.root(), a.recompute_root());
@@ -358,12 +380,24 @@ mod tests {
     #[test]
     fn encoding_roundtrip_and_errors() {
         let k = StateKey::Account(AccountId([7; 32]));
-        let v = StateValue::Account(Account { balance: 9, nonce: 2 });
+        let v = StateValue::Account(Account {
+            balance: 9,
+            nonce: 2,
+        });
         assert_eq!(StateKey::from_bytes(&k.to_bytes()), Ok(k));
         assert_eq!(StateValue::from_bytes(&k, &v.to_bytes()), Ok(v));
-        assert_eq!(StateKey::from_bytes(&[1; 5]), Err(StateDecodeError::KeyLength(5)));
-        assert_eq!(StateKey::from_bytes(&[9; 33]), Err(StateDecodeError::KeyTag(9)));
-        assert_eq!(StateValue::from_bytes(&k, &[0; 3]), Err(StateDecodeError::ValueLength(3)));
+        assert_eq!(
+            StateKey::from_bytes(&[1; 5]),
+            Err(StateDecodeError::KeyLength(5))
+        );
+        assert_eq!(
+            StateKey::from_bytes(&[9; 33]),
+            Err(StateDecodeError::KeyTag(9))
+        );
+        assert_eq!(
+            StateValue::from_bytes(&k, &[0; 3]),
+            Err(StateDecodeError::ValueLength(3))
+        );
     }
 
     #[test]
@@ -376,10 +410,16 @@ mod tests {
         let v = StateValue::Kv(0x0102_0304_0506_0708);
         assert_eq!(v.to_bytes(), vec![8, 7, 6, 5, 4, 3, 2, 1]);
         assert_eq!(StateValue::from_bytes(&k, &v.to_bytes()), Ok(v));
-        assert_eq!(StateValue::from_bytes(&k, &[0; 16]), Err(StateDecodeError::ValueLength(16)));
+        assert_eq!(
+            StateValue::from_bytes(&k, &[0; 16]),
+            Err(StateDecodeError::ValueLength(16))
+        );
         // An account key never decodes a counter-sized value and vice versa.
         let a = StateKey::Account(AccountId([1; 32]));
-        assert_eq!(StateValue::from_bytes(&a, &[0; 8]), Err(StateDecodeError::ValueLength(8)));
+        assert_eq!(
+            StateValue::from_bytes(&a, &[0; 8]),
+            Err(StateDecodeError::ValueLength(8))
+        );
         // A zero counter is absent, like an empty account.
         let mut s = State::new();
         s.set(k, Some(StateValue::Kv(0)));

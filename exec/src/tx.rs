@@ -169,7 +169,11 @@ pub enum TxDecodeError {
     #[error("reserved header bytes must be zero")]
     ReservedNonZero,
     #[error("payload of kind {kind:?} must be {expected} bytes, got {got}")]
-    PayloadLength { kind: TxKind, expected: usize, got: usize },
+    PayloadLength {
+        kind: TxKind,
+        expected: usize,
+        got: usize,
+    },
     #[error("{0} trailing bytes after the signature")]
     TrailingBytes(usize),
 }
@@ -202,11 +206,16 @@ impl Tx {
     /// allocates more than `bytes.len()`.
     pub fn decode(bytes: &[u8]) -> Result<Tx, TxDecodeError> {
         if bytes.len() > TX_BYTES_MAX {
-            return Err(TxDecodeError::TooLarge { len: bytes.len(), max: TX_BYTES_MAX });
+            return Err(TxDecodeError::TooLarge {
+                len: bytes.len(),
+                max: TX_BYTES_MAX,
+            });
         }
-        let (header, rest) = TxHeader::read_from_prefix(bytes).map_err(|_| {
-            TxDecodeError::Truncated { need: TX_HEADER_BYTES, have: bytes.len() }
-        })?;
+        let (header, rest) =
+            TxHeader::read_from_prefix(bytes).map_err(|_| TxDecodeError::Truncated {
+                need: TX_HEADER_BYTES,
+                have: bytes.len(),
+            })?;
         if header.version != TX_VERSION {
             return Err(TxDecodeError::UnknownVersion(header.version));
         }
@@ -223,7 +232,10 @@ impl Tx {
         }
         let need = TX_HEADER_BYTES + payload_len + TX_SIGNATURE_BYTES;
         if bytes.len() < need {
-            return Err(TxDecodeError::Truncated { need, have: bytes.len() });
+            return Err(TxDecodeError::Truncated {
+                need,
+                have: bytes.len(),
+            });
         }
         if bytes.len() > need {
             return Err(TxDecodeError::TrailingBytes(bytes.len() - need));
@@ -233,7 +245,13 @@ impl Tx {
         let mut signature = [0u8; 64];
         signature.copy_from_slice(&rest[payload_len..payload_len + TX_SIGNATURE_BYTES]);
         let digest = TxDigest(*blake3::hash(&bytes[..TX_HEADER_BYTES + payload_len]).as_bytes());
-        Ok(Tx { header, body, signature, digest, bytes: bytes.into() })
+        Ok(Tx {
+            header,
+            body,
+            signature,
+            digest,
+            bytes: bytes.into(),
+        })
     }
 
     pub fn header(&self) -> &TxHeader {
@@ -292,7 +310,10 @@ fn decode_body(kind: TxKind, payload: &[u8]) -> Result<TxBody, TxDecodeError> {
             Ok(match kind {
                 TxKind::Transfer => TxBody::Transfer { to, amount },
                 TxKind::GenesisAlloc => TxBody::GenesisAlloc { to, amount },
-                TxKind::KvAdd => TxBody::KvAdd { key: to.0, delta: amount },
+                TxKind::KvAdd => TxBody::KvAdd {
+                    key: to.0,
+                    delta: amount,
+                },
             })
         }
     }
@@ -374,7 +395,10 @@ mod tests {
             chain_id: 7,
             nonce,
             fee: 1,
-            body: TxBody::Transfer { to: AccountId([9; 32]), amount: 5 },
+            body: TxBody::Transfer {
+                to: AccountId([9; 32]),
+                amount: 5,
+            },
         }
     }
 
@@ -388,20 +412,43 @@ mod tests {
         assert_eq!(tx.fee(), 1);
         assert_eq!(tx.chain_id(), 7);
         assert_eq!(tx.sender().0, k.verifying_key().to_bytes());
-        assert_eq!(tx.body(), &TxBody::Transfer { to: AccountId([9; 32]), amount: 5 });
+        assert_eq!(
+            tx.body(),
+            &TxBody::Transfer {
+                to: AccountId([9; 32]),
+                amount: 5
+            }
+        );
         assert_eq!(tx.bytes(), &bytes[..]);
-        assert_eq!(tx.digest().0, *blake3::hash(&bytes[..TX_HEADER_BYTES + 40]).as_bytes());
+        assert_eq!(
+            tx.digest().0,
+            *blake3::hash(&bytes[..TX_HEADER_BYTES + 40]).as_bytes()
+        );
     }
 
     #[test]
     fn roundtrip_kv_add() {
-        let b = TxBuilder { chain_id: 7, nonce: 2, fee: 3, body: TxBody::KvAdd { key: [4; 32], delta: 11 } };
+        let b = TxBuilder {
+            chain_id: 7,
+            nonce: 2,
+            fee: 3,
+            body: TxBody::KvAdd {
+                key: [4; 32],
+                delta: 11,
+            },
+        };
         let bytes = b.sign(&key(1));
         assert_eq!(bytes.len(), TRANSFER_TX_BYTES);
         assert_eq!(bytes[1], TxKind::KvAdd as u8);
         let tx = Tx::decode(&bytes).unwrap();
         assert_eq!(tx.kind(), TxKind::KvAdd);
-        assert_eq!(tx.body(), &TxBody::KvAdd { key: [4; 32], delta: 11 });
+        assert_eq!(
+            tx.body(),
+            &TxBody::KvAdd {
+                key: [4; 32],
+                delta: 11
+            }
+        );
     }
 
     #[test]
@@ -409,7 +456,10 @@ mod tests {
         let bytes = transfer(0).sign(&key(1));
         for len in 0..bytes.len() {
             let err = Tx::decode(&bytes[..len]).unwrap_err();
-            assert!(matches!(err, TxDecodeError::Truncated { .. }), "len {len}: {err:?}");
+            assert!(
+                matches!(err, TxDecodeError::Truncated { .. }),
+                "len {len}: {err:?}"
+            );
         }
     }
 
@@ -430,13 +480,22 @@ mod tests {
         assert_eq!(Tx::decode(&b), Err(TxDecodeError::TrailingBytes(1)));
         let mut b = good.clone();
         b[4..8].copy_from_slice(&(u32::MAX).to_le_bytes());
-        assert!(matches!(Tx::decode(&b), Err(TxDecodeError::TooLarge { .. })));
+        assert!(matches!(
+            Tx::decode(&b),
+            Err(TxDecodeError::TooLarge { .. })
+        ));
         let mut b = good.clone();
         b[4..8].copy_from_slice(&39u32.to_le_bytes());
         b.pop();
-        assert!(matches!(Tx::decode(&b), Err(TxDecodeError::PayloadLength { .. })));
+        assert!(matches!(
+            Tx::decode(&b),
+            Err(TxDecodeError::PayloadLength { .. })
+        ));
         let big = vec![0u8; TX_BYTES_MAX + 1];
-        assert!(matches!(Tx::decode(&big), Err(TxDecodeError::TooLarge { .. })));
+        assert!(matches!(
+            Tx::decode(&big),
+            Err(TxDecodeError::TooLarge { .. })
+        ));
     }
 
     proptest::proptest! {
