@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
+pub mod exec;
 pub mod verify;
 
 /// Options every suite receives.
@@ -86,12 +87,13 @@ impl SuiteReport {
 }
 
 /// Suites `run_suite` knows, in the order `velox bench all` runs them.
-pub const SUITES: &[&str] = &["verify"];
+pub const SUITES: &[&str] = &["verify", "exec"];
 
 /// Runs one suite by name.
 pub fn run_suite(name: &str, opts: &BenchOpts) -> Result<SuiteReport, String> {
     match name {
         "verify" => Ok(verify::run(opts)),
+        "exec" => Ok(exec::run(opts)),
         other => Err(format!("unknown suite '{other}'; known suites: {}", SUITES.join(", "))),
     }
 }

@@ -1,0 +1,205 @@
+//! `exec`: block execution, the sequential executor (the baseline) against
+//! the Block-STM parallel executor at each core count, on four workloads:
+//!
+//! - `no_conflict`: every transfer has its own sender and recipient.
+//! - `heavy_conflict`: every transfer pays one hot account.
+//! - `mixed`: half the transactions add to one hot counter (`KvAdd`), half
+//!   are conflict-free transfers.
+//! - `zipf`: distinct senders, recipients drawn Zipf(s = 1) over 1,000
+//!   accounts.
+//!
+//! Transactions are signed and verified before timing (signature checks are
+//! not execution); each timed run starts from a fresh clone of the pre-block
+//! state, cloned outside the timed region. The parallel executor runs with its
+//! production configuration (fallbacks on) and also forced to run Block-STM
+//! whatever the block looks like, to show what the fallback saves.
+
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Map, Value};
+use velox_exec::{
+    execute_sequential, verify_batch, Account, AccountId, ExecConfig, ExecContext, ExecPath, ParallelExecutor, State, StateKey,
+    StateValue, Tx, TxBody, TxBuilder, VerifiedTx,
+};
+
+use crate::{BenchOpts, SuiteReport};
+
+const CHAIN: u64 = 1;
+/// Transactions per block: large enough that per-block costs (spawning
+/// workers, the key table) are amortised as in a busy node.
+pub const BLOCK_TXS: usize = 8_192;
+const ZIPF_ACCOUNTS: usize = 1_000;
+const CTX: ExecContext = ExecContext { genesis: false };
+
+/// The benchmark workloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    NoConflict,
+    HeavyConflict,
+    Mixed,
+    Zipf,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 4] = [Self::NoConflict, Self::HeavyConflict, Self::Mixed, Self::Zipf];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NoConflict => "no_conflict",
+            Self::HeavyConflict => "heavy_conflict",
+            Self::Mixed => "mixed",
+            Self::Zipf => "zipf",
+        }
+    }
+}
+
+fn signing_key(i: usize) -> SigningKey {
+    let mut b = [0x42u8; 32];
+    b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    SigningKey::from_bytes(&b)
+}
+
+/// A recipient address (random-looking bytes; it need not be a valid key).
+fn account(i: usize) -> AccountId {
+    let mut b = [0u8; 32];
+    ChaCha8Rng::seed_from_u64(i as u64 ^ 0x7777).fill(&mut b);
+    AccountId(b)
+}
+
+/// A block of `n` transactions of `w` and the funded state it runs on.
+pub fn workload(w: Workload, n: usize) -> (State, Vec<VerifiedTx>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut state = State::new();
+    let zipf_cdf: Vec<f64> = {
+        let weights: Vec<f64> = (1..=ZIPF_ACCOUNTS).map(|k| 1.0 / k as f64).collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        weights
+            .iter()
+            .map(|x| {
+                acc += x / total;
+                acc
+            })
+            .collect()
+    };
+    let mut raw = Vec::with_capacity(n);
+    for i in 0..n {
+        let key = signing_key(i);
+        let sender = AccountId(key.verifying_key().to_bytes());
+        state.set(StateKey::Account(sender), Some(StateValue::Account(Account { balance: 1_000_000, nonce: 0 })));
+        let body = match w {
+            Workload::NoConflict => TxBody::Transfer { to: account(i), amount: 10 },
+            Workload::HeavyConflict => TxBody::Transfer { to: account(usize::MAX), amount: 10 },
+            Workload::Mixed if i % 2 == 0 => TxBody::KvAdd { key: [0xee; 32], delta: 1 },
+            Workload::Mixed => TxBody::Transfer { to: account(i), amount: 10 },
+            Workload::Zipf => {
+                let u: f64 = rng.gen();
+                let k = zipf_cdf.partition_point(|c| *c < u).min(ZIPF_ACCOUNTS - 1);
+                TxBody::Transfer { to: account(1_000_000 + k), amount: 10 }
+            }
+        };
+        let b = TxBuilder { chain_id: CHAIN, nonce: 0, fee: 1, body };
+        raw.push(Tx::decode(&b.sign(&key)).expect("valid"));
+    }
+    let txs: Vec<VerifiedTx> = verify_batch(raw, CHAIN).into_iter().map(|r| r.expect("verifies")).collect();
+    (state, txs)
+}
+
+/// Executes `txs` on fresh clones of `state` for about `time`; returns tx/s
+/// (state clones not timed).
+fn measure_exec(time: Duration, state: &State, txs: &[VerifiedTx], mut exec: impl FnMut(&mut State)) -> f64 {
+    let mut s = state.clone();
+    exec(&mut s); // warm up
+    let mut busy = Duration::ZERO;
+    let mut runs = 0u64;
+    while busy < time || runs < 3 {
+        let mut s = state.clone();
+        let t = Instant::now();
+        exec(&mut s);
+        busy += t.elapsed();
+        runs += 1;
+    }
+    (runs * txs.len() as u64) as f64 / busy.as_secs_f64()
+}
+
+/// The production configuration for `cores` workers.
+pub fn config(cores: usize) -> ExecConfig {
+    ExecConfig { exec_workers: cores, ..ExecConfig::default() }
+}
+
+/// Block-STM whatever the block looks like (no fallback).
+pub fn forced_config(cores: usize) -> ExecConfig {
+    ExecConfig {
+        exec_workers: cores,
+        parallel_min_txs: 1,
+        hot_key_share_max: f64::INFINITY,
+        parallel_with_one_worker: true,
+        ..ExecConfig::default()
+    }
+}
+
+fn path_label(p: ExecPath) -> String {
+    match p {
+        ExecPath::Parallel { workers } => format!("parallel({workers})"),
+        ExecPath::Sequential(r) => format!("sequential({})", r.label()),
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+pub fn run(opts: &BenchOpts) -> SuiteReport {
+    let time = opts.measure_time();
+    let mut workloads = Map::new();
+    let (mut ops, mut base) = (0.0, 0.0);
+    for w in Workload::ALL {
+        let (state, txs) = workload(w, BLOCK_TXS);
+        let seq = measure_exec(time, &state, &txs, |s| {
+            execute_sequential(s, &txs, CTX);
+        });
+        let mut per_cores = Vec::new();
+        for &c in &opts.core_counts {
+            let mut entry = Map::new();
+            entry.insert("cores".into(), json!(c));
+            for (label, cfg) in [("", config(c)), ("forced_", forced_config(c))] {
+                let exec = ParallelExecutor::new(cfg);
+                let mut path = None;
+                let par = measure_exec(time, &state, &txs, |s| {
+                    path = Some(exec.execute_with_path(s, &txs, CTX).1);
+                });
+                let m = &exec.metrics;
+                let runs = m.block_exec_count.load(std::sync::atomic::Ordering::Relaxed).max(1);
+                entry.insert(format!("{label}ops_per_s"), json!(par.round()));
+                entry.insert(format!("{label}speedup"), json!(round3(par / seq)));
+                entry.insert(format!("{label}path"), json!(path.map(path_label)));
+                entry.insert(
+                    format!("{label}reexecutions_per_block"),
+                    json!(m.reexecutions.load(std::sync::atomic::Ordering::Relaxed) / runs),
+                );
+                if label.is_empty() && w == Workload::NoConflict && Some(&c) == opts.core_counts.last() {
+                    ops = par;
+                    base = seq;
+                }
+            }
+            per_cores.push(Value::Object(entry));
+        }
+        workloads.insert(
+            w.name().into(),
+            json!({"sequential_ops_per_s": seq.round(), "per_core_count": per_cores}),
+        );
+    }
+    let mut extra = Map::new();
+    extra.insert("block_txs".into(), json!(BLOCK_TXS));
+    extra.insert("workloads".into(), Value::Object(workloads));
+    SuiteReport {
+        suite: "exec".into(),
+        ops_per_s: ops,
+        baseline: "sequential executor (the oracle), no_conflict transfers, one core".into(),
+        baseline_ops_per_s: base,
+        extra,
+    }
+}
