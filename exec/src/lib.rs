@@ -16,6 +16,7 @@
 //! state diff and the new state root for storage to persist atomically.
 
 pub mod effects;
+pub mod hash;
 pub mod parallel;
 pub mod reason;
 pub mod seq;

@@ -53,6 +53,7 @@ use std::sync::{Barrier, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::effects::{declared_keys, tx_effects, TxKeys, TX_KEYS_MAX};
+use crate::hash::KeyHashBuilder;
 use crate::reason::RejectReason;
 use crate::seq::{execute_sequential, BlockOutput, ExecContext, Receipt};
 use crate::state::{Acc, State, StateDiff, StateKey, StateValue};
@@ -408,7 +409,8 @@ struct MvMemory {
 
 impl MvMemory {
     fn new(txs: &[VerifiedTx]) -> Self {
-        let mut ids: HashMap<StateKey, u32> = HashMap::with_capacity(txs.len() * 2);
+        let mut ids: HashMap<StateKey, u32, KeyHashBuilder> =
+            HashMap::with_capacity_and_hasher(txs.len() * 2, KeyHashBuilder::default());
         let mut keys = Vec::with_capacity(txs.len() * 2);
         let tx_keys = txs
             .iter()

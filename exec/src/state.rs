@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::hash::KeyHashBuilder;
 use crate::tx::AccountId;
 
 /// A key in the state map.
@@ -173,11 +174,25 @@ impl fmt::Debug for StateRoot {
 pub(crate) struct Acc(pub(crate) [u64; 4]);
 
 impl Acc {
+    /// `blake3(key bytes || value bytes)` as four limbs, encoded on the
+    /// stack (this runs for every write of every block).
     pub(crate) fn entry_hash(key: &StateKey, value: &StateValue) -> [u64; 4] {
-        let mut h = blake3::Hasher::new();
-        h.update(&key.to_bytes());
-        h.update(&value.to_bytes());
-        let b = h.finalize();
+        let mut buf = [0u8; STATE_KEY_BYTES + ACCOUNT_VALUE_BYTES];
+        buf[..STATE_KEY_BYTES].copy_from_slice(&key.to_bytes());
+        let len = match value {
+            StateValue::Account(a) => {
+                buf[STATE_KEY_BYTES..STATE_KEY_BYTES + 8].copy_from_slice(&a.balance.to_le_bytes());
+                buf[STATE_KEY_BYTES + 8..].copy_from_slice(&a.nonce.to_le_bytes());
+                STATE_KEY_BYTES + ACCOUNT_VALUE_BYTES
+            }
+            StateValue::Kv(v) => {
+                buf[STATE_KEY_BYTES..STATE_KEY_BYTES + KV_VALUE_BYTES]
+                    .copy_from_slice(&v.to_le_bytes());
+                STATE_KEY_BYTES + KV_VALUE_BYTES
+            }
+        };
+        debug_assert_eq!(&buf[STATE_KEY_BYTES..len], &value.to_bytes()[..]);
+        let b = blake3::hash(&buf[..len]);
         let b = b.as_bytes();
         let mut limbs = [0u64; 4];
         for (i, l) in limbs.iter_mut().enumerate() {
@@ -222,7 +237,7 @@ impl Acc {
 /// an absent one).
 #[derive(Clone, Default)]
 pub struct State {
-    map: HashMap<StateKey, StateValue>,
+    map: HashMap<StateKey, StateValue, KeyHashBuilder>,
     acc: Acc,
 }
 
@@ -263,13 +278,25 @@ impl State {
     /// Sets `key` to `value` (None or an empty account deletes it) and keeps
     /// the commitment current.
     pub fn set(&mut self, key: StateKey, value: Option<StateValue>) {
+        use std::collections::hash_map::Entry;
         let value = StateValue::normalize(value);
-        if let Some(old) = self.map.remove(&key) {
-            self.acc.sub(Acc::entry_hash(&key, &old));
-        }
-        if let Some(v) = value {
-            self.acc.add(Acc::entry_hash(&key, &v));
-            self.map.insert(key, v);
+        match (self.map.entry(key), value) {
+            (Entry::Occupied(mut o), Some(v)) => {
+                if *o.get() != v {
+                    self.acc.sub(Acc::entry_hash(&key, o.get()));
+                    self.acc.add(Acc::entry_hash(&key, &v));
+                    o.insert(v);
+                }
+            }
+            (Entry::Occupied(o), None) => {
+                self.acc.sub(Acc::entry_hash(&key, o.get()));
+                o.remove();
+            }
+            (Entry::Vacant(e), Some(v)) => {
+                self.acc.add(Acc::entry_hash(&key, &v));
+                e.insert(v);
+            }
+            (Entry::Vacant(_), None) => {}
         }
     }
 
