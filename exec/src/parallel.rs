@@ -48,15 +48,17 @@
 //! succeeded, so a fallback starts from the untouched pre-block state.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Barrier, Mutex, MutexGuard};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Barrier, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
-use crate::effects::{declared_keys, tx_effects, TxKeys, TX_KEYS_MAX};
+use crate::effects::{declared_keys, tx_effects, TX_KEYS_MAX};
 use crate::hash::KeyHashBuilder;
 use crate::reason::RejectReason;
 use crate::seq::{execute_sequential, BlockOutput, ExecContext, Receipt};
-use crate::state::{Acc, State, StateDiff, StateKey, StateValue};
+use crate::state::{shard_of, Acc, ShardMap, State, StateDiff, StateKey, StateValue, STATE_SHARDS};
+use crate::tx::Tx;
 use crate::verify::VerifiedTx;
 
 /// Executor configuration (the node's `[exec]` section).
@@ -79,11 +81,6 @@ pub struct ExecConfig {
     /// Run Block-STM even with one worker (tests use it; production should
     /// not, it is strictly slower than the sequential executor).
     pub parallel_with_one_worker: bool,
-    /// Make workers wait for each other before the first task. Off in
-    /// production (the caller starts at once and gets ahead while the others
-    /// spawn); tests turn it on so that workers really overlap and conflicts
-    /// really happen.
-    pub start_together: bool,
     /// Abandon the parallel attempt (and run sequentially) when one worker has
     /// executed more than this many incarnations per transaction of the block.
     /// Block-STM always terminates; this bounds the time a pathological block
@@ -101,7 +98,6 @@ impl Default for ExecConfig {
             hot_key_share_max: 0.2,
             pin_workers: true,
             parallel_with_one_worker: false,
-            start_together: false,
             reexecutions_per_tx_max: 16,
         }
     }
@@ -397,62 +393,166 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().expect("exec lock poisoned")
 }
 
-struct MvMemory {
-    /// Key id -> key.
+/// The versions of one key, sorted by transaction index. Most keys of a block
+/// are written by one transaction: that version is stored inline, so neither
+/// building nor dropping the multi-version memory allocates per key.
+#[derive(Debug)]
+enum Versions {
+    Inline(Option<(u32, Entry)>),
+    Heap(Vec<(u32, Entry)>),
+}
+
+impl Default for Versions {
+    fn default() -> Self {
+        Versions::Inline(None)
+    }
+}
+
+impl std::ops::Deref for Versions {
+    type Target = [(u32, Entry)];
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Versions::Inline(e) => e.as_slice(),
+            Versions::Heap(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Versions {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Versions::Inline(e) => e.as_mut_slice(),
+            Versions::Heap(v) => v,
+        }
+    }
+}
+
+impl Versions {
+    fn insert(&mut self, pos: usize, e: (u32, Entry)) {
+        match self {
+            Versions::Inline(None) => *self = Versions::Inline(Some(e)),
+            Versions::Inline(Some(x)) => {
+                let mut v = Vec::with_capacity(4);
+                v.push(*x);
+                v.insert(pos, e);
+                *self = Versions::Heap(v);
+            }
+            Versions::Heap(v) => v.insert(pos, e),
+        }
+    }
+
+    fn remove(&mut self, pos: usize) {
+        match self {
+            Versions::Inline(e) => {
+                assert!(pos == 0 && e.is_some(), "removing a missing version");
+                *e = None;
+            }
+            Versions::Heap(v) => {
+                v.remove(pos);
+            }
+        }
+    }
+}
+
+/// The keys of the state shards one worker owns, and their versions.
+struct Part {
     keys: Vec<StateKey>,
-    /// Key id -> versions sorted by transaction index.
-    versions: Vec<Mutex<Vec<(u32, Entry)>>>,
-    /// Per transaction: its declared keys and their key ids (same order).
-    tx_keys: Vec<(TxKeys, [u32; TX_KEYS_MAX])>,
+    /// Per key: versions sorted by transaction index.
+    versions: Vec<Mutex<Versions>>,
+}
+
+/// A key id is `part << LOCAL_BITS | index within the part`.
+const LOCAL_BITS: u32 = 24;
+const LOCAL_MASK: u32 = (1 << LOCAL_BITS) - 1;
+/// Most workers: the part number must fit in the id's high bits.
+pub const EXEC_WORKERS_MAX: usize = 64;
+const _: () = assert!(EXEC_WORKERS_MAX << LOCAL_BITS <= u32::MAX as usize);
+
+/// Worker `w`'s share of `0..n` in `workers` contiguous chunks.
+fn chunk(n: usize, workers: usize, w: usize) -> Range<usize> {
+    let per = n.div_ceil(workers);
+    (w * per).min(n)..((w + 1) * per).min(n)
+}
+
+/// Multi-version memory. The key table is built in parallel before
+/// execution: worker `w` indexes the keys of the state shards
+/// `chunk(STATE_SHARDS, workers, w)` (part `w`), so it can later compute
+/// those keys' final values and apply them to exactly those shards.
+struct MvMemory {
+    parts: Vec<OnceLock<Part>>,
+    /// Per transaction: the key ids of its declared keys, in declared order.
+    /// Written (relaxed) while parts are built, read after a barrier.
+    tx_ids: Vec<[AtomicU32; TX_KEYS_MAX]>,
     records: Vec<Mutex<TxnRecord>>,
 }
 
 impl MvMemory {
-    fn new(txs: &[VerifiedTx]) -> Self {
-        let mut ids: HashMap<StateKey, u32, KeyHashBuilder> =
-            HashMap::with_capacity_and_hasher(txs.len() * 2, KeyHashBuilder::default());
-        let mut keys = Vec::with_capacity(txs.len() * 2);
-        let tx_keys = txs
-            .iter()
-            .map(|tx| {
-                let decl = declared_keys(tx);
-                let mut kids = [0u32; TX_KEYS_MAX];
-                for (slot, k) in decl.as_slice().iter().enumerate() {
-                    kids[slot] = *ids.entry(*k).or_insert_with(|| {
-                        keys.push(*k);
-                        (keys.len() - 1) as u32
-                    });
-                }
-                (decl, kids)
-            })
-            .collect();
-        let versions = keys.iter().map(|_| Mutex::new(Vec::new())).collect();
-        let records = txs
-            .iter()
-            .map(|_| Mutex::new(TxnRecord::default()))
-            .collect();
+    fn new(n: usize, workers: usize) -> Self {
         Self {
-            keys,
-            versions,
-            tx_keys,
-            records,
+            parts: (0..workers).map(|_| OnceLock::new()).collect(),
+            tx_ids: (0..n)
+                .map(|_| [AtomicU32::new(u32::MAX), AtomicU32::new(u32::MAX)])
+                .collect(),
+            records: (0..n).map(|_| Mutex::new(TxnRecord::default())).collect(),
         }
     }
 
-    fn key_id(&self, txn: u32, k: &StateKey) -> Result<u32, Stop> {
-        let (decl, kids) = &self.tx_keys[txn as usize];
+    /// Builds part `w`: indexes every declared key of the block that lives in
+    /// the shards `w` owns.
+    fn build_part(&self, txs: &[VerifiedTx], w: usize) -> Result<(), SequentialReason> {
+        let shards = chunk(STATE_SHARDS, self.parts.len(), w);
+        let expect = txs.len() * TX_KEYS_MAX * shards.len() / STATE_SHARDS + 16;
+        let mut ids: HashMap<StateKey, u32, KeyHashBuilder> =
+            HashMap::with_capacity_and_hasher(expect, KeyHashBuilder::default());
+        let mut keys = Vec::with_capacity(expect);
+        for (i, tx) in txs.iter().enumerate() {
+            for (slot, k) in declared_keys(tx).as_slice().iter().enumerate() {
+                if !shards.contains(&shard_of(k)) {
+                    continue;
+                }
+                let local = *ids.entry(*k).or_insert_with(|| {
+                    keys.push(*k);
+                    (keys.len() - 1) as u32
+                });
+                self.tx_ids[i][slot].store(((w as u32) << LOCAL_BITS) | local, Ordering::Relaxed);
+            }
+        }
+        if keys.len() > LOCAL_MASK as usize {
+            return Err(SequentialReason::InternalError("too many keys in one part"));
+        }
+        let versions = keys
+            .iter()
+            .map(|_| Mutex::new(Versions::default()))
+            .collect();
+        self.parts[w]
+            .set(Part { keys, versions })
+            .map_err(|_| SequentialReason::InternalError("part built twice"))
+    }
+
+    fn part(&self, w: usize) -> &Part {
+        self.parts[w]
+            .get()
+            .expect("parts are built before the barrier")
+    }
+
+    fn versions(&self, kid: u32) -> &Mutex<Versions> {
+        &self.part((kid >> LOCAL_BITS) as usize).versions[(kid & LOCAL_MASK) as usize]
+    }
+
+    fn key_id(&self, txn: u32, tx: &Tx, k: &StateKey) -> Result<u32, Stop> {
+        let decl = declared_keys(tx);
         let slot = decl
             .as_slice()
             .iter()
             .position(|d| d == k)
             .ok_or(Stop::Internal("read outside declared keys"))?;
-        Ok(kids[slot])
+        Ok(self.tx_ids[txn as usize][slot].load(Ordering::Relaxed))
     }
 
     /// The version of `kid` that transaction `txn` reads: the highest write
     /// below `txn`.
     fn read(&self, kid: u32, txn: u32) -> MvRead {
-        let v = lock(&self.versions[kid as usize]);
+        let v = lock(self.versions(kid));
         let pos = v.partition_point(|(t, _)| *t < txn);
         match pos.checked_sub(1).map(|p| v[p]) {
             None => MvRead::Base,
@@ -465,6 +565,7 @@ impl MvMemory {
     /// previous incarnation did not (validations above it must then restart).
     fn record(
         &self,
+        tx: &Tx,
         txn: u32,
         inc: u32,
         reads: ReadSet,
@@ -474,10 +575,10 @@ impl MvMemory {
         let mut nnew = 0;
         if let Ok(writes) = &outcome {
             for &(k, value) in writes.as_slice() {
-                let kid = self.key_id(txn, &k)?;
+                let kid = self.key_id(txn, tx, &k)?;
                 new[nnew] = kid;
                 nnew += 1;
-                let mut v = lock(&self.versions[kid as usize]);
+                let mut v = lock(self.versions(kid));
                 let pos = v.partition_point(|(t, _)| *t < txn);
                 let e = Entry::Write { inc, value };
                 match v.get_mut(pos) {
@@ -490,7 +591,7 @@ impl MvMemory {
         let prev = *lock(&self.records[txn as usize]);
         for &kid in prev.writes() {
             if !new.contains(&kid) {
-                let mut v = lock(&self.versions[kid as usize]);
+                let mut v = lock(self.versions(kid));
                 let pos = v.partition_point(|(t, _)| *t < txn);
                 if v.get(pos).map(|e| e.0) != Some(txn) {
                     return Err(Stop::Internal("previous write missing"));
@@ -511,7 +612,7 @@ impl MvMemory {
     fn convert_writes_to_estimates(&self, txn: u32) -> Result<(), Stop> {
         let rec = *lock(&self.records[txn as usize]);
         for &kid in rec.writes() {
-            let mut v = lock(&self.versions[kid as usize]);
+            let mut v = lock(self.versions(kid));
             let pos = v.partition_point(|(t, _)| *t < txn);
             match v.get_mut(pos) {
                 Some(slot) if slot.0 == txn => slot.1 = Entry::Estimate,
@@ -856,7 +957,7 @@ impl BlockRun<'_> {
             let mut reads = ReadSet::default();
             let tx = &self.txs[txn as usize];
             let effects = tx_effects(tx, self.ctx, &mut |k: &StateKey| {
-                let kid = self.mv.key_id(txn, k)?;
+                let kid = self.mv.key_id(txn, tx, k)?;
                 match self.mv.read(kid, txn) {
                     MvRead::Dependency(j) => Err(Stop::Dependency(j)),
                     MvRead::Version {
@@ -875,7 +976,10 @@ impl BlockRun<'_> {
             });
             match effects {
                 Ok(outcome) => {
-                    let wrote_new = self.mv.record(txn, inc, reads, outcome).map_err(internal)?;
+                    let wrote_new = self
+                        .mv
+                        .record(tx, txn, inc, reads, outcome)
+                        .map_err(internal)?;
                     return Ok(self.sched.finish_execution(txn, inc, wrote_new));
                 }
                 Err(Stop::Dependency(j)) => {
@@ -906,36 +1010,41 @@ impl BlockRun<'_> {
         Ok(self.sched.finish_validation(txn, aborted))
     }
 
-    /// Final values of the keys in `kids` (normalized, sorted by key) and the
-    /// change of the state commitment they make.
-    fn final_writes(
-        &self,
-        kids: std::ops::Range<usize>,
-    ) -> Result<(DiffEntries, Acc), SequentialReason> {
-        let mut out = Vec::with_capacity(kids.len());
-        let mut delta = Acc::default();
-        for kid in kids {
-            let v = lock(&self.mv.versions[kid]);
+    /// Final values of part `w`'s keys (normalized; accounts and counters
+    /// each sorted by key) and the change of the commitment they make.
+    fn final_writes(&self, w: usize) -> Result<FinalWrites, SequentialReason> {
+        let part = self.mv.part(w);
+        let mut fw = FinalWrites::default();
+        for (key, versions) in part.keys.iter().zip(&part.versions) {
+            let v = lock(versions);
             let Some(&(_, last)) = v.last() else { continue };
             let Entry::Write { value, .. } = last else {
                 return Err(SequentialReason::InternalError("estimate left at the end"));
             };
-            let key = self.mv.keys[kid];
             let new = StateValue::normalize(Some(value));
-            let old = self.base.get(&key);
-            if let Some(o) = old {
-                delta.sub(Acc::entry_hash(&key, &o));
+            let old = self.base.get(key);
+            if old == new {
+                // Written back unchanged: in the diff, no change to the root.
+                // (Sequential execution reports every written key.)
+            } else {
+                if let Some(o) = old {
+                    fw.delta.sub(Acc::entry_hash(key, &o));
+                }
+                if let Some(n) = new {
+                    fw.delta.add(Acc::entry_hash(key, &n));
+                }
             }
-            if let Some(n) = new {
-                delta.add(Acc::entry_hash(&key, &n));
+            match key {
+                StateKey::Account(_) => fw.accounts.push((*key, new)),
+                StateKey::Kv(_) => fw.counters.push((*key, new)),
             }
-            out.push((key, new));
         }
-        out.sort_unstable_by_key(|e| e.0);
-        Ok((out, delta))
+        fw.accounts.sort_unstable_by_key(|e| e.0);
+        fw.counters.sort_unstable_by_key(|e| e.0);
+        Ok(fw)
     }
 
-    fn receipts(&self, txns: std::ops::Range<usize>) -> Result<Vec<Receipt>, SequentialReason> {
+    fn receipts(&self, txns: Range<usize>) -> Result<Vec<Receipt>, SequentialReason> {
         txns.map(|i| {
             let outcome = lock(&self.mv.records[i])
                 .outcome
@@ -956,17 +1065,73 @@ fn internal(s: Stop) -> SequentialReason {
     }
 }
 
-/// Worker `w`'s share of `0..n` in `workers` contiguous chunks.
-fn chunk(n: usize, workers: usize, w: usize) -> std::ops::Range<usize> {
-    let per = n.div_ceil(workers);
-    (w * per).min(n)..((w + 1) * per).min(n)
+type DiffEntries = Vec<(StateKey, Option<StateValue>)>;
+
+/// One worker's share of the block's result.
+#[derive(Default)]
+struct FinalWrites {
+    accounts: DiffEntries,
+    counters: DiffEntries,
+    delta: Acc,
 }
 
-type DiffEntries = Vec<(StateKey, Option<StateValue>)>;
-type WorkerResult = Result<(DiffEntries, Acc, Vec<Receipt>), SequentialReason>;
+type WorkerResult = Result<(FinalWrites, Vec<Receipt>), SequentialReason>;
+
+/// Writes `entries` (all in `shards`, which start at shard `first`) to the
+/// state maps. Values are normalized; the commitment is updated separately.
+fn apply_part(shards: &mut [ShardMap], first: usize, fw: &FinalWrites) {
+    for (k, v) in fw.accounts.iter().chain(&fw.counters) {
+        let map = &mut shards[shard_of(k) - first];
+        match v {
+            Some(v) => {
+                map.insert(*k, *v);
+            }
+            None => {
+                map.remove(k);
+            }
+        }
+    }
+}
+
+/// Runs `f(w)` for `w` in `0..workers`, the caller as worker 0 and the others
+/// on scoped threads pinned to `cores`; returns the results in worker order.
+fn on_workers<R: Send>(
+    workers: usize,
+    cores: &[core_affinity::CoreId],
+    f: impl Fn(usize) -> R + Sync,
+) -> Vec<R> {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = (1..workers)
+            .map(|w| {
+                let core = (!cores.is_empty()).then(|| cores[w % cores.len()]);
+                s.spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    f(w)
+                })
+            })
+            .collect();
+        let mut results = vec![f(0)];
+        results.extend(
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("exec worker panicked")),
+        );
+        results
+    })
+}
 
 /// Runs Block-STM on `workers` threads (the caller is worker 0). On success
-/// applies the block to `state` and returns the output.
+/// applies the block to `state` and returns the output; on failure `state`
+/// is untouched.
+///
+/// Phases, each on all workers, separated by barriers:
+/// 1. build: worker `w` indexes the keys of its shards (part `w`);
+/// 2. Block-STM execution and validation until the scheduler is done;
+/// 3. final values of part `w`'s keys, their root delta, receipts of chunk `w`;
+/// 4. (a second scope, with `&mut State`) worker `w` writes its shards.
 fn run_block(
     state: &mut State,
     txs: &[VerifiedTx],
@@ -975,11 +1140,12 @@ fn run_block(
     config: &ExecConfig,
     metrics: &ExecMetrics,
 ) -> Result<BlockOutput, SequentialReason> {
+    let workers = workers.min(EXEC_WORKERS_MAX);
     let run = BlockRun {
         txs,
         ctx,
         base: &*state,
-        mv: MvMemory::new(txs),
+        mv: MvMemory::new(txs.len(), workers),
         sched: Scheduler::new(txs.len()),
         failure: Mutex::new(None),
         executions_per_worker_max: (txs.len() as u64)
@@ -991,12 +1157,15 @@ fn run_block(
     } else {
         Vec::new()
     };
-    let worker = |w: usize| -> WorkerResult {
-        let mut local = Local::default();
-        if config.start_together {
-            barrier.wait();
+    let results = on_workers(workers, &cores, |w| -> WorkerResult {
+        if let Err(reason) = run.mv.build_part(txs, w) {
+            run.fail(reason);
         }
-        run.work(&mut local);
+        barrier.wait();
+        let mut local = Local::default();
+        if lock(&run.failure).is_none() {
+            run.work(&mut local);
+        }
         metrics
             .executions
             .fetch_add(local.executions, Ordering::Relaxed);
@@ -1016,44 +1185,56 @@ fn run_block(
         if let Some(reason) = *lock(&run.failure) {
             return Err(reason);
         }
-        let (writes, delta) = run.final_writes(chunk(run.mv.keys.len(), workers, w))?;
-        let receipts = run.receipts(chunk(txs.len(), workers, w))?;
-        Ok((writes, delta, receipts))
-    };
-    let results: Vec<WorkerResult> = std::thread::scope(|s| {
-        let handles: Vec<_> = (1..workers)
-            .map(|w| {
-                let core = (!cores.is_empty()).then(|| cores[w % cores.len()]);
-                let worker = &worker;
-                s.spawn(move || {
-                    if let Some(c) = core {
-                        core_affinity::set_for_current(c);
-                    }
-                    worker(w)
-                })
-            })
-            .collect();
-        let mut results = vec![worker(0)];
-        results.extend(
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("exec worker panicked")),
-        );
-        results
+        Ok((
+            run.final_writes(w)?,
+            run.receipts(chunk(txs.len(), workers, w))?,
+        ))
     });
-    let mut entries = Vec::with_capacity(run.mv.keys.len());
-    let mut receipts = Vec::with_capacity(txs.len());
-    let mut delta = Acc::default();
-    for r in results {
-        let (w, d, rc) = r?;
-        entries.extend(w);
-        delta.add(d.0);
-        receipts.extend(rc);
-    }
     drop(run);
-    // Each chunk is sorted: a stable sort merges the runs in O(n log workers).
-    entries.sort_by_key(|e| e.0);
-    state.apply_hashed(&entries, delta);
+    let results: Vec<(FinalWrites, Vec<Receipt>)> =
+        results.into_iter().collect::<Result<_, _>>()?;
+
+    // Phase 4: each worker writes its own shards.
+    let mut delta = Acc::default();
+    for (fw, _) in &results {
+        delta.add(fw.delta.0);
+    }
+    {
+        let mut rest = state.shards_mut();
+        // Worker w's shards and the index of the first, handed over once.
+        type ApplyJob<'s> = Mutex<Option<(&'s mut [ShardMap], usize)>>;
+        let mut jobs: Vec<ApplyJob> = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let range = chunk(STATE_SHARDS, workers, w);
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(range.len());
+            rest = tail;
+            jobs.push(Mutex::new(Some((mine, range.start))));
+        }
+        on_workers(workers, &cores, |w| {
+            let (shards, first) = lock(&jobs[w]).take().expect("one job per worker");
+            apply_part(shards, first, &results[w].0);
+        });
+    }
+    state.add_to_root(delta);
+
+    // Accounts sort before counters; within each, parts are in key order.
+    let nkeys = results
+        .iter()
+        .map(|(fw, _)| fw.accounts.len() + fw.counters.len())
+        .sum();
+    let mut entries = Vec::with_capacity(nkeys);
+    let mut receipts = Vec::with_capacity(txs.len());
+    for (fw, _) in &results {
+        entries.extend_from_slice(&fw.accounts);
+    }
+    for (fw, rc) in &results {
+        entries.extend_from_slice(&fw.counters);
+        receipts.extend_from_slice(rc);
+    }
+    debug_assert!(
+        entries.windows(2).all(|p| p[0].0 < p[1].0),
+        "diff sorted and unique"
+    );
     Ok(BlockOutput {
         receipts,
         diff: StateDiff { entries },

@@ -230,15 +230,46 @@ impl Acc {
     }
 }
 
+/// The state map is split into this many shards by the first byte of the
+/// key's 32-byte body, so the parallel executor can apply a block's writes on
+/// all workers (each owns whole shards). 16 shards keep up to 16 workers busy
+/// at a cost of 16 small maps per state.
+pub const STATE_SHARDS: usize = 16;
+const _: () = assert!(STATE_SHARDS.is_power_of_two() && STATE_SHARDS <= 256);
+
+/// The shard of `key`: the top bits of the first byte after the tag.
+pub fn shard_of(key: &StateKey) -> usize {
+    let b = match key {
+        StateKey::Account(id) => id.0[0],
+        StateKey::Kv(k) => k[0],
+    };
+    (b as usize * STATE_SHARDS) >> 8
+}
+
+pub(crate) type ShardMap = HashMap<StateKey, StateValue, KeyHashBuilder>;
+
 /// The full state in memory with its running commitment.
 ///
 /// Invariant: `acc` equals the sum of `entry_hash` over `map`, and `map`
 /// holds no empty value (an empty account or a zero counter is the same as
 /// an absent one).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct State {
-    map: HashMap<StateKey, StateValue, KeyHashBuilder>,
+    /// `STATE_SHARDS` maps; `key` lives in `shards[shard_of(key)]`.
+    shards: Vec<ShardMap>,
     acc: Acc,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        let hasher = KeyHashBuilder::default();
+        Self {
+            shards: (0..STATE_SHARDS)
+                .map(|_| HashMap::with_hasher(hasher))
+                .collect(),
+            acc: Acc::default(),
+        }
+    }
 }
 
 impl State {
@@ -247,15 +278,20 @@ impl State {
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.shards.iter().map(|m| m.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.shards.iter().all(|m| m.is_empty())
+    }
+
+    fn shard(&self, key: &StateKey) -> &ShardMap {
+        &self.shards[shard_of(key)]
     }
 
     pub fn account(&self, id: &AccountId) -> Account {
-        match self.map.get(&StateKey::Account(*id)) {
+        let key = StateKey::Account(*id);
+        match self.shard(&key).get(&key) {
             Some(StateValue::Account(a)) => *a,
             Some(StateValue::Kv(_)) => unreachable!("account key holds a counter"),
             None => Account::default(),
@@ -264,7 +300,8 @@ impl State {
 
     /// The value of the counter at `key` (0 when absent).
     pub fn kv(&self, key: &[u8; 32]) -> u64 {
-        match self.map.get(&StateKey::Kv(*key)) {
+        let key = StateKey::Kv(*key);
+        match self.shard(&key).get(&key) {
             Some(StateValue::Kv(v)) => *v,
             Some(StateValue::Account(_)) => unreachable!("counter key holds an account"),
             None => 0,
@@ -272,7 +309,7 @@ impl State {
     }
 
     pub fn get(&self, key: &StateKey) -> Option<StateValue> {
-        self.map.get(key).copied()
+        self.shard(key).get(key).copied()
     }
 
     /// Sets `key` to `value` (None or an empty account deletes it) and keeps
@@ -280,7 +317,7 @@ impl State {
     pub fn set(&mut self, key: StateKey, value: Option<StateValue>) {
         use std::collections::hash_map::Entry;
         let value = StateValue::normalize(value);
-        match (self.map.entry(key), value) {
+        match (self.shards[shard_of(&key)].entry(key), value) {
             (Entry::Occupied(mut o), Some(v)) => {
                 if *o.get() != v {
                     self.acc.sub(Acc::entry_hash(&key, o.get()));
@@ -318,28 +355,25 @@ impl State {
         self.acc.root()
     }
 
-    /// Writes already-normalized final values whose commitment change `delta`
-    /// (sum of new entry hashes minus old ones) was computed by the caller.
-    /// Used by the parallel executor, which hashes on all workers.
-    pub(crate) fn apply_hashed(&mut self, entries: &[(StateKey, Option<StateValue>)], delta: Acc) {
-        for (k, v) in entries {
-            debug_assert_eq!(*v, StateValue::normalize(*v));
-            match v {
-                Some(v) => {
-                    self.map.insert(*k, *v);
-                }
-                None => {
-                    self.map.remove(k);
-                }
-            }
-        }
+    /// The shards, for writers that apply a block's final values shard by
+    /// shard (on several threads) and keep the commitment themselves: each
+    /// must insert only normalized values (no empty one) into the shard
+    /// [`shard_of`] names, and add the change of the commitment with
+    /// [`State::add_to_root`].
+    pub(crate) fn shards_mut(&mut self) -> &mut [ShardMap] {
+        &mut self.shards
+    }
+
+    /// Adds `delta` (sum of new entry hashes minus removed ones) to the
+    /// commitment.
+    pub(crate) fn add_to_root(&mut self, delta: Acc) {
         self.acc.add(delta.0);
     }
 
     /// Recomputes the commitment from scratch (for tests and replay checks).
     pub fn recompute_root(&self) -> StateRoot {
         let mut acc = Acc::default();
-        for (k, v) in &self.map {
+        for (k, v) in self.iter() {
             acc.add(Acc::entry_hash(k, v));
         }
         acc.root()
@@ -347,7 +381,7 @@ impl State {
 
     /// Iterates all entries in arbitrary order.
     pub fn iter(&self) -> impl Iterator<Item = (&StateKey, &StateValue)> {
-        self.map.iter()
+        self.shards.iter().flat_map(|m| m.iter())
     }
 }
 

@@ -109,7 +109,6 @@ fn forced(workers: usize) -> ParallelExecutor {
         hot_key_share_max: f64::INFINITY,
         pin_workers: false,
         parallel_with_one_worker: true,
-        start_together: true,
         reexecutions_per_tx_max: 1_000,
     })
 }
