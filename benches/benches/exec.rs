@@ -18,12 +18,20 @@ fn exec(c: &mut Criterion) {
         g.throughput(Throughput::Elements(txs.len() as u64));
         g.sample_size(20);
         g.bench_function("sequential", |b| {
-            b.iter_batched_ref(|| state.clone(), |s| execute_sequential(s, &txs, CTX), BatchSize::LargeInput)
+            b.iter_batched_ref(
+                || state.clone(),
+                |s| execute_sequential(s, &txs, CTX),
+                BatchSize::LargeInput,
+            )
         });
         for &n in &cores {
             let exec = ParallelExecutor::new(config(n));
             g.bench_function(format!("parallel/{n}"), |b| {
-                b.iter_batched_ref(|| state.clone(), |s| exec.execute(s, &txs, CTX), BatchSize::LargeInput)
+                b.iter_batched_ref(
+                    || state.clone(),
+                    |s| exec.execute(s, &txs, CTX),
+                    BatchSize::LargeInput,
+                )
             });
         }
         g.finish();

@@ -8,11 +8,17 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let Some(suite) = args.iter().find(|a| !a.starts_with("--")) else {
-        eprintln!("usage: bench_json SUITE [--quick]; suites: {}", SUITES.join(", "));
+        eprintln!(
+            "usage: bench_json SUITE [--quick]; suites: {}",
+            SUITES.join(", ")
+        );
         std::process::exit(2);
     };
     match run_suite(suite, &BenchOpts::new(quick)) {
-        Ok(report) => println!("{}", serde_json::to_string_pretty(&report.to_json()).expect("json")),
+        Ok(report) => println!(
+            "{}",
+            serde_json::to_string_pretty(&report.to_json()).expect("json")
+        ),
         Err(e) => {
             eprintln!("{e}");
             std::process::exit(2);

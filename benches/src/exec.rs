@@ -21,8 +21,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Map, Value};
 use velox_exec::{
-    execute_sequential, verify_batch, Account, AccountId, ExecConfig, ExecContext, ExecPath, ParallelExecutor, State, StateKey,
-    StateValue, Tx, TxBody, TxBuilder, VerifiedTx,
+    execute_sequential, verify_batch, Account, AccountId, ExecConfig, ExecContext, ExecPath,
+    ParallelExecutor, State, StateKey, StateValue, Tx, TxBody, TxBuilder, VerifiedTx,
 };
 
 use crate::{BenchOpts, SuiteReport};
@@ -44,7 +44,12 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 4] = [Self::NoConflict, Self::HeavyConflict, Self::Mixed, Self::Zipf];
+    pub const ALL: [Workload; 4] = [
+        Self::NoConflict,
+        Self::HeavyConflict,
+        Self::Mixed,
+        Self::Zipf,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -89,28 +94,62 @@ pub fn workload(w: Workload, n: usize) -> (State, Vec<VerifiedTx>) {
     for i in 0..n {
         let key = signing_key(i);
         let sender = AccountId(key.verifying_key().to_bytes());
-        state.set(StateKey::Account(sender), Some(StateValue::Account(Account { balance: 1_000_000, nonce: 0 })));
+        state.set(
+            StateKey::Account(sender),
+            Some(StateValue::Account(Account {
+                balance: 1_000_000,
+                nonce: 0,
+            })),
+        );
         let body = match w {
-            Workload::NoConflict => TxBody::Transfer { to: account(i), amount: 10 },
-            Workload::HeavyConflict => TxBody::Transfer { to: account(usize::MAX), amount: 10 },
-            Workload::Mixed if i % 2 == 0 => TxBody::KvAdd { key: [0xee; 32], delta: 1 },
-            Workload::Mixed => TxBody::Transfer { to: account(i), amount: 10 },
+            Workload::NoConflict => TxBody::Transfer {
+                to: account(i),
+                amount: 10,
+            },
+            Workload::HeavyConflict => TxBody::Transfer {
+                to: account(usize::MAX),
+                amount: 10,
+            },
+            Workload::Mixed if i % 2 == 0 => TxBody::KvAdd {
+                key: [0xee; 32],
+                delta: 1,
+            },
+            Workload::Mixed => TxBody::Transfer {
+                to: account(i),
+                amount: 10,
+            },
             Workload::Zipf => {
                 let u: f64 = rng.gen();
                 let k = zipf_cdf.partition_point(|c| *c < u).min(ZIPF_ACCOUNTS - 1);
-                TxBody::Transfer { to: account(1_000_000 + k), amount: 10 }
+                TxBody::Transfer {
+                    to: account(1_000_000 + k),
+                    amount: 10,
+                }
             }
         };
-        let b = TxBuilder { chain_id: CHAIN, nonce: 0, fee: 1, body };
+        let b = TxBuilder {
+            chain_id: CHAIN,
+            nonce: 0,
+            fee: 1,
+            body,
+        };
         raw.push(Tx::decode(&b.sign(&key)).expect("valid"));
     }
-    let txs: Vec<VerifiedTx> = verify_batch(raw, CHAIN).into_iter().map(|r| r.expect("verifies")).collect();
+    let txs: Vec<VerifiedTx> = verify_batch(raw, CHAIN)
+        .into_iter()
+        .map(|r| r.expect("verifies"))
+        .collect();
     (state, txs)
 }
 
 /// Executes `txs` on fresh clones of `state` for about `time`; returns tx/s
 /// (state clones not timed).
-fn measure_exec(time: Duration, state: &State, txs: &[VerifiedTx], mut exec: impl FnMut(&mut State)) -> f64 {
+fn measure_exec(
+    time: Duration,
+    state: &State,
+    txs: &[VerifiedTx],
+    mut exec: impl FnMut(&mut State),
+) -> f64 {
     let mut s = state.clone();
     exec(&mut s); // warm up
     let mut busy = Duration::ZERO;
@@ -127,7 +166,10 @@ fn measure_exec(time: Duration, state: &State, txs: &[VerifiedTx], mut exec: imp
 
 /// The production configuration for `cores` workers.
 pub fn config(cores: usize) -> ExecConfig {
-    ExecConfig { exec_workers: cores, ..ExecConfig::default() }
+    ExecConfig {
+        exec_workers: cores,
+        ..ExecConfig::default()
+    }
 }
 
 /// Block-STM whatever the block looks like (no fallback).
@@ -172,7 +214,10 @@ pub fn run(opts: &BenchOpts) -> SuiteReport {
                     path = Some(exec.execute_with_path(s, &txs, CTX).1);
                 });
                 let m = &exec.metrics;
-                let runs = m.block_exec_count.load(std::sync::atomic::Ordering::Relaxed).max(1);
+                let runs = m
+                    .block_exec_count
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .max(1);
                 entry.insert(format!("{label}ops_per_s"), json!(par.round()));
                 entry.insert(format!("{label}speedup"), json!(round3(par / seq)));
                 entry.insert(format!("{label}path"), json!(path.map(path_label)));
@@ -180,7 +225,10 @@ pub fn run(opts: &BenchOpts) -> SuiteReport {
                     format!("{label}reexecutions_per_block"),
                     json!(m.reexecutions.load(std::sync::atomic::Ordering::Relaxed) / runs),
                 );
-                if label.is_empty() && w == Workload::NoConflict && Some(&c) == opts.core_counts.last() {
+                if label.is_empty()
+                    && w == Workload::NoConflict
+                    && Some(&c) == opts.core_counts.last()
+                {
                     ops = par;
                     base = seq;
                 }
@@ -201,5 +249,32 @@ pub fn run(opts: &BenchOpts) -> SuiteReport {
         baseline: "sequential executor (the oracle), no_conflict transfers, one core".into(),
         baseline_ops_per_s: base,
         extra,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workloads_run_the_same_on_both_executors() {
+        for w in Workload::ALL {
+            let (state, txs) = workload(w, 600);
+            let mut seq_state = state.clone();
+            let expected = execute_sequential(&mut seq_state, &txs, CTX);
+            assert_eq!(
+                expected.accepted(),
+                txs.len(),
+                "{}: every transaction is valid",
+                w.name()
+            );
+            for cores in [1, 2] {
+                for cfg in [config(cores), forced_config(cores)] {
+                    let mut s = state.clone();
+                    let out = ParallelExecutor::new(cfg).execute(&mut s, &txs, CTX);
+                    assert_eq!(out, expected, "{} on {cores} cores", w.name());
+                }
+            }
+        }
     }
 }
