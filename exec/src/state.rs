@@ -285,6 +285,15 @@ impl State {
         self.shards.iter().all(|m| m.is_empty())
     }
 
+    /// Makes room for about `additional` new keys (spread over the shards)
+    /// so that inserting them does not grow the maps.
+    pub fn reserve(&mut self, additional: usize) {
+        let per_shard = additional.div_ceil(STATE_SHARDS) * 3 / 2 + 16;
+        for m in &mut self.shards {
+            m.reserve(per_shard);
+        }
+    }
+
     fn shard(&self, key: &StateKey) -> &ShardMap {
         &self.shards[shard_of(key)]
     }
