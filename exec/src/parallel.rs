@@ -95,7 +95,7 @@ impl Default for ExecConfig {
                 .map(|n| n.get())
                 .unwrap_or(1),
             parallel_min_txs: 512,
-            hot_key_share_max: 0.15,
+            hot_key_share_max: 0.1,
             pin_workers: true,
             parallel_with_one_worker: false,
             reexecutions_per_tx_max: 16,
@@ -1029,6 +1029,7 @@ impl BlockRun<'_> {
     fn final_writes(&self, w: usize) -> Result<FinalWrites, SequentialReason> {
         let part = self.mv.part(w);
         let mut fw = FinalWrites::default();
+        fw.accounts.reserve(part.keys.len());
         for (key, versions) in part.keys.iter().zip(&part.versions) {
             let v = lock(versions);
             let Some(&(_, last)) = v.last() else { continue };
