@@ -201,6 +201,7 @@ pub fn forced_config(cores: usize) -> ExecConfig {
         parallel_min_txs: 1,
         hot_key_share_max: f64::INFINITY,
         parallel_with_one_worker: true,
+        adaptive_probe_every_blocks: 0,
         ..ExecConfig::default()
     }
 }

@@ -81,6 +81,13 @@ pub struct ExecConfig {
     /// Run Block-STM even with one worker (tests use it; production should
     /// not, it is strictly slower than the sequential executor).
     pub parallel_with_one_worker: bool,
+    /// Adaptive guard: once both paths have been timed on blocks of at least
+    /// `parallel_min_txs`, blocks take the path with the lower measured cost
+    /// per transaction (moving average), and every this-many eligible blocks
+    /// take the other one to refresh its figure. Covers what the conflict
+    /// estimate cannot see: too few free cores, workers sharing cores with
+    /// other tiles. 0 disables it.
+    pub adaptive_probe_every_blocks: u64,
     /// Abandon the parallel attempt (and run sequentially) when one worker has
     /// executed more than this many incarnations per transaction of the block.
     /// Block-STM always terminates; this bounds the time a pathological block
@@ -98,6 +105,7 @@ impl Default for ExecConfig {
             hot_key_share_max: 0.1,
             pin_workers: true,
             parallel_with_one_worker: false,
+            adaptive_probe_every_blocks: 16,
             reexecutions_per_tx_max: 16,
         }
     }
@@ -112,6 +120,9 @@ pub enum SequentialReason {
     SmallBlock,
     /// The conflict estimate exceeded `hot_key_share_max`.
     HotKey,
+    /// Parallel execution measured slower than sequential on recent blocks
+    /// (or this block measures the sequential cost for the comparison).
+    Adaptive,
     /// The re-execution budget ran out.
     ReexecutionBudget,
     /// The parallel executor found an internal inconsistency (a bug); the
@@ -120,7 +131,7 @@ pub enum SequentialReason {
 }
 
 impl SequentialReason {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
 
     pub fn index(self) -> usize {
         match self {
@@ -129,6 +140,7 @@ impl SequentialReason {
             Self::HotKey => 2,
             Self::ReexecutionBudget => 3,
             Self::InternalError(_) => 4,
+            Self::Adaptive => 5,
         }
     }
 
@@ -139,6 +151,7 @@ impl SequentialReason {
             Self::HotKey => "hot_key",
             Self::ReexecutionBudget => "reexecution_budget",
             Self::InternalError(_) => "internal_error",
+            Self::Adaptive => "adaptive",
         }
     }
 
@@ -148,6 +161,7 @@ impl SequentialReason {
         "hot_key",
         "reexecution_budget",
         "internal_error",
+        "adaptive",
     ];
 }
 
@@ -178,6 +192,11 @@ pub struct ExecMetrics {
     /// Wall time of whole blocks (either path), sum in ns and count.
     pub block_exec_ns_sum: AtomicU64,
     pub block_exec_count: AtomicU64,
+    /// The adaptive guard's moving averages, ns per transaction (0: not yet
+    /// measured), and the count of blocks it has decided.
+    pub seq_ns_per_tx: AtomicU64,
+    pub par_ns_per_tx: AtomicU64,
+    pub adaptive_blocks: AtomicU64,
 }
 
 impl ExecMetrics {
@@ -239,6 +258,7 @@ impl ParallelExecutor {
             None => match run_block(state, txs, ctx, workers, &self.config, &self.metrics) {
                 Ok(out) => {
                     self.metrics.parallel_blocks.fetch_add(1, Ordering::Relaxed);
+                    Self::record_cost(&self.metrics.par_ns_per_tx, start, txs.len());
                     self.finish(start);
                     return (out, ExecPath::Parallel { workers });
                 }
@@ -249,6 +269,13 @@ impl ParallelExecutor {
             unreachable!()
         };
         let out = execute_sequential(state, txs, ctx);
+        if matches!(
+            reason,
+            SequentialReason::Adaptive | SequentialReason::HotKey
+        ) {
+            // Blocks the parallel path could have taken: comparable costs.
+            Self::record_cost(&self.metrics.seq_ns_per_tx, start, txs.len());
+        }
         self.metrics.sequential_blocks[reason.index()].fetch_add(1, Ordering::Relaxed);
         self.finish(start);
         (out, path)
@@ -278,7 +305,41 @@ impl ParallelExecutor {
                 return Some(SequentialReason::HotKey);
             }
         }
-        None
+        self.adaptive_choice()
+    }
+
+    /// The adaptive guard (see `ExecConfig::adaptive_probe_every_blocks`).
+    fn adaptive_choice(&self) -> Option<SequentialReason> {
+        let every = self.config.adaptive_probe_every_blocks;
+        if every == 0 {
+            return None;
+        }
+        let m = &self.metrics;
+        let n = m.adaptive_blocks.fetch_add(1, Ordering::Relaxed);
+        let seq = m.seq_ns_per_tx.load(Ordering::Relaxed);
+        let par = m.par_ns_per_tx.load(Ordering::Relaxed);
+        let use_seq = match (seq, par) {
+            // Measure parallel first, then sequential once.
+            (_, 0) => false,
+            (0, _) => true,
+            // The cheaper path, except every `every`-th block: the other.
+            _ => (par > seq) != (n % every == every - 1),
+        };
+        use_seq.then_some(SequentialReason::Adaptive)
+    }
+
+    /// Folds one block's cost per transaction into a moving average
+    /// (weight 1/4: a few blocks to follow a change of load).
+    fn record_cost(avg: &AtomicU64, start: Instant, txs: usize) {
+        let sample =
+            (start.elapsed().as_nanos() / txs.max(1) as u128).clamp(1, u64::MAX as u128) as u64;
+        let old = avg.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            (old.saturating_mul(3).saturating_add(sample)) / 4
+        };
+        avg.store(new.max(1), Ordering::Relaxed);
     }
 }
 
@@ -1255,4 +1316,41 @@ fn run_block(
         diff: StateDiff { entries },
         root: state.root(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_labels_and_indices_agree() {
+        let all = [
+            SequentialReason::SingleWorker,
+            SequentialReason::SmallBlock,
+            SequentialReason::HotKey,
+            SequentialReason::ReexecutionBudget,
+            SequentialReason::InternalError("x"),
+            SequentialReason::Adaptive,
+        ];
+        let mut seen = [false; SequentialReason::COUNT];
+        for r in all {
+            assert_eq!(SequentialReason::LABELS[r.index()], r.label());
+            assert!(!std::mem::replace(&mut seen[r.index()], true));
+        }
+    }
+
+    #[test]
+    fn chunks_cover_exactly() {
+        for n in [0, 1, 5, 16, 17, 1000] {
+            for w in 1..20 {
+                let mut next = 0;
+                for i in 0..w {
+                    let c = chunk(n, w, i);
+                    assert_eq!(c.start, next.min(n));
+                    next = c.end;
+                }
+                assert_eq!(next, n);
+            }
+        }
+    }
 }

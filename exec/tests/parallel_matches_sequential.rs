@@ -109,6 +109,7 @@ fn forced(workers: usize) -> ParallelExecutor {
         hot_key_share_max: f64::INFINITY,
         pin_workers: false,
         parallel_with_one_worker: true,
+        adaptive_probe_every_blocks: 0,
         reexecutions_per_tx_max: 1_000,
     })
 }
@@ -523,4 +524,44 @@ fn empty_block() {
     let out = forced(4).execute(&mut st, &[], ExecContext { genesis: false });
     assert!(out.receipts.is_empty() && out.diff.entries.is_empty());
     assert_eq!(out.root, root);
+}
+
+#[test]
+fn adaptive_guard_measures_both_paths_and_probes() {
+    let txs = small_block(
+        &(0..600)
+            .map(|i| (i % SMALL_SENDERS, 1, 0))
+            .collect::<Vec<_>>(),
+    );
+    let mut expected_state = small_state();
+    let expected = execute_sequential(&mut expected_state, &txs, ExecContext { genesis: false });
+    let exec = ParallelExecutor::new(ExecConfig {
+        exec_workers: 2,
+        parallel_min_txs: 1,
+        hot_key_share_max: 1.0,
+        pin_workers: false,
+        adaptive_probe_every_blocks: 4,
+        ..ExecConfig::default()
+    });
+    let mut paths = Vec::new();
+    for _ in 0..10 {
+        let mut st = small_state();
+        let (out, path) = exec.execute_with_path(&mut st, &txs, ExecContext { genesis: false });
+        assert_eq!(out, expected);
+        paths.push(path);
+    }
+    // First the parallel cost is measured, then the sequential one; after
+    // that the cheaper path runs, and every 4th block the other.
+    assert_eq!(paths[0], ExecPath::Parallel { workers: 2 });
+    assert_eq!(paths[1], ExecPath::Sequential(SequentialReason::Adaptive));
+    assert!(paths[2..]
+        .iter()
+        .any(|p| matches!(p, ExecPath::Parallel { .. })));
+    assert!(paths[2..].contains(&ExecPath::Sequential(SequentialReason::Adaptive)));
+    let m = &exec.metrics;
+    assert!(m.seq_ns_per_tx.load(Relaxed) > 0 && m.par_ns_per_tx.load(Relaxed) > 0);
+    assert_eq!(
+        m.parallel_blocks.load(Relaxed) + m.sequential(SequentialReason::Adaptive),
+        10
+    );
 }
