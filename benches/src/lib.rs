@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
+pub mod exec;
 pub mod verify;
 
 /// Options every suite receives.
@@ -47,7 +48,9 @@ impl BenchOpts {
 
 /// Cores this process may run on.
 pub fn available_cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// One suite's result.
@@ -75,8 +78,14 @@ impl SuiteReport {
         m.insert("suite".into(), json!(self.suite));
         m.insert("ops_per_s".into(), json!(self.ops_per_s.round()));
         m.insert("baseline".into(), json!(self.baseline));
-        m.insert("baseline_ops_per_s".into(), json!(self.baseline_ops_per_s.round()));
-        m.insert("ratio".into(), json!((self.ratio() * 1000.0).round() / 1000.0));
+        m.insert(
+            "baseline_ops_per_s".into(),
+            json!(self.baseline_ops_per_s.round()),
+        );
+        m.insert(
+            "ratio".into(),
+            json!((self.ratio() * 1000.0).round() / 1000.0),
+        );
         m.insert("cores".into(), json!(available_cores()));
         for (k, v) in &self.extra {
             m.insert(k.clone(), v.clone());
@@ -86,13 +95,17 @@ impl SuiteReport {
 }
 
 /// Suites `run_suite` knows, in the order `velox bench all` runs them.
-pub const SUITES: &[&str] = &["verify"];
+pub const SUITES: &[&str] = &["verify", "exec"];
 
 /// Runs one suite by name.
 pub fn run_suite(name: &str, opts: &BenchOpts) -> Result<SuiteReport, String> {
     match name {
         "verify" => Ok(verify::run(opts)),
-        other => Err(format!("unknown suite '{other}'; known suites: {}", SUITES.join(", "))),
+        "exec" => Ok(exec::run(opts)),
+        other => Err(format!(
+            "unknown suite '{other}'; known suites: {}",
+            SUITES.join(", ")
+        )),
     }
 }
 
@@ -112,7 +125,12 @@ pub fn measure(time: Duration, ops_per_call: u64, mut op: impl FnMut()) -> f64 {
 /// Runs `per_thread(i)` on `threads` threads pinned to distinct cores (where
 /// the machine has them), all for about `time`; returns total ops per second.
 /// `per_thread` returns a closure performing `ops_per_call` operations.
-pub fn measure_parallel<F, G>(threads: usize, time: Duration, ops_per_call: u64, per_thread: F) -> f64
+pub fn measure_parallel<F, G>(
+    threads: usize,
+    time: Duration,
+    ops_per_call: u64,
+    per_thread: F,
+) -> f64
 where
     F: Fn(usize) -> G + Sync,
     G: FnMut(),
@@ -135,7 +153,10 @@ where
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("bench thread panicked")).sum()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread panicked"))
+            .sum()
     });
     total
 }

@@ -21,7 +21,10 @@ fn signed_txs(n: usize, seed: u64) -> Vec<Tx> {
                 chain_id: CHAIN,
                 nonce: i as u64,
                 fee: 1,
-                body: TxBody::Transfer { to: AccountId([7; 32]), amount: 1 },
+                body: TxBody::Transfer {
+                    to: AccountId([7; 32]),
+                    amount: 1,
+                },
             };
             Tx::decode(&b.sign(&key)).expect("valid")
         })
@@ -48,8 +51,10 @@ pub fn run(opts: &BenchOpts) -> SuiteReport {
                 }
             }
         });
-        per_cores.push(json!({"cores": c, "batch_ops_per_s": batch.round(), "single_ops_per_s": single.round(),
-            "ratio": (batch / single * 1000.0).round() / 1000.0}));
+        per_cores.push(
+            json!({"cores": c, "batch_ops_per_s": batch.round(), "single_ops_per_s": single.round(),
+            "ratio": (batch / single * 1000.0).round() / 1000.0}),
+        );
         best = batch;
         best_base = single;
     }

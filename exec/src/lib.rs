@@ -7,20 +7,29 @@
 //! - [`verify`]: signature checks, single and batched; the only way to make a
 //!   [`verify::VerifiedTx`], the type every later stage takes.
 //! - [`state`]: the account map and its state commitment.
-//! - [`seq`]: the sequential executor, the reference semantics.
+//! - [`effects`]: what each transaction kind does, defined once.
+//! - [`seq`]: the sequential executor, the oracle.
+//! - [`parallel`]: the Block-STM parallel executor, checked against the oracle.
 //!
 //! In the pipeline it sits after consensus: the node hands each committed
 //! block's verified transactions to an executor, which returns receipts, the
 //! state diff and the new state root for storage to persist atomically.
 
+pub mod effects;
+pub mod hash;
+pub mod parallel;
 pub mod reason;
 pub mod seq;
 pub mod state;
 pub mod tx;
 pub mod verify;
 
+pub use effects::{declared_keys, tx_effects, TxKeys, Writes, TX_KEYS_MAX};
+pub use parallel::{
+    execute_parallel, ExecConfig, ExecMetrics, ExecPath, ParallelExecutor, SequentialReason,
+};
 pub use reason::RejectReason;
 pub use seq::{execute_sequential, BlockOutput, ExecContext, Receipt};
 pub use state::{Account, State, StateDiff, StateKey, StateRoot, StateValue};
-pub use tx::{AccountId, Tx, TxBody, TxBuilder, TxDecodeError, TxDigest};
+pub use tx::{AccountId, Tx, TxBody, TxBuilder, TxDecodeError, TxDigest, TxKind};
 pub use verify::{verify_batch, verify_one, VerifiedTx};

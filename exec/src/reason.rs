@@ -45,6 +45,8 @@ pub enum RejectReason {
     InsufficientBalance = 301,
     #[error("recipient balance would overflow")]
     BalanceOverflow = 302,
+    #[error("shared counter would overflow")]
+    CounterOverflow = 303,
 }
 
 impl RejectReason {
@@ -53,7 +55,7 @@ impl RejectReason {
     }
 
     /// All reasons, for metrics and round-trip tests.
-    pub const ALL: [RejectReason; 18] = [
+    pub const ALL: [RejectReason; 19] = [
         Self::Malformed,
         Self::TooLarge,
         Self::UnknownVersion,
@@ -72,6 +74,7 @@ impl RejectReason {
         Self::BadNonce,
         Self::InsufficientBalance,
         Self::BalanceOverflow,
+        Self::CounterOverflow,
     ];
 
     pub fn from_code(code: u16) -> Option<Self> {
@@ -99,6 +102,7 @@ impl RejectReason {
             Self::BadNonce => "bad_nonce",
             Self::InsufficientBalance => "insufficient_balance",
             Self::BalanceOverflow => "balance_overflow",
+            Self::CounterOverflow => "counter_overflow",
         }
     }
 }
@@ -110,9 +114,10 @@ impl From<&crate::tx::TxDecodeError> for RejectReason {
             E::TooLarge { .. } => Self::TooLarge,
             E::UnknownVersion(_) => Self::UnknownVersion,
             E::UnknownKind(_) => Self::UnknownKind,
-            E::Truncated { .. } | E::ReservedNonZero | E::PayloadLength { .. } | E::TrailingBytes(_) => {
-                Self::Malformed
-            }
+            E::Truncated { .. }
+            | E::ReservedNonZero
+            | E::PayloadLength { .. }
+            | E::TrailingBytes(_) => Self::Malformed,
         }
     }
 }

@@ -1,21 +1,14 @@
 //! The sequential executor: the reference semantics and the oracle every
-//! other executor must match exactly.
-//!
-//! Transfer rules, checked in this order (first failure is the receipt):
-//! 1. `nonce == sender.nonce`                         else `BadNonce`
-//! 2. `amount + fee <= sender.balance` (no overflow)  else `InsufficientBalance`
-//! 3. `to.balance + amount` does not overflow          else `BalanceOverflow`
-//!
-//! A rejected transaction changes nothing. An accepted one debits
-//! `amount + fee` from the sender, bumps its nonce and credits `amount` to
-//! `to` (the fee is burned). A transfer to oneself only pays the fee.
-//! Genesis allocations credit `to` and are only valid in the genesis block.
+//! other executor must match exactly. It applies each transaction's effects
+//! ([`crate::effects::tx_effects`], where the rules are) to the state map in
+//! block order, and nothing more.
 
-use std::collections::BTreeMap;
+use std::convert::Infallible;
 
+use crate::effects::tx_effects;
 use crate::reason::RejectReason;
-use crate::state::{Account, State, StateDiff, StateKey, StateRoot, StateValue};
-use crate::tx::{TxBody, TxDigest};
+use crate::state::{State, StateDiff, StateRoot};
+use crate::tx::TxDigest;
 use crate::verify::VerifiedTx;
 
 /// Block-level context.
@@ -49,68 +42,35 @@ impl BlockOutput {
     }
 }
 
-/// Applies one transaction to `acct_of` lookups through `read` and returns the
-/// writes it makes. Shared by every executor so the semantics exist once.
-pub fn transfer_effects(
-    tx: &VerifiedTx,
-    ctx: ExecContext,
-    read: impl Fn(&StateKey) -> Account,
-) -> Result<Vec<(StateKey, Account)>, RejectReason> {
-    match *tx.body() {
-        TxBody::GenesisAlloc { to, amount } => {
-            if !ctx.genesis {
-                return Err(RejectReason::GenesisKindNotAllowed);
-            }
-            let key = StateKey::Account(to);
-            let mut acct = read(&key);
-            acct.balance = acct.balance.checked_add(amount).ok_or(RejectReason::BalanceOverflow)?;
-            Ok(vec![(key, acct)])
-        }
-        TxBody::Transfer { to, amount } => {
-            let from_key = StateKey::Account(tx.sender());
-            let mut from = read(&from_key);
-            if tx.nonce() != from.nonce {
-                return Err(RejectReason::BadNonce);
-            }
-            let debit = amount.checked_add(tx.fee()).ok_or(RejectReason::InsufficientBalance)?;
-            if debit > from.balance {
-                return Err(RejectReason::InsufficientBalance);
-            }
-            from.balance -= debit;
-            from.nonce += 1;
-            if to == tx.sender() {
-                from.balance += amount;
-                return Ok(vec![(from_key, from)]);
-            }
-            let to_key = StateKey::Account(to);
-            let mut dest = read(&to_key);
-            dest.balance = dest.balance.checked_add(amount).ok_or(RejectReason::BalanceOverflow)?;
-            Ok(vec![(from_key, from), (to_key, dest)])
-        }
-    }
-}
-
 /// Executes `txs` in order against `state`, mutating it.
 pub fn execute_sequential(state: &mut State, txs: &[VerifiedTx], ctx: ExecContext) -> BlockOutput {
     let mut receipts = Vec::with_capacity(txs.len());
-    let mut touched: BTreeMap<StateKey, Option<StateValue>> = BTreeMap::new();
+    // Every key written, with repeats; sorted and deduplicated at the end
+    // (cheaper than a sorted map per write).
+    let mut written = Vec::with_capacity(txs.len() * 2);
     for tx in txs {
-        let outcome = transfer_effects(tx, ctx, |k| match state.get(k) {
-            Some(StateValue::Account(a)) => a,
-            None => Account::default(),
-        });
+        let effects = tx_effects(tx, ctx, &mut |k| Ok::<_, Infallible>(state.get(k)));
+        let outcome = match effects {
+            Ok(outcome) => outcome,
+            Err(never) => match never {},
+        };
         let outcome = outcome.map(|writes| {
-            for (k, a) in writes {
-                let v = Some(StateValue::Account(a));
-                state.set(k, v);
-                touched.insert(k, state.get(&k));
+            for &(k, v) in writes.as_slice() {
+                state.set(k, Some(v));
+                written.push(k);
             }
         });
-        receipts.push(Receipt { digest: tx.digest(), outcome });
+        receipts.push(Receipt {
+            digest: tx.digest(),
+            outcome,
+        });
     }
+    written.sort_unstable();
+    written.dedup();
+    let entries = written.into_iter().map(|k| (k, state.get(&k))).collect();
     BlockOutput {
         receipts,
-        diff: StateDiff { entries: touched.into_iter().collect() },
+        diff: StateDiff { entries },
         root: state.root(),
     }
 }
@@ -118,7 +78,8 @@ pub fn execute_sequential(state: &mut State, txs: &[VerifiedTx], ctx: ExecContex
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tx::{AccountId, Tx, TxBuilder};
+    use crate::state::{Account, StateKey, StateValue};
+    use crate::tx::{AccountId, Tx, TxBody, TxBuilder};
     use ed25519_dalek::SigningKey;
 
     const CHAIN: u64 = 1;
@@ -130,26 +91,40 @@ mod tests {
         AccountId(key(i).verifying_key().to_bytes())
     }
     fn genesis(to: AccountId, amount: u64) -> VerifiedTx {
-        let b = TxBuilder { chain_id: CHAIN, nonce: 0, fee: 0, body: TxBody::GenesisAlloc { to, amount } };
+        let b = TxBuilder {
+            chain_id: CHAIN,
+            nonce: 0,
+            fee: 0,
+            body: TxBody::GenesisAlloc { to, amount },
+        };
         VerifiedTx::from_trusted(Tx::decode(&b.encode_genesis()).unwrap())
     }
     fn transfer(from: u8, nonce: u64, to: AccountId, amount: u64, fee: u64) -> VerifiedTx {
-        let b = TxBuilder { chain_id: CHAIN, nonce, fee, body: TxBody::Transfer { to, amount } };
+        let b = TxBuilder {
+            chain_id: CHAIN,
+            nonce,
+            fee,
+            body: TxBody::Transfer { to, amount },
+        };
         crate::verify::verify_one(Tx::decode(&b.sign(&key(from))).unwrap(), CHAIN).unwrap()
     }
 
     #[test]
     fn transfers_follow_the_rules() {
         let mut s = State::new();
-        let g = execute_sequential(&mut s, &[genesis(id(1), 100), genesis(id(2), 5)], ExecContext { genesis: true });
+        let g = execute_sequential(
+            &mut s,
+            &[genesis(id(1), 100), genesis(id(2), 5)],
+            ExecContext { genesis: true },
+        );
         assert_eq!(g.accepted(), 2);
         let txs = vec![
-            transfer(1, 0, id(3), 10, 1), // ok: 1 -> 89, 3 -> 10
-            transfer(1, 0, id(3), 10, 1), // replay: BadNonce
-            transfer(2, 0, id(3), 5, 1),  // 6 > 5: InsufficientBalance
-            transfer(1, 1, id(1), 50, 2), // self transfer: pays fee only
-            transfer(1, 5, id(3), 1, 0),  // gap: BadNonce
-            transfer(3, 0, id(2), 10, 0), // 3 spends what it received
+            transfer(1, 0, id(3), 10, 1),       // ok: 1 -> 89, 3 -> 10
+            transfer(1, 0, id(3), 10, 1),       // replay: BadNonce
+            transfer(2, 0, id(3), 5, 1),        // 6 > 5: InsufficientBalance
+            transfer(1, 1, id(1), 50, 2),       // self transfer: pays fee only
+            transfer(1, 5, id(3), 1, 0),        // gap: BadNonce
+            transfer(3, 0, id(2), 10, 0),       // 3 spends what it received
             transfer(1, 2, id(3), u64::MAX, 1), // overflow of amount+fee
         ];
         let out = execute_sequential(&mut s, &txs, ExecContext { genesis: false });
@@ -166,9 +141,27 @@ mod tests {
                 Err(RejectReason::InsufficientBalance),
             ]
         );
-        assert_eq!(s.account(&id(1)), Account { balance: 87, nonce: 2 });
-        assert_eq!(s.account(&id(2)), Account { balance: 15, nonce: 0 });
-        assert_eq!(s.account(&id(3)), Account { balance: 0, nonce: 1 });
+        assert_eq!(
+            s.account(&id(1)),
+            Account {
+                balance: 87,
+                nonce: 2
+            }
+        );
+        assert_eq!(
+            s.account(&id(2)),
+            Account {
+                balance: 15,
+                nonce: 0
+            }
+        );
+        assert_eq!(
+            s.account(&id(3)),
+            Account {
+                balance: 0,
+                nonce: 1
+            }
+        );
         assert_eq!(out.root, s.recompute_root());
         // The diff replayed on the pre-state gives the post-state.
         let mut replay = State::new();
@@ -177,11 +170,95 @@ mod tests {
         assert_eq!(replay.root(), s.root());
     }
 
+    fn kv_add(from: u8, nonce: u64, counter: [u8; 32], delta: u64, fee: u64) -> VerifiedTx {
+        let b = TxBuilder {
+            chain_id: CHAIN,
+            nonce,
+            fee,
+            body: TxBody::KvAdd {
+                key: counter,
+                delta,
+            },
+        };
+        crate::verify::verify_one(Tx::decode(&b.sign(&key(from))).unwrap(), CHAIN).unwrap()
+    }
+
+    #[test]
+    fn kv_add_follows_the_rules() {
+        let mut s = State::new();
+        execute_sequential(
+            &mut s,
+            &[genesis(id(1), 10), genesis(id(2), 10)],
+            ExecContext { genesis: true },
+        );
+        let hot = [9u8; 32];
+        let txs = vec![
+            kv_add(1, 0, hot, 5, 1),        // ok: counter 5, 1 -> 9
+            kv_add(2, 0, hot, u64::MAX, 1), // 5 + MAX overflows: CounterOverflow
+            kv_add(2, 0, hot, 7, 11),       // fee 11 > 10: InsufficientBalance
+            kv_add(2, 1, hot, 7, 1),        // BadNonce
+            kv_add(2, 0, hot, 0, 10),       // ok: pays all, counter unchanged
+            kv_add(1, 1, [3; 32], 0, 0),    // ok: zero counter stays absent
+        ];
+        let out = execute_sequential(&mut s, &txs, ExecContext { genesis: false });
+        let outcomes: Vec<_> = out.receipts.iter().map(|r| r.outcome).collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                Ok(()),
+                Err(RejectReason::CounterOverflow),
+                Err(RejectReason::InsufficientBalance),
+                Err(RejectReason::BadNonce),
+                Ok(()),
+                Ok(()),
+            ]
+        );
+        assert_eq!(s.kv(&hot), 5);
+        assert_eq!(
+            s.account(&id(1)),
+            Account {
+                balance: 9,
+                nonce: 2
+            }
+        );
+        assert_eq!(
+            s.account(&id(2)),
+            Account {
+                balance: 0,
+                nonce: 1
+            }
+        );
+        let mut expected = vec![
+            (
+                StateKey::Account(id(1)),
+                Some(StateValue::Account(Account {
+                    balance: 9,
+                    nonce: 2,
+                })),
+            ),
+            (
+                StateKey::Account(id(2)),
+                Some(StateValue::Account(Account {
+                    balance: 0,
+                    nonce: 1,
+                })),
+            ),
+            (StateKey::Kv([3; 32]), None),
+            (StateKey::Kv(hot), Some(StateValue::Kv(5))),
+        ];
+        expected.sort_by_key(|e| e.0);
+        assert_eq!(out.diff.entries, expected);
+        assert_eq!(out.root, s.recompute_root());
+    }
+
     #[test]
     fn genesis_alloc_outside_genesis_is_rejected() {
         let mut s = State::new();
         let out = execute_sequential(&mut s, &[genesis(id(1), 1)], ExecContext { genesis: false });
-        assert_eq!(out.receipts[0].outcome, Err(RejectReason::GenesisKindNotAllowed));
+        assert_eq!(
+            out.receipts[0].outcome,
+            Err(RejectReason::GenesisKindNotAllowed)
+        );
         assert!(s.is_empty());
     }
 }

@@ -16,6 +16,15 @@
 //! digest = blake3(bytes[0 .. 64+n])        (header and payload, no signature)
 //! ```
 //!
+//! ```text
+//! kind  name          payload (n bytes)                   from the network
+//!    1  Transfer      to [32] | amount u64 LE   (n = 40)  yes
+//!    2  GenesisAlloc  to [32] | amount u64 LE   (n = 40)  no, genesis only
+//!    3  KvAdd         key [32] | delta u64 LE   (n = 40)  yes
+//! ```
+//!
+//! Execution semantics of each kind are in [`crate::effects`].
+//!
 //! The header is read in place with zerocopy: no copy, no allocation, and a
 //! typed error for every way the bytes can be wrong. A decoded [`Tx`] is
 //! well-formed but *not* authenticated; only [`crate::verify`] turns it into a
@@ -113,6 +122,8 @@ pub enum TxKind {
     /// Credit `to` with `amount`. Only valid inside the genesis commit; never
     /// accepted from the network.
     GenesisAlloc = 2,
+    /// Add `delta` to the shared u64 counter at `key`, paying `fee`.
+    KvAdd = 3,
 }
 
 impl TxKind {
@@ -120,6 +131,7 @@ impl TxKind {
         match v {
             1 => Some(Self::Transfer),
             2 => Some(Self::GenesisAlloc),
+            3 => Some(Self::KvAdd),
             _ => None,
         }
     }
@@ -130,6 +142,17 @@ impl TxKind {
 pub enum TxBody {
     Transfer { to: AccountId, amount: u64 },
     GenesisAlloc { to: AccountId, amount: u64 },
+    KvAdd { key: [u8; 32], delta: u64 },
+}
+
+impl TxBody {
+    pub fn kind(&self) -> TxKind {
+        match self {
+            TxBody::Transfer { .. } => TxKind::Transfer,
+            TxBody::GenesisAlloc { .. } => TxKind::GenesisAlloc,
+            TxBody::KvAdd { .. } => TxKind::KvAdd,
+        }
+    }
 }
 
 /// Why bytes are not a well-formed transaction.
@@ -146,7 +169,11 @@ pub enum TxDecodeError {
     #[error("reserved header bytes must be zero")]
     ReservedNonZero,
     #[error("payload of kind {kind:?} must be {expected} bytes, got {got}")]
-    PayloadLength { kind: TxKind, expected: usize, got: usize },
+    PayloadLength {
+        kind: TxKind,
+        expected: usize,
+        got: usize,
+    },
     #[error("{0} trailing bytes after the signature")]
     TrailingBytes(usize),
 }
@@ -179,11 +206,16 @@ impl Tx {
     /// allocates more than `bytes.len()`.
     pub fn decode(bytes: &[u8]) -> Result<Tx, TxDecodeError> {
         if bytes.len() > TX_BYTES_MAX {
-            return Err(TxDecodeError::TooLarge { len: bytes.len(), max: TX_BYTES_MAX });
+            return Err(TxDecodeError::TooLarge {
+                len: bytes.len(),
+                max: TX_BYTES_MAX,
+            });
         }
-        let (header, rest) = TxHeader::read_from_prefix(bytes).map_err(|_| {
-            TxDecodeError::Truncated { need: TX_HEADER_BYTES, have: bytes.len() }
-        })?;
+        let (header, rest) =
+            TxHeader::read_from_prefix(bytes).map_err(|_| TxDecodeError::Truncated {
+                need: TX_HEADER_BYTES,
+                have: bytes.len(),
+            })?;
         if header.version != TX_VERSION {
             return Err(TxDecodeError::UnknownVersion(header.version));
         }
@@ -200,7 +232,10 @@ impl Tx {
         }
         let need = TX_HEADER_BYTES + payload_len + TX_SIGNATURE_BYTES;
         if bytes.len() < need {
-            return Err(TxDecodeError::Truncated { need, have: bytes.len() });
+            return Err(TxDecodeError::Truncated {
+                need,
+                have: bytes.len(),
+            });
         }
         if bytes.len() > need {
             return Err(TxDecodeError::TrailingBytes(bytes.len() - need));
@@ -210,17 +245,20 @@ impl Tx {
         let mut signature = [0u8; 64];
         signature.copy_from_slice(&rest[payload_len..payload_len + TX_SIGNATURE_BYTES]);
         let digest = TxDigest(*blake3::hash(&bytes[..TX_HEADER_BYTES + payload_len]).as_bytes());
-        Ok(Tx { header, body, signature, digest, bytes: bytes.into() })
+        Ok(Tx {
+            header,
+            body,
+            signature,
+            digest,
+            bytes: bytes.into(),
+        })
     }
 
     pub fn header(&self) -> &TxHeader {
         &self.header
     }
     pub fn kind(&self) -> TxKind {
-        match self.body {
-            TxBody::Transfer { .. } => TxKind::Transfer,
-            TxBody::GenesisAlloc { .. } => TxKind::GenesisAlloc,
-        }
+        self.body.kind()
     }
     pub fn body(&self) -> &TxBody {
         &self.body
@@ -255,7 +293,7 @@ impl Tx {
 
 fn decode_body(kind: TxKind, payload: &[u8]) -> Result<TxBody, TxDecodeError> {
     match kind {
-        TxKind::Transfer | TxKind::GenesisAlloc => {
+        TxKind::Transfer | TxKind::GenesisAlloc | TxKind::KvAdd => {
             if payload.len() != TRANSFER_PAYLOAD_BYTES {
                 return Err(TxDecodeError::PayloadLength {
                     kind,
@@ -272,6 +310,10 @@ fn decode_body(kind: TxKind, payload: &[u8]) -> Result<TxBody, TxDecodeError> {
             Ok(match kind {
                 TxKind::Transfer => TxBody::Transfer { to, amount },
                 TxKind::GenesisAlloc => TxBody::GenesisAlloc { to, amount },
+                TxKind::KvAdd => TxBody::KvAdd {
+                    key: to.0,
+                    delta: amount,
+                },
             })
         }
     }
@@ -283,6 +325,10 @@ fn encode_body(body: &TxBody, out: &mut Vec<u8>) {
         TxBody::Transfer { to, amount } | TxBody::GenesisAlloc { to, amount } => {
             out.extend_from_slice(&to.0);
             out.extend_from_slice(&amount.to_le_bytes());
+        }
+        TxBody::KvAdd { key, delta } => {
+            out.extend_from_slice(key);
+            out.extend_from_slice(&delta.to_le_bytes());
         }
     }
 }
@@ -298,10 +344,7 @@ pub struct TxBuilder {
 
 impl TxBuilder {
     fn encode_unsigned(&self, sender: [u8; 32]) -> Vec<u8> {
-        let kind = match self.body {
-            TxBody::Transfer { .. } => TxKind::Transfer,
-            TxBody::GenesisAlloc { .. } => TxKind::GenesisAlloc,
-        };
+        let kind = self.body.kind();
         let mut payload = Vec::with_capacity(TRANSFER_PAYLOAD_BYTES);
         encode_body(&self.body, &mut payload);
         let header = TxHeader {
@@ -352,7 +395,10 @@ mod tests {
             chain_id: 7,
             nonce,
             fee: 1,
-            body: TxBody::Transfer { to: AccountId([9; 32]), amount: 5 },
+            body: TxBody::Transfer {
+                to: AccountId([9; 32]),
+                amount: 5,
+            },
         }
     }
 
@@ -366,9 +412,43 @@ mod tests {
         assert_eq!(tx.fee(), 1);
         assert_eq!(tx.chain_id(), 7);
         assert_eq!(tx.sender().0, k.verifying_key().to_bytes());
-        assert_eq!(tx.body(), &TxBody::Transfer { to: AccountId([9; 32]), amount: 5 });
+        assert_eq!(
+            tx.body(),
+            &TxBody::Transfer {
+                to: AccountId([9; 32]),
+                amount: 5
+            }
+        );
         assert_eq!(tx.bytes(), &bytes[..]);
-        assert_eq!(tx.digest().0, *blake3::hash(&bytes[..TX_HEADER_BYTES + 40]).as_bytes());
+        assert_eq!(
+            tx.digest().0,
+            *blake3::hash(&bytes[..TX_HEADER_BYTES + 40]).as_bytes()
+        );
+    }
+
+    #[test]
+    fn roundtrip_kv_add() {
+        let b = TxBuilder {
+            chain_id: 7,
+            nonce: 2,
+            fee: 3,
+            body: TxBody::KvAdd {
+                key: [4; 32],
+                delta: 11,
+            },
+        };
+        let bytes = b.sign(&key(1));
+        assert_eq!(bytes.len(), TRANSFER_TX_BYTES);
+        assert_eq!(bytes[1], TxKind::KvAdd as u8);
+        let tx = Tx::decode(&bytes).unwrap();
+        assert_eq!(tx.kind(), TxKind::KvAdd);
+        assert_eq!(
+            tx.body(),
+            &TxBody::KvAdd {
+                key: [4; 32],
+                delta: 11
+            }
+        );
     }
 
     #[test]
@@ -376,7 +456,10 @@ mod tests {
         let bytes = transfer(0).sign(&key(1));
         for len in 0..bytes.len() {
             let err = Tx::decode(&bytes[..len]).unwrap_err();
-            assert!(matches!(err, TxDecodeError::Truncated { .. }), "len {len}: {err:?}");
+            assert!(
+                matches!(err, TxDecodeError::Truncated { .. }),
+                "len {len}: {err:?}"
+            );
         }
     }
 
@@ -397,13 +480,22 @@ mod tests {
         assert_eq!(Tx::decode(&b), Err(TxDecodeError::TrailingBytes(1)));
         let mut b = good.clone();
         b[4..8].copy_from_slice(&(u32::MAX).to_le_bytes());
-        assert!(matches!(Tx::decode(&b), Err(TxDecodeError::TooLarge { .. })));
+        assert!(matches!(
+            Tx::decode(&b),
+            Err(TxDecodeError::TooLarge { .. })
+        ));
         let mut b = good.clone();
         b[4..8].copy_from_slice(&39u32.to_le_bytes());
         b.pop();
-        assert!(matches!(Tx::decode(&b), Err(TxDecodeError::PayloadLength { .. })));
+        assert!(matches!(
+            Tx::decode(&b),
+            Err(TxDecodeError::PayloadLength { .. })
+        ));
         let big = vec![0u8; TX_BYTES_MAX + 1];
-        assert!(matches!(Tx::decode(&big), Err(TxDecodeError::TooLarge { .. })));
+        assert!(matches!(
+            Tx::decode(&big),
+            Err(TxDecodeError::TooLarge { .. })
+        ));
     }
 
     proptest::proptest! {

@@ -63,7 +63,8 @@ fn parts(tx: &Tx) -> Result<(VerifyingKey, Signature), RejectReason> {
 pub fn verify_one(tx: Tx, chain_id: u64) -> Result<VerifiedTx, RejectReason> {
     check_stateless(&tx, chain_id)?;
     let (key, sig) = parts(&tx)?;
-    key.verify_strict(&tx.digest().0, &sig).map_err(|_| RejectReason::BadSignature)?;
+    key.verify_strict(&tx.digest().0, &sig)
+        .map_err(|_| RejectReason::BadSignature)?;
     Ok(VerifiedTx(tx))
 }
 
@@ -80,7 +81,11 @@ pub fn verify_batch(txs: Vec<Tx>, chain_id: u64) -> Vec<Result<VerifiedTx, Rejec
     out
 }
 
-fn verify_chunk(chunk: &mut Vec<Tx>, chain_id: u64, out: &mut Vec<Result<VerifiedTx, RejectReason>>) {
+fn verify_chunk(
+    chunk: &mut Vec<Tx>,
+    chain_id: u64,
+    out: &mut Vec<Result<VerifiedTx, RejectReason>>,
+) {
     // Pre-screen: stateless checks and key decoding. Only candidates that pass
     // go into the batch equation.
     let mut keys = Vec::with_capacity(chunk.len());
@@ -121,7 +126,10 @@ mod tests {
             chain_id: chain,
             nonce,
             fee: 0,
-            body: TxBody::Transfer { to: AccountId([1; 32]), amount: 1 },
+            body: TxBody::Transfer {
+                to: AccountId([1; 32]),
+                amount: 1,
+            },
         };
         Tx::decode(&b.sign(&SigningKey::from_bytes(&[seed; 32]))).unwrap()
     }
@@ -154,9 +162,15 @@ mod tests {
             chain_id: 5,
             nonce: 0,
             fee: 0,
-            body: TxBody::GenesisAlloc { to: AccountId([1; 32]), amount: 1 },
+            body: TxBody::GenesisAlloc {
+                to: AccountId([1; 32]),
+                amount: 1,
+            },
         };
         let tx = Tx::decode(&b.encode_genesis()).unwrap();
-        assert_eq!(verify_one(tx, 5).unwrap_err(), RejectReason::GenesisKindNotAllowed);
+        assert_eq!(
+            verify_one(tx, 5).unwrap_err(),
+            RejectReason::GenesisKindNotAllowed
+        );
     }
 }

@@ -1,0 +1,1356 @@
+//! The parallel executor: Block-STM (Gelashvili et al., 2022).
+//!
+//! Transactions run optimistically on all workers against a *multi-version
+//! memory* that holds, per key, the value written by each transaction index.
+//! A transaction reads the highest version written below its own index (or
+//! the pre-block state), and records which version it read. After it runs it
+//! is *validated*: its reads are repeated; if any now resolves to a different
+//! version, the incarnation is aborted, its writes become ESTIMATE markers and
+//! it runs again with the next incarnation number. A read that hits an
+//! ESTIMATE waits (the reader is parked on the writer's dependency list) for
+//! the writer to finish re-executing instead of running on a value that is
+//! known to be about to change.
+//!
+//! The result is exactly that of [`crate::seq::execute_sequential`]: the
+//! preset order is the block order, and the last incarnation of every
+//! transaction has read what its predecessors finally wrote.
+//!
+//! ```text
+//!            next_task(): validation_idx < execution_idx ? validate : execute
+//!
+//!   READY(inc) --try_incarnate--> EXECUTING(inc) --finish_execution--> EXECUTED(inc)
+//!       ^                             |                                   |
+//!       |  read hit ESTIMATE of j,    | add_dependency(j)                 | validation failed
+//!       |  j not yet re-executed      v                                   v try_validation_abort
+//!       +-------set_ready_status--- ABORTING(inc) <-----------------------+
+//!                (inc + 1)
+//! ```
+//!
+//! Invariants (checked by assertions where cheap):
+//! - At most one incarnation of a transaction executes at a time (only a
+//!   READY -> EXECUTING transition under the status lock starts one).
+//! - Incarnation numbers of a transaction only grow; a validation task for an
+//!   old incarnation cannot abort a newer one (`try_validation_abort` compares).
+//! - `execution_idx` and `validation_idx` only move down through
+//!   `decrease_*`, which bump `decrease_cnt`; `check_done` declares the block
+//!   done only when both indices are past the end, no task is in flight and no
+//!   decrease happened while it looked.
+//! - When done, every key's highest entry is a write (no ESTIMATE is left),
+//!   and every transaction's recorded outcome is that of its last, validated
+//!   incarnation.
+//!
+//! Fallbacks: below `parallel_min_txs`, with one worker, when a cheap
+//! estimate says one key is touched by too large a share of the block, on an
+//! internal error (a read outside the transaction's declared keys, an
+//! ESTIMATE left at the end) or when re-executions exceed their budget, the
+//! block runs on the sequential executor instead; the reason is returned and
+//! counted. The parallel phase never mutates the [`State`] before it has
+//! succeeded, so a fallback starts from the untouched pre-block state.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Barrier, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use crate::effects::{declared_keys, tx_effects, TX_KEYS_MAX};
+use crate::hash::KeyHashBuilder;
+use crate::reason::RejectReason;
+use crate::seq::{execute_sequential, BlockOutput, ExecContext, Receipt};
+use crate::state::{shard_of, Acc, ShardMap, State, StateDiff, StateKey, StateValue, STATE_SHARDS};
+use crate::tx::Tx;
+use crate::verify::VerifiedTx;
+
+/// Executor configuration (the node's `[exec]` section).
+#[derive(Clone, Debug)]
+pub struct ExecConfig {
+    /// Worker threads per block, the calling thread included. More than the
+    /// machine's cores only adds contention.
+    pub exec_workers: usize,
+    /// Blocks with fewer transactions run sequentially: spawning workers costs
+    /// ~20-50 us, about what 50 sequential transfers take, and small blocks
+    /// have little to overlap.
+    pub parallel_min_txs: usize,
+    /// Run sequentially when the estimated share of the block's transactions
+    /// that touch the single hottest key exceeds this: those transactions form
+    /// one chain that Block-STM can only run one after another, with its
+    /// bookkeeping on top. 1.0 or more disables the estimate.
+    pub hot_key_share_max: f64,
+    /// Pin spawned workers to distinct cores.
+    pub pin_workers: bool,
+    /// Run Block-STM even with one worker (tests use it; production should
+    /// not, it is strictly slower than the sequential executor).
+    pub parallel_with_one_worker: bool,
+    /// Adaptive guard: once both paths have been timed on blocks of at least
+    /// `parallel_min_txs`, blocks take the path with the lower measured cost
+    /// per transaction (moving average), and every this-many eligible blocks
+    /// take the other one to refresh its figure. Covers what the conflict
+    /// estimate cannot see: too few free cores, workers sharing cores with
+    /// other tiles. 0 disables it.
+    pub adaptive_probe_every_blocks: u64,
+    /// Abandon the parallel attempt (and run sequentially) when one worker has
+    /// executed more than this many incarnations per transaction of the block.
+    /// Block-STM always terminates; this bounds the time a pathological block
+    /// can waste before the fallback. 0 forces the fallback (for tests).
+    pub reexecutions_per_tx_max: usize,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        Self {
+            exec_workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            parallel_min_txs: 512,
+            hot_key_share_max: 0.1,
+            pin_workers: true,
+            parallel_with_one_worker: false,
+            adaptive_probe_every_blocks: 16,
+            reexecutions_per_tx_max: 16,
+        }
+    }
+}
+
+/// Why a block ran on the sequential executor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SequentialReason {
+    /// `exec_workers` is 1 (and `parallel_with_one_worker` is off).
+    SingleWorker,
+    /// Fewer than `parallel_min_txs` transactions.
+    SmallBlock,
+    /// The conflict estimate exceeded `hot_key_share_max`.
+    HotKey,
+    /// Parallel execution measured slower than sequential on recent blocks
+    /// (or this block measures the sequential cost for the comparison).
+    Adaptive,
+    /// The re-execution budget ran out.
+    ReexecutionBudget,
+    /// The parallel executor found an internal inconsistency (a bug); the
+    /// text says which.
+    InternalError(&'static str),
+}
+
+impl SequentialReason {
+    pub const COUNT: usize = 6;
+
+    pub fn index(self) -> usize {
+        match self {
+            Self::SingleWorker => 0,
+            Self::SmallBlock => 1,
+            Self::HotKey => 2,
+            Self::ReexecutionBudget => 3,
+            Self::InternalError(_) => 4,
+            Self::Adaptive => 5,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::SingleWorker => "single_worker",
+            Self::SmallBlock => "small_block",
+            Self::HotKey => "hot_key",
+            Self::ReexecutionBudget => "reexecution_budget",
+            Self::InternalError(_) => "internal_error",
+            Self::Adaptive => "adaptive",
+        }
+    }
+
+    pub const LABELS: [&'static str; Self::COUNT] = [
+        "single_worker",
+        "small_block",
+        "hot_key",
+        "reexecution_budget",
+        "internal_error",
+        "adaptive",
+    ];
+}
+
+/// How a block was executed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecPath {
+    Parallel { workers: usize },
+    Sequential(SequentialReason),
+}
+
+/// Counters, shared with whoever exports metrics. All relaxed atomics.
+#[derive(Debug, Default)]
+pub struct ExecMetrics {
+    /// Transaction incarnations executed by the parallel executor.
+    pub executions: AtomicU64,
+    /// Incarnations after the first (aborts that led to a re-execution).
+    pub reexecutions: AtomicU64,
+    /// Read-set validations run.
+    pub validations: AtomicU64,
+    /// Validations that found a changed read and aborted the incarnation.
+    pub validation_failures: AtomicU64,
+    /// Executions suspended on an ESTIMATE marker.
+    pub dependency_waits: AtomicU64,
+    /// Blocks completed by the parallel executor.
+    pub parallel_blocks: AtomicU64,
+    /// Blocks run sequentially, indexed by [`SequentialReason::index`].
+    pub sequential_blocks: [AtomicU64; SequentialReason::COUNT],
+    /// Wall time of whole blocks (either path), sum in ns and count.
+    pub block_exec_ns_sum: AtomicU64,
+    pub block_exec_count: AtomicU64,
+    /// The adaptive guard's moving averages, ns per transaction (0: not yet
+    /// measured), and the count of blocks it has decided.
+    pub seq_ns_per_tx: AtomicU64,
+    pub par_ns_per_tx: AtomicU64,
+    pub adaptive_blocks: AtomicU64,
+}
+
+impl ExecMetrics {
+    pub fn sequential(&self, reason: SequentialReason) -> u64 {
+        self.sequential_blocks[reason.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn sequential_total(&self) -> u64 {
+        self.sequential_blocks
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// The parallel executor: configuration and metrics. Workers are scoped
+/// threads spawned per block (pinned when `pin_workers`), so no thread
+/// outlives a call and the block's data is borrowed, not copied.
+#[derive(Debug, Default)]
+pub struct ParallelExecutor {
+    pub config: ExecConfig,
+    pub metrics: ExecMetrics,
+}
+
+/// Executes `txs` against `state` with `exec`; same output as
+/// [`execute_sequential`].
+pub fn execute_parallel(
+    state: &mut State,
+    txs: &[VerifiedTx],
+    ctx: ExecContext,
+    exec: &ParallelExecutor,
+) -> BlockOutput {
+    exec.execute(state, txs, ctx)
+}
+
+impl ParallelExecutor {
+    pub fn new(config: ExecConfig) -> Self {
+        Self {
+            config,
+            metrics: ExecMetrics::default(),
+        }
+    }
+
+    pub fn execute(&self, state: &mut State, txs: &[VerifiedTx], ctx: ExecContext) -> BlockOutput {
+        self.execute_with_path(state, txs, ctx).0
+    }
+
+    /// Executes and also says which path ran and why.
+    pub fn execute_with_path(
+        &self,
+        state: &mut State,
+        txs: &[VerifiedTx],
+        ctx: ExecContext,
+    ) -> (BlockOutput, ExecPath) {
+        let start = Instant::now();
+        let workers = self.config.exec_workers.clamp(1, txs.len().max(1));
+        let path = match self.choose(txs, workers) {
+            Some(reason) => ExecPath::Sequential(reason),
+            None => match run_block(state, txs, ctx, workers, &self.config, &self.metrics) {
+                Ok(out) => {
+                    self.metrics.parallel_blocks.fetch_add(1, Ordering::Relaxed);
+                    Self::record_cost(&self.metrics.par_ns_per_tx, start, txs.len());
+                    self.finish(start);
+                    return (out, ExecPath::Parallel { workers });
+                }
+                Err(reason) => ExecPath::Sequential(reason),
+            },
+        };
+        let ExecPath::Sequential(reason) = path else {
+            unreachable!()
+        };
+        let out = execute_sequential(state, txs, ctx);
+        if matches!(
+            reason,
+            SequentialReason::Adaptive | SequentialReason::HotKey
+        ) {
+            // Blocks the parallel path could have taken: comparable costs.
+            Self::record_cost(&self.metrics.seq_ns_per_tx, start, txs.len());
+        }
+        self.metrics.sequential_blocks[reason.index()].fetch_add(1, Ordering::Relaxed);
+        self.finish(start);
+        (out, path)
+    }
+
+    fn finish(&self, start: Instant) {
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.metrics
+            .block_exec_ns_sum
+            .fetch_add(ns, Ordering::Relaxed);
+        self.metrics
+            .block_exec_count
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The reason to run `txs` sequentially, if any.
+    fn choose(&self, txs: &[VerifiedTx], workers: usize) -> Option<SequentialReason> {
+        if txs.len() < self.config.parallel_min_txs.max(1) {
+            return Some(SequentialReason::SmallBlock);
+        }
+        if workers == 1 && !self.config.parallel_with_one_worker {
+            return Some(SequentialReason::SingleWorker);
+        }
+        if self.config.hot_key_share_max < 1.0 {
+            let hot = hottest_key_count(txs);
+            if hot as f64 > self.config.hot_key_share_max * txs.len() as f64 {
+                return Some(SequentialReason::HotKey);
+            }
+        }
+        self.adaptive_choice()
+    }
+
+    /// The adaptive guard (see `ExecConfig::adaptive_probe_every_blocks`).
+    fn adaptive_choice(&self) -> Option<SequentialReason> {
+        let every = self.config.adaptive_probe_every_blocks;
+        if every == 0 {
+            return None;
+        }
+        let m = &self.metrics;
+        let n = m.adaptive_blocks.fetch_add(1, Ordering::Relaxed);
+        let seq = m.seq_ns_per_tx.load(Ordering::Relaxed);
+        let par = m.par_ns_per_tx.load(Ordering::Relaxed);
+        let use_seq = match (seq, par) {
+            // Measure parallel first, then sequential once.
+            (_, 0) => false,
+            (0, _) => true,
+            // The cheaper path, except every `every`-th block: the other.
+            _ => (par > seq) != (n % every == every - 1),
+        };
+        use_seq.then_some(SequentialReason::Adaptive)
+    }
+
+    /// Folds one block's cost per transaction into a moving average
+    /// (weight 1/4: a few blocks to follow a change of load).
+    fn record_cost(avg: &AtomicU64, start: Instant, txs: usize) {
+        let sample =
+            (start.elapsed().as_nanos() / txs.max(1) as u128).clamp(1, u64::MAX as u128) as u64;
+        let old = avg.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            (old.saturating_mul(3).saturating_add(sample)) / 4
+        };
+        avg.store(new.max(1), Ordering::Relaxed);
+    }
+}
+
+/// Buckets of the conflict estimate. 4096 u32 counters (16 KiB, zeroed per
+/// block) keep bucket collisions rare for blocks of a few thousand keys.
+const HOT_KEY_BUCKETS: usize = 1 << 12;
+const _: () = assert!(HOT_KEY_BUCKETS.is_power_of_two());
+
+/// An upper estimate of how many transactions touch the most-touched key:
+/// keys are counted in buckets by two of their bytes, so collisions can only
+/// raise the estimate (an adversary can force a sequential block, which is
+/// correct, merely slower). A few ns per transaction.
+pub fn hottest_key_count(txs: &[VerifiedTx]) -> u32 {
+    let mut counts = vec![0u32; HOT_KEY_BUCKETS];
+    let mut max = 0;
+    for tx in txs {
+        for k in declared_keys(tx).as_slice() {
+            let (salt, b) = match k {
+                StateKey::Account(id) => (0u16, &id.0),
+                StateKey::Kv(b) => (0x9e37u16, b),
+            };
+            let i = (u16::from_le_bytes([b[0], b[1]]) ^ salt) as usize & (HOT_KEY_BUCKETS - 1);
+            counts[i] += 1;
+            max = max.max(counts[i]);
+        }
+    }
+    max
+}
+
+// ---------------------------------------------------------------------------
+// Multi-version memory.
+
+/// Where a read was served from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// The pre-block state.
+    Base,
+    /// The write of incarnation `inc` of transaction `txn`.
+    Version { txn: u32, inc: u32 },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Entry {
+    Write {
+        inc: u32,
+        value: StateValue,
+    },
+    /// The writer was aborted and is expected to write here again.
+    Estimate,
+}
+
+enum MvRead {
+    Base,
+    Version {
+        txn: u32,
+        inc: u32,
+        value: StateValue,
+    },
+    Dependency(u32),
+}
+
+/// A transaction's reads: (key id, origin), at most [`TX_KEYS_MAX`].
+#[derive(Clone, Copy, Debug, Default)]
+struct ReadSet {
+    len: u8,
+    items: [(u32, Option<Origin>); TX_KEYS_MAX],
+}
+
+impl ReadSet {
+    fn push(&mut self, kid: u32, o: Origin) -> Result<(), Stop> {
+        let slot = self
+            .items
+            .get_mut(self.len as usize)
+            .ok_or(Stop::Internal("read set overflow"))?;
+        *slot = (kid, Some(o));
+        self.len += 1;
+        Ok(())
+    }
+    fn iter(&self) -> impl Iterator<Item = (u32, Origin)> + '_ {
+        self.items[..self.len as usize]
+            .iter()
+            .map(|(k, o)| (*k, o.expect("pushed")))
+    }
+}
+
+/// What the last recorded incarnation of a transaction did.
+#[derive(Clone, Copy, Debug, Default)]
+struct TxnRecord {
+    reads: ReadSet,
+    /// Key ids written, `nwrites` of them.
+    writes: [u32; TX_KEYS_MAX],
+    nwrites: u8,
+    /// `None` until the first incarnation is recorded.
+    outcome: Option<Result<(), RejectReason>>,
+}
+
+impl TxnRecord {
+    fn writes(&self) -> &[u32] {
+        &self.writes[..self.nwrites as usize]
+    }
+}
+
+/// Why an execution stopped before producing effects.
+enum Stop {
+    Dependency(u32),
+    Internal(&'static str),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a worker panicked; in release that aborted the
+    // process already (panic = "abort"), in tests the panic propagates.
+    m.lock().expect("exec lock poisoned")
+}
+
+/// The versions of one key, sorted by transaction index. Most keys of a block
+/// are written by one transaction: that version is stored inline, so neither
+/// building nor dropping the multi-version memory allocates per key.
+#[derive(Debug)]
+enum Versions {
+    Inline(Option<(u32, Entry)>),
+    Heap(Vec<(u32, Entry)>),
+}
+
+impl Default for Versions {
+    fn default() -> Self {
+        Versions::Inline(None)
+    }
+}
+
+impl std::ops::Deref for Versions {
+    type Target = [(u32, Entry)];
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Versions::Inline(e) => e.as_slice(),
+            Versions::Heap(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Versions {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Versions::Inline(e) => e.as_mut_slice(),
+            Versions::Heap(v) => v,
+        }
+    }
+}
+
+impl Versions {
+    fn insert(&mut self, pos: usize, e: (u32, Entry)) {
+        match self {
+            Versions::Inline(None) => *self = Versions::Inline(Some(e)),
+            Versions::Inline(Some(x)) => {
+                let mut v = Vec::with_capacity(4);
+                v.push(*x);
+                v.insert(pos, e);
+                *self = Versions::Heap(v);
+            }
+            Versions::Heap(v) => v.insert(pos, e),
+        }
+    }
+
+    fn remove(&mut self, pos: usize) {
+        match self {
+            Versions::Inline(e) => {
+                assert!(pos == 0 && e.is_some(), "removing a missing version");
+                *e = None;
+            }
+            Versions::Heap(v) => {
+                v.remove(pos);
+            }
+        }
+    }
+}
+
+/// The keys of the state shards one worker owns, and their versions.
+struct Part {
+    keys: Vec<StateKey>,
+    /// Per key: versions sorted by transaction index.
+    versions: Vec<Mutex<Versions>>,
+}
+
+/// A key id is `part << LOCAL_BITS | index within the part`.
+const LOCAL_BITS: u32 = 24;
+const LOCAL_MASK: u32 = (1 << LOCAL_BITS) - 1;
+/// Most workers: the part number must fit in the id's high bits.
+pub const EXEC_WORKERS_MAX: usize = 64;
+const _: () = assert!(EXEC_WORKERS_MAX << LOCAL_BITS <= u32::MAX as usize);
+
+/// Worker `w`'s share of `0..n` in `workers` contiguous chunks.
+fn chunk(n: usize, workers: usize, w: usize) -> Range<usize> {
+    let per = n.div_ceil(workers);
+    (w * per).min(n)..((w + 1) * per).min(n)
+}
+
+/// Multi-version memory. The key table is built in parallel before
+/// execution: worker `w` indexes the keys of the state shards
+/// `chunk(STATE_SHARDS, workers, w)` (part `w`), so it can later compute
+/// those keys' final values and apply them to exactly those shards.
+struct MvMemory {
+    parts: Vec<OnceLock<Part>>,
+    /// Per transaction: the key ids of its declared keys, in declared order.
+    /// Written (relaxed) while parts are built, read after a barrier.
+    tx_ids: Vec<[AtomicU32; TX_KEYS_MAX]>,
+    records: Vec<Mutex<TxnRecord>>,
+}
+
+impl MvMemory {
+    fn new(n: usize, workers: usize) -> Self {
+        Self {
+            parts: (0..workers).map(|_| OnceLock::new()).collect(),
+            tx_ids: (0..n)
+                .map(|_| [AtomicU32::new(u32::MAX), AtomicU32::new(u32::MAX)])
+                .collect(),
+            records: (0..n).map(|_| Mutex::new(TxnRecord::default())).collect(),
+        }
+    }
+
+    /// Builds part `w`: indexes every declared key of the block that lives in
+    /// the shards `w` owns.
+    fn build_part(&self, txs: &[VerifiedTx], w: usize) -> Result<(), SequentialReason> {
+        let shards = chunk(STATE_SHARDS, self.parts.len(), w);
+        let expect = txs.len() * TX_KEYS_MAX * shards.len() / STATE_SHARDS + 16;
+        let mut ids: HashMap<StateKey, u32, KeyHashBuilder> =
+            HashMap::with_capacity_and_hasher(expect, KeyHashBuilder::default());
+        let mut keys = Vec::with_capacity(expect);
+        for (i, tx) in txs.iter().enumerate() {
+            for (slot, k) in declared_keys(tx).as_slice().iter().enumerate() {
+                if !shards.contains(&shard_of(k)) {
+                    continue;
+                }
+                let local = *ids.entry(*k).or_insert_with(|| {
+                    keys.push(*k);
+                    (keys.len() - 1) as u32
+                });
+                self.tx_ids[i][slot].store(((w as u32) << LOCAL_BITS) | local, Ordering::Relaxed);
+            }
+        }
+        if keys.len() > LOCAL_MASK as usize {
+            return Err(SequentialReason::InternalError("too many keys in one part"));
+        }
+        let versions = keys
+            .iter()
+            .map(|_| Mutex::new(Versions::default()))
+            .collect();
+        self.parts[w]
+            .set(Part { keys, versions })
+            .map_err(|_| SequentialReason::InternalError("part built twice"))
+    }
+
+    fn part(&self, w: usize) -> &Part {
+        self.parts[w]
+            .get()
+            .expect("parts are built before the barrier")
+    }
+
+    fn versions(&self, kid: u32) -> &Mutex<Versions> {
+        &self.part((kid >> LOCAL_BITS) as usize).versions[(kid & LOCAL_MASK) as usize]
+    }
+
+    fn key_id(&self, txn: u32, tx: &Tx, k: &StateKey) -> Result<u32, Stop> {
+        let decl = declared_keys(tx);
+        let slot = decl
+            .as_slice()
+            .iter()
+            .position(|d| d == k)
+            .ok_or(Stop::Internal("read outside declared keys"))?;
+        Ok(self.tx_ids[txn as usize][slot].load(Ordering::Relaxed))
+    }
+
+    /// The version of `kid` that transaction `txn` reads: the highest write
+    /// below `txn`.
+    fn read(&self, kid: u32, txn: u32) -> MvRead {
+        let v = lock(self.versions(kid));
+        let pos = v.partition_point(|(t, _)| *t < txn);
+        match pos.checked_sub(1).map(|p| v[p]) {
+            None => MvRead::Base,
+            Some((t, Entry::Write { inc, value })) => MvRead::Version { txn: t, inc, value },
+            Some((t, Entry::Estimate)) => MvRead::Dependency(t),
+        }
+    }
+
+    /// Records incarnation `inc` of `txn`; returns whether it wrote a key its
+    /// previous incarnation did not (validations above it must then restart).
+    fn record(
+        &self,
+        tx: &Tx,
+        txn: u32,
+        inc: u32,
+        reads: ReadSet,
+        outcome: Result<crate::effects::Writes, RejectReason>,
+    ) -> Result<bool, Stop> {
+        let mut new = [0u32; TX_KEYS_MAX];
+        let mut nnew = 0;
+        if let Ok(writes) = &outcome {
+            for &(k, value) in writes.as_slice() {
+                let kid = self.key_id(txn, tx, &k)?;
+                new[nnew] = kid;
+                nnew += 1;
+                let mut v = lock(self.versions(kid));
+                let pos = v.partition_point(|(t, _)| *t < txn);
+                let e = Entry::Write { inc, value };
+                match v.get_mut(pos) {
+                    Some(slot) if slot.0 == txn => slot.1 = e,
+                    _ => v.insert(pos, (txn, e)),
+                }
+            }
+        }
+        let new = &new[..nnew];
+        let prev = *lock(&self.records[txn as usize]);
+        for &kid in prev.writes() {
+            if !new.contains(&kid) {
+                let mut v = lock(self.versions(kid));
+                let pos = v.partition_point(|(t, _)| *t < txn);
+                if v.get(pos).map(|e| e.0) != Some(txn) {
+                    return Err(Stop::Internal("previous write missing"));
+                }
+                v.remove(pos);
+            }
+        }
+        let wrote_new = new.iter().any(|k| !prev.writes().contains(k));
+        let mut rec = lock(&self.records[txn as usize]);
+        rec.reads = reads;
+        rec.writes[..nnew].copy_from_slice(new);
+        rec.nwrites = nnew as u8;
+        rec.outcome = Some(outcome.map(|_| ()));
+        Ok(wrote_new)
+    }
+
+    /// Replaces the writes of an aborted incarnation with ESTIMATE markers.
+    fn convert_writes_to_estimates(&self, txn: u32) -> Result<(), Stop> {
+        let rec = *lock(&self.records[txn as usize]);
+        for &kid in rec.writes() {
+            let mut v = lock(self.versions(kid));
+            let pos = v.partition_point(|(t, _)| *t < txn);
+            match v.get_mut(pos) {
+                Some(slot) if slot.0 == txn => slot.1 = Entry::Estimate,
+                _ => return Err(Stop::Internal("aborted write missing")),
+            }
+        }
+        Ok(())
+    }
+
+    /// True if every read of `txn`'s last incarnation would read the same
+    /// version now.
+    fn validate_read_set(&self, txn: u32) -> bool {
+        let reads = lock(&self.records[txn as usize]).reads;
+        let valid = reads
+            .iter()
+            .all(|(kid, origin)| match (self.read(kid, txn), origin) {
+                (MvRead::Base, Origin::Base) => true,
+                (MvRead::Version { txn: t, inc, .. }, Origin::Version { txn: ot, inc: oi }) => {
+                    t == ot && inc == oi
+                }
+                _ => false,
+            });
+        valid
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The collaborative scheduler.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    ReadyToExecute,
+    Executing,
+    Executed,
+    Aborting,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Task {
+    Execute { txn: u32, inc: u32 },
+    Validate { txn: u32, inc: u32 },
+}
+
+/// Keeps a hot shared counter on its own cache line (128 bytes: adjacent-line
+/// prefetch pairs lines on x86), so workers bumping one do not invalidate
+/// the others.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+struct Scheduler {
+    n: usize,
+    /// Next transaction to try to execute; only decreased by
+    /// `decrease_execution_idx`.
+    execution_idx: Padded<AtomicUsize>,
+    /// Next transaction to validate; only decreased by
+    /// `decrease_validation_idx`.
+    validation_idx: Padded<AtomicUsize>,
+    /// Bumped by every decrease, so `check_done` can see one happen.
+    decrease_cnt: Padded<AtomicUsize>,
+    /// Tasks handed out and not yet finished.
+    num_active_tasks: Padded<AtomicUsize>,
+    done: Padded<AtomicBool>,
+    /// (incarnation, status) per transaction.
+    status: Vec<Mutex<(u32, Status)>>,
+    /// Transactions waiting for each transaction to finish executing.
+    dependencies: Vec<Mutex<Vec<u32>>>,
+}
+
+// SeqCst everywhere: the done check reasons about several counters at once.
+const ORD: Ordering = Ordering::SeqCst;
+
+impl Scheduler {
+    fn new(n: usize) -> Self {
+        Self {
+            n,
+            execution_idx: Padded(AtomicUsize::new(0)),
+            validation_idx: Padded(AtomicUsize::new(0)),
+            decrease_cnt: Padded(AtomicUsize::new(0)),
+            num_active_tasks: Padded(AtomicUsize::new(0)),
+            done: Padded(AtomicBool::new(false)),
+            status: (0..n)
+                .map(|_| Mutex::new((0, Status::ReadyToExecute)))
+                .collect(),
+            dependencies: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.done.load(ORD)
+    }
+
+    fn halt(&self) {
+        self.done.store(true, ORD);
+    }
+
+    fn decrease_execution_idx(&self, target: usize) {
+        self.execution_idx.fetch_min(target, ORD);
+        self.decrease_cnt.fetch_add(1, ORD);
+    }
+
+    fn decrease_validation_idx(&self, target: usize) {
+        self.validation_idx.fetch_min(target, ORD);
+        self.decrease_cnt.fetch_add(1, ORD);
+    }
+
+    fn check_done(&self) {
+        let observed = self.decrease_cnt.load(ORD);
+        let e = self.execution_idx.load(ORD);
+        let v = self.validation_idx.load(ORD);
+        if e.min(v) >= self.n
+            && self.num_active_tasks.load(ORD) == 0
+            && observed == self.decrease_cnt.load(ORD)
+        {
+            self.done.store(true, ORD);
+        }
+    }
+
+    /// READY -> EXECUTING; the caller owns the task-count accounting.
+    fn try_incarnate(&self, txn: usize) -> Option<u32> {
+        if txn >= self.n {
+            return None;
+        }
+        let mut s = lock(&self.status[txn]);
+        if s.1 == Status::ReadyToExecute {
+            s.1 = Status::Executing;
+            Some(s.0)
+        } else {
+            None
+        }
+    }
+
+    fn next_version_to_execute(&self) -> Option<Task> {
+        if self.execution_idx.load(ORD) >= self.n {
+            self.check_done();
+            return None;
+        }
+        self.num_active_tasks.fetch_add(1, ORD);
+        let txn = self.execution_idx.fetch_add(1, ORD);
+        match self.try_incarnate(txn) {
+            Some(inc) => Some(Task::Execute {
+                txn: txn as u32,
+                inc,
+            }),
+            None => {
+                self.num_active_tasks.fetch_sub(1, ORD);
+                None
+            }
+        }
+    }
+
+    fn next_version_to_validate(&self) -> Option<Task> {
+        if self.validation_idx.load(ORD) >= self.n {
+            self.check_done();
+            return None;
+        }
+        self.num_active_tasks.fetch_add(1, ORD);
+        let txn = self.validation_idx.fetch_add(1, ORD);
+        if txn < self.n {
+            let (inc, status) = *lock(&self.status[txn]);
+            if status == Status::Executed {
+                return Some(Task::Validate {
+                    txn: txn as u32,
+                    inc,
+                });
+            }
+        }
+        self.num_active_tasks.fetch_sub(1, ORD);
+        None
+    }
+
+    fn next_task(&self) -> Option<Task> {
+        if self.validation_idx.load(ORD) < self.execution_idx.load(ORD) {
+            self.next_version_to_validate()
+        } else {
+            self.next_version_to_execute()
+        }
+    }
+
+    /// Parks `txn` until `blocking` finishes executing. False if `blocking`
+    /// already has (the caller re-executes at once).
+    fn add_dependency(&self, txn: u32, blocking: u32) -> bool {
+        let mut deps = lock(&self.dependencies[blocking as usize]);
+        if lock(&self.status[blocking as usize]).1 == Status::Executed {
+            return false;
+        }
+        {
+            let mut s = lock(&self.status[txn as usize]);
+            assert_eq!(s.1, Status::Executing, "only an executing txn waits");
+            s.1 = Status::Aborting;
+        }
+        deps.push(txn);
+        drop(deps);
+        self.num_active_tasks.fetch_sub(1, ORD);
+        true
+    }
+
+    /// ABORTING(inc) -> READY(inc + 1).
+    fn set_ready_status(&self, txn: usize) {
+        let mut s = lock(&self.status[txn]);
+        assert_eq!(
+            s.1,
+            Status::Aborting,
+            "only an aborted txn becomes ready again"
+        );
+        *s = (s.0 + 1, Status::ReadyToExecute);
+    }
+
+    fn finish_execution(&self, txn: u32, inc: u32, wrote_new: bool) -> Option<Task> {
+        {
+            let mut s = lock(&self.status[txn as usize]);
+            assert_eq!(
+                *s,
+                (inc, Status::Executing),
+                "finishing the running incarnation"
+            );
+            s.1 = Status::Executed;
+        }
+        let deps = std::mem::take(&mut *lock(&self.dependencies[txn as usize]));
+        if let Some(&min) = deps.iter().min() {
+            for &d in &deps {
+                self.set_ready_status(d as usize);
+            }
+            self.decrease_execution_idx(min as usize);
+        }
+        if self.validation_idx.load(ORD) > txn as usize {
+            if wrote_new {
+                self.decrease_validation_idx(txn as usize);
+            } else {
+                return Some(Task::Validate { txn, inc });
+            }
+        }
+        self.num_active_tasks.fetch_sub(1, ORD);
+        None
+    }
+
+    /// EXECUTED(inc) -> ABORTING(inc) if `inc` is still the latest.
+    fn try_validation_abort(&self, txn: u32, inc: u32) -> bool {
+        let mut s = lock(&self.status[txn as usize]);
+        if *s == (inc, Status::Executed) {
+            s.1 = Status::Aborting;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn finish_validation(&self, txn: u32, aborted: bool) -> Option<Task> {
+        if aborted {
+            self.set_ready_status(txn as usize);
+            self.decrease_validation_idx(txn as usize + 1);
+            if self.execution_idx.load(ORD) > txn as usize {
+                if let Some(inc) = self.try_incarnate(txn as usize) {
+                    return Some(Task::Execute { txn, inc });
+                }
+            }
+        }
+        self.num_active_tasks.fetch_sub(1, ORD);
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One block.
+
+/// Per-worker counters, added to the shared metrics once per block.
+#[derive(Default)]
+struct Local {
+    executions: u64,
+    reexecutions: u64,
+    validations: u64,
+    validation_failures: u64,
+    dependency_waits: u64,
+}
+
+/// Failed task fetches before an idle worker yields its core: ~1-2 us of
+/// spinning, shorter than a typical task.
+const IDLE_SPINS_BEFORE_YIELD: u32 = 64;
+
+struct BlockRun<'a> {
+    txs: &'a [VerifiedTx],
+    ctx: ExecContext,
+    base: &'a State,
+    mv: MvMemory,
+    sched: Scheduler,
+    /// First internal error or budget overrun; set once, then `sched.halt()`.
+    failure: Mutex<Option<SequentialReason>>,
+    executions_per_worker_max: u64,
+}
+
+impl BlockRun<'_> {
+    fn fail(&self, reason: SequentialReason) {
+        lock(&self.failure).get_or_insert(reason);
+        self.sched.halt();
+    }
+
+    fn work(&self, local: &mut Local) {
+        let mut task: Option<Task> = None;
+        let mut idle_spins = 0u32;
+        loop {
+            task = match task {
+                Some(Task::Execute { txn, inc }) => match self.try_execute(txn, inc, local) {
+                    Ok(next) => next,
+                    Err(reason) => return self.fail(reason),
+                },
+                Some(Task::Validate { txn, inc }) => match self.validate(txn, inc, local) {
+                    Ok(next) => next,
+                    Err(reason) => return self.fail(reason),
+                },
+                None => {
+                    if self.sched.done() {
+                        return;
+                    }
+                    let t = self.sched.next_task();
+                    if t.is_some() {
+                        idle_spins = 0;
+                    } else {
+                        // Nothing to do until another worker finishes a task.
+                        // Spin briefly, then yield: with more workers than
+                        // free cores a spinner would delay the worker it
+                        // waits for.
+                        idle_spins += 1;
+                        if idle_spins < IDLE_SPINS_BEFORE_YIELD {
+                            std::hint::spin_loop();
+                        } else {
+                            std::thread::yield_now();
+                        }
+                    }
+                    t
+                }
+            };
+        }
+    }
+
+    fn try_execute(
+        &self,
+        txn: u32,
+        inc: u32,
+        local: &mut Local,
+    ) -> Result<Option<Task>, SequentialReason> {
+        loop {
+            local.executions += 1;
+            if inc > 0 {
+                local.reexecutions += 1;
+            }
+            if local.executions > self.executions_per_worker_max {
+                return Err(SequentialReason::ReexecutionBudget);
+            }
+            let mut reads = ReadSet::default();
+            let tx = &self.txs[txn as usize];
+            let effects = tx_effects(tx, self.ctx, &mut |k: &StateKey| {
+                let kid = self.mv.key_id(txn, tx, k)?;
+                match self.mv.read(kid, txn) {
+                    MvRead::Dependency(j) => Err(Stop::Dependency(j)),
+                    MvRead::Version {
+                        txn: j,
+                        inc: ji,
+                        value,
+                    } => {
+                        reads.push(kid, Origin::Version { txn: j, inc: ji })?;
+                        Ok(Some(value))
+                    }
+                    MvRead::Base => {
+                        reads.push(kid, Origin::Base)?;
+                        Ok(self.base.get(k))
+                    }
+                }
+            });
+            match effects {
+                Ok(outcome) => {
+                    let wrote_new = self
+                        .mv
+                        .record(tx, txn, inc, reads, outcome)
+                        .map_err(internal)?;
+                    return Ok(self.sched.finish_execution(txn, inc, wrote_new));
+                }
+                Err(Stop::Dependency(j)) => {
+                    if self.sched.add_dependency(txn, j) {
+                        local.dependency_waits += 1;
+                        return Ok(None);
+                    }
+                    // `j` finished meanwhile: run again at once.
+                }
+                Err(Stop::Internal(e)) => return Err(SequentialReason::InternalError(e)),
+            }
+        }
+    }
+
+    fn validate(
+        &self,
+        txn: u32,
+        inc: u32,
+        local: &mut Local,
+    ) -> Result<Option<Task>, SequentialReason> {
+        local.validations += 1;
+        let valid = self.mv.validate_read_set(txn);
+        let aborted = !valid && self.sched.try_validation_abort(txn, inc);
+        if aborted {
+            local.validation_failures += 1;
+            self.mv.convert_writes_to_estimates(txn).map_err(internal)?;
+        }
+        Ok(self.sched.finish_validation(txn, aborted))
+    }
+
+    /// Final values of part `w`'s keys (normalized; accounts and counters
+    /// each sorted by key) and the change of the commitment they make.
+    fn final_writes(&self, w: usize) -> Result<FinalWrites, SequentialReason> {
+        let part = self.mv.part(w);
+        let mut fw = FinalWrites::default();
+        fw.accounts.reserve(part.keys.len());
+        for (key, versions) in part.keys.iter().zip(&part.versions) {
+            let v = lock(versions);
+            let Some(&(_, last)) = v.last() else { continue };
+            let Entry::Write { value, .. } = last else {
+                return Err(SequentialReason::InternalError("estimate left at the end"));
+            };
+            let new = StateValue::normalize(Some(value));
+            let old = self.base.get(key);
+            if old == new {
+                // Written back unchanged: in the diff, no change to the root.
+                // (Sequential execution reports every written key.)
+            } else {
+                if let Some(o) = old {
+                    fw.delta.sub(Acc::entry_hash(key, &o));
+                }
+                if let Some(n) = new {
+                    fw.delta.add(Acc::entry_hash(key, &n));
+                }
+            }
+            match key {
+                StateKey::Account(_) => fw.accounts.push((*key, new)),
+                StateKey::Kv(_) => fw.counters.push((*key, new)),
+            }
+        }
+        fw.accounts.sort_unstable_by_key(|e| e.0);
+        fw.counters.sort_unstable_by_key(|e| e.0);
+        Ok(fw)
+    }
+
+    fn receipts(&self, txns: Range<usize>) -> Result<Vec<Receipt>, SequentialReason> {
+        txns.map(|i| {
+            let outcome = lock(&self.mv.records[i])
+                .outcome
+                .ok_or(SequentialReason::InternalError("unexecuted tx"))?;
+            Ok(Receipt {
+                digest: self.txs[i].digest(),
+                outcome,
+            })
+        })
+        .collect()
+    }
+}
+
+fn internal(s: Stop) -> SequentialReason {
+    match s {
+        Stop::Internal(e) => SequentialReason::InternalError(e),
+        Stop::Dependency(_) => SequentialReason::InternalError("dependency outside execution"),
+    }
+}
+
+type DiffEntries = Vec<(StateKey, Option<StateValue>)>;
+
+/// One worker's share of the block's result.
+#[derive(Default)]
+struct FinalWrites {
+    accounts: DiffEntries,
+    counters: DiffEntries,
+    delta: Acc,
+}
+
+type WorkerResult = Result<(FinalWrites, Vec<Receipt>), SequentialReason>;
+
+/// Writes `entries` (all in `shards`, which start at shard `first`) to the
+/// state maps. Values are normalized; the commitment is updated separately.
+fn apply_part(shards: &mut [ShardMap], first: usize, fw: &FinalWrites) {
+    for (k, v) in fw.accounts.iter().chain(&fw.counters) {
+        let map = &mut shards[shard_of(k) - first];
+        match v {
+            Some(v) => {
+                map.insert(*k, *v);
+            }
+            None => {
+                map.remove(k);
+            }
+        }
+    }
+}
+
+/// Runs `f(w)` for `w` in `0..workers`, the caller as worker 0 and the others
+/// on scoped threads pinned to `cores`; returns the results in worker order.
+fn on_workers<R: Send>(
+    workers: usize,
+    cores: &[core_affinity::CoreId],
+    f: impl Fn(usize) -> R + Sync,
+) -> Vec<R> {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = (1..workers)
+            .map(|w| {
+                let core = (!cores.is_empty()).then(|| cores[w % cores.len()]);
+                s.spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    f(w)
+                })
+            })
+            .collect();
+        let mut results = vec![f(0)];
+        results.extend(
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("exec worker panicked")),
+        );
+        results
+    })
+}
+
+/// Runs Block-STM on `workers` threads (the caller is worker 0). On success
+/// applies the block to `state` and returns the output; on failure `state`
+/// is untouched.
+///
+/// Phases, each on all workers, separated by barriers:
+/// 1. build: worker `w` indexes the keys of its shards (part `w`);
+/// 2. Block-STM execution and validation until the scheduler is done;
+/// 3. final values of part `w`'s keys, their root delta, receipts of chunk `w`;
+/// 4. (a second scope, with `&mut State`) worker `w` writes its shards.
+fn run_block(
+    state: &mut State,
+    txs: &[VerifiedTx],
+    ctx: ExecContext,
+    workers: usize,
+    config: &ExecConfig,
+    metrics: &ExecMetrics,
+) -> Result<BlockOutput, SequentialReason> {
+    let workers = workers.min(EXEC_WORKERS_MAX);
+    let run = BlockRun {
+        txs,
+        ctx,
+        base: &*state,
+        mv: MvMemory::new(txs.len(), workers),
+        sched: Scheduler::new(txs.len()),
+        failure: Mutex::new(None),
+        executions_per_worker_max: (txs.len() as u64)
+            .saturating_mul(config.reexecutions_per_tx_max as u64),
+    };
+    let barrier = Barrier::new(workers);
+    let cores = if config.pin_workers {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let results = on_workers(workers, &cores, |w| -> WorkerResult {
+        if let Err(reason) = run.mv.build_part(txs, w) {
+            run.fail(reason);
+        }
+        barrier.wait();
+        let mut local = Local::default();
+        if lock(&run.failure).is_none() {
+            run.work(&mut local);
+        }
+        metrics
+            .executions
+            .fetch_add(local.executions, Ordering::Relaxed);
+        metrics
+            .reexecutions
+            .fetch_add(local.reexecutions, Ordering::Relaxed);
+        metrics
+            .validations
+            .fetch_add(local.validations, Ordering::Relaxed);
+        metrics
+            .validation_failures
+            .fetch_add(local.validation_failures, Ordering::Relaxed);
+        metrics
+            .dependency_waits
+            .fetch_add(local.dependency_waits, Ordering::Relaxed);
+        barrier.wait();
+        if let Some(reason) = *lock(&run.failure) {
+            return Err(reason);
+        }
+        Ok((
+            run.final_writes(w)?,
+            run.receipts(chunk(txs.len(), workers, w))?,
+        ))
+    });
+    drop(run);
+    let results: Vec<(FinalWrites, Vec<Receipt>)> =
+        results.into_iter().collect::<Result<_, _>>()?;
+
+    // Phase 4: each worker writes its own shards.
+    let mut delta = Acc::default();
+    for (fw, _) in &results {
+        delta.add(fw.delta.0);
+    }
+    {
+        let mut rest = state.shards_mut();
+        // Worker w's shards and the index of the first, handed over once.
+        type ApplyJob<'s> = Mutex<Option<(&'s mut [ShardMap], usize)>>;
+        let mut jobs: Vec<ApplyJob> = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let range = chunk(STATE_SHARDS, workers, w);
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(range.len());
+            rest = tail;
+            jobs.push(Mutex::new(Some((mine, range.start))));
+        }
+        on_workers(workers, &cores, |w| {
+            let (shards, first) = lock(&jobs[w]).take().expect("one job per worker");
+            apply_part(shards, first, &results[w].0);
+        });
+    }
+    state.add_to_root(delta);
+
+    // Accounts sort before counters; within each, parts are in key order.
+    let nkeys = results
+        .iter()
+        .map(|(fw, _)| fw.accounts.len() + fw.counters.len())
+        .sum();
+    let mut entries = Vec::with_capacity(nkeys);
+    let mut receipts = Vec::with_capacity(txs.len());
+    for (fw, _) in &results {
+        entries.extend_from_slice(&fw.accounts);
+    }
+    for (fw, rc) in &results {
+        entries.extend_from_slice(&fw.counters);
+        receipts.extend_from_slice(rc);
+    }
+    debug_assert!(
+        entries.windows(2).all(|p| p[0].0 < p[1].0),
+        "diff sorted and unique"
+    );
+    Ok(BlockOutput {
+        receipts,
+        diff: StateDiff { entries },
+        root: state.root(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_labels_and_indices_agree() {
+        let all = [
+            SequentialReason::SingleWorker,
+            SequentialReason::SmallBlock,
+            SequentialReason::HotKey,
+            SequentialReason::ReexecutionBudget,
+            SequentialReason::InternalError("x"),
+            SequentialReason::Adaptive,
+        ];
+        let mut seen = [false; SequentialReason::COUNT];
+        for r in all {
+            assert_eq!(SequentialReason::LABELS[r.index()], r.label());
+            assert!(!std::mem::replace(&mut seen[r.index()], true));
+        }
+    }
+
+    #[test]
+    fn chunks_cover_exactly() {
+        for n in [0, 1, 5, 16, 17, 1000] {
+            for w in 1..20 {
+                let mut next = 0;
+                for i in 0..w {
+                    let c = chunk(n, w, i);
+                    assert_eq!(c.start, next.min(n));
+                    next = c.end;
+                }
+                assert_eq!(next, n);
+            }
+        }
+    }
+}
