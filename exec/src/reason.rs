@@ -145,7 +145,10 @@ pub struct RejectCounters {
 
 impl RejectCounters {
     pub fn add(&self, r: RejectReason) {
-        let i = RejectReason::ALL.iter().position(|x| *x == r).expect("every reason is in ALL");
+        let i = RejectReason::ALL
+            .iter()
+            .position(|x| *x == r)
+            .expect("every reason is in ALL");
         self.counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 

@@ -70,48 +70,43 @@ pub struct TxHeader {
 const _: () = assert!(std::mem::size_of::<TxHeader>() == TX_HEADER_BYTES);
 const _: () = assert!(TRANSFER_PAYLOAD_BYTES <= TX_PAYLOAD_BYTES_MAX);
 
-/// An account address: the account's ed25519 public key bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct AccountId(pub [u8; 32]);
+/// Defines a 32-byte newtype with hex parsing/printing and a short `Debug`.
+macro_rules! hex32_newtype {
+    ($(#[$doc:meta])* $name:ident, $debug_prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        pub struct $name(pub [u8; 32]);
 
-impl AccountId {
-    /// Parses 64 hex characters.
-    pub fn from_hex(s: &str) -> Result<Self, hex::FromHexError> {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out)?;
-        Ok(Self(out))
-    }
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
+        impl $name {
+            /// Parses 64 hex characters.
+            pub fn from_hex(s: &str) -> Result<Self, hex::FromHexError> {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(s, &mut out)?;
+                Ok(Self(out))
+            }
+            pub fn to_hex(&self) -> String {
+                hex::encode(self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}{}", $debug_prefix, &self.to_hex()[..12])
+            }
+        }
+    };
 }
 
-impl fmt::Debug for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", &self.to_hex()[..12])
-    }
-}
-
-/// blake3 digest of a transaction's header and payload; its identity.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct TxDigest(pub [u8; 32]);
-
-impl TxDigest {
-    pub fn from_hex(s: &str) -> Result<Self, hex::FromHexError> {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out)?;
-        Ok(Self(out))
-    }
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
-
-impl fmt::Debug for TxDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tx:{}", &self.to_hex()[..12])
-    }
-}
+hex32_newtype!(
+    /// An account address: the account's ed25519 public key bytes.
+    AccountId,
+    ""
+);
+hex32_newtype!(
+    /// blake3 digest of a transaction's header and payload; its identity.
+    TxDigest,
+    "tx:"
+);
 
 /// Transaction kinds. The numeric values are part of the wire format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

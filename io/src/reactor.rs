@@ -40,8 +40,14 @@ pub fn io_uring_available() -> bool {
 pub fn default_flavor() -> ReactorFlavor {
     static FLAVOR: OnceLock<ReactorFlavor> = OnceLock::new();
     *FLAVOR.get_or_init(|| {
-        let forced_tokio = std::env::var("VELOX_REACTOR").map(|v| v == "tokio").unwrap_or(false);
-        let f = if !forced_tokio && io_uring_available() { ReactorFlavor::IoUring } else { ReactorFlavor::Tokio };
+        let forced_tokio = std::env::var("VELOX_REACTOR")
+            .map(|v| v == "tokio")
+            .unwrap_or(false);
+        let f = if !forced_tokio && io_uring_available() {
+            ReactorFlavor::IoUring
+        } else {
+            ReactorFlavor::Tokio
+        };
         tracing::info!(flavor = f.name(), forced_tokio, "reactor flavor chosen");
         f
     })
@@ -67,33 +73,46 @@ impl ReactorHandle {
 /// Starts a thread named `name`, pins it to `core` (when given and present),
 /// and runs the future built by `make` to completion on a single-threaded
 /// runtime of the process's flavor.
-pub fn spawn_reactor<F, Fut>(name: &str, core: Option<usize>, make: F) -> std::io::Result<ReactorHandle>
+pub fn spawn_reactor<F, Fut>(
+    name: &str,
+    core: Option<usize>,
+    make: F,
+) -> std::io::Result<ReactorHandle>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
 {
     let flavor = default_flavor();
     let tname = name.to_string();
-    let thread = std::thread::Builder::new().name(tname.clone()).spawn(move || {
-        if let Some(c) = core {
-            let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: c });
-            if !pinned {
-                tracing::warn!(reactor = %tname, core = c, "could not pin reactor to its core");
+    let thread = std::thread::Builder::new()
+        .name(tname.clone())
+        .spawn(move || {
+            if let Some(c) = core {
+                let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: c });
+                if !pinned {
+                    tracing::warn!(reactor = %tname, core = c, "could not pin reactor to its core");
+                }
             }
-        }
-        match flavor {
-            ReactorFlavor::IoUring => tokio_uring::start(make()),
-            ReactorFlavor::Tokio => {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("building a current-thread runtime cannot fail with default settings");
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&rt, make());
+            match flavor {
+                ReactorFlavor::IoUring => tokio_uring::start(make()),
+                ReactorFlavor::Tokio => {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect(
+                            "building a current-thread runtime cannot fail with default settings",
+                        );
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&rt, make());
+                }
             }
-        }
-    })?;
-    Ok(ReactorHandle { name: name.to_string(), core, flavor, thread })
+        })?;
+    Ok(ReactorHandle {
+        name: name.to_string(),
+        core,
+        flavor,
+        thread,
+    })
 }
 
 #[cfg(test)]

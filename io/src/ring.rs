@@ -135,7 +135,9 @@ impl<T> Ring<T> {
     /// Pops with a deadline: `Ok(None)` means closed and drained, `Err(())`
     /// means the timeout passed with nothing to pop.
     pub async fn pop_timeout(&self, timeout: Duration) -> Result<Option<T>, ()> {
-        tokio::time::timeout(timeout, self.pop()).await.map_err(|_| ())
+        tokio::time::timeout(timeout, self.pop())
+            .await
+            .map_err(|_| ())
     }
 
     /// Moves up to `max` ready items into `out` without waiting.
@@ -191,7 +193,10 @@ mod tests {
     use super::*;
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -241,7 +246,10 @@ mod tests {
             p.join().unwrap();
         }
         ring.close();
-        let mut all: Vec<u64> = consumers.into_iter().flat_map(|c| c.join().unwrap()).collect();
+        let mut all: Vec<u64> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
         all.sort_unstable();
         assert_eq!(all, (0..3 * PER).collect::<Vec<_>>());
         // A depth-8 ring with 3 fast producers must have pushed back.

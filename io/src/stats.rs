@@ -50,10 +50,12 @@ impl TileStats {
     }
 
     pub fn add_busy(&self, d: Duration) {
-        self.busy_ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        self.busy_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
     pub fn add_backpressure(&self, d: Duration) {
-        self.backpressure_ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        self.backpressure_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
     pub fn add_in(&self, n: u64) {
         self.items_in.fetch_add(n, Ordering::Relaxed);

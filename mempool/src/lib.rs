@@ -45,7 +45,12 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { txs_max: 200_000, bytes_max: 128 << 20, nonce_ahead_max: 1024, sender_burst_max: 16 }
+        Self {
+            txs_max: 200_000,
+            bytes_max: 128 << 20,
+            nonce_ahead_max: 1024,
+            sender_burst_max: 16,
+        }
     }
 }
 
@@ -174,12 +179,16 @@ impl<M> Pool<M> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         'outer: while out.len() < txs_max {
-            let Some(id) = self.ready.pop_front() else { break };
+            let Some(id) = self.ready.pop_front() else {
+                break;
+            };
             let sender = self.senders.get_mut(&id).expect("ready sender is tracked");
             debug_assert!(sender.in_ready);
             let mut taken = 0;
             while taken < self.config.sender_burst_max && out.len() < txs_max {
-                let Some(entry) = sender.pending.first_entry() else { break };
+                let Some(entry) = sender.pending.first_entry() else {
+                    break;
+                };
                 if *entry.key() != sender.next_nonce {
                     break;
                 }
@@ -198,7 +207,10 @@ impl<M> Pool<M> {
                 out.push(tx);
                 taken += 1;
             }
-            let still_ready = sender.pending.first_key_value().is_some_and(|(n, _)| *n == sender.next_nonce);
+            let still_ready = sender
+                .pending
+                .first_key_value()
+                .is_some_and(|(n, _)| *n == sender.next_nonce);
             if still_ready {
                 self.ready.push_back(id);
             } else {
@@ -220,19 +232,30 @@ impl<M> Pool<M> {
         let mut settled = Vec::new();
         let mut touched = Vec::new();
         for (digest, outcome) in receipts {
-            let Some((id, meta)) = self.in_flight.remove(&digest) else { continue };
+            let Some((id, meta)) = self.in_flight.remove(&digest) else {
+                continue;
+            };
             self.digests.remove(&digest);
-            let s = self.senders.get_mut(&id).expect("in-flight sender is tracked");
+            let s = self
+                .senders
+                .get_mut(&id)
+                .expect("in-flight sender is tracked");
             s.in_flight -= 1;
             if outcome.is_err() {
                 s.resync = true;
             }
             touched.push(id);
-            settled.push(Settled { meta, digest, outcome });
+            settled.push(Settled {
+                meta,
+                digest,
+                outcome,
+            });
         }
         let mut evicted = Vec::new();
         for id in touched {
-            let Some(s) = self.senders.get_mut(&id) else { continue };
+            let Some(s) = self.senders.get_mut(&id) else {
+                continue;
+            };
             if s.in_flight > 0 {
                 continue;
             }
@@ -249,9 +272,16 @@ impl<M> Pool<M> {
                     self.len -= 1;
                     self.bytes -= tx.mem_bytes();
                     self.digests.remove(&tx.digest());
-                    evicted.push(Settled { meta, digest: tx.digest(), outcome: Err(RejectReason::NonceTooLow) });
+                    evicted.push(Settled {
+                        meta,
+                        digest: tx.digest(),
+                        outcome: Err(RejectReason::NonceTooLow),
+                    });
                 }
-                let ready = s.pending.first_key_value().is_some_and(|(n, _)| *n == s.next_nonce);
+                let ready = s
+                    .pending
+                    .first_key_value()
+                    .is_some_and(|(n, _)| *n == s.next_nonce);
                 if ready && !s.in_ready {
                     s.in_ready = true;
                     self.ready.push_back(id);
@@ -276,13 +306,27 @@ impl<M> Pool<M> {
         let mut digests = 0;
         for (id, s) in &self.senders {
             len += s.pending.len();
-            bytes += s.pending.values().map(|(t, _)| t.mem_bytes()).sum::<usize>();
+            bytes += s
+                .pending
+                .values()
+                .map(|(t, _)| t.mem_bytes())
+                .sum::<usize>();
             digests += s.pending.len();
-            let ready = s.pending.first_key_value().is_some_and(|(n, _)| *n == s.next_nonce);
+            let ready = s
+                .pending
+                .first_key_value()
+                .is_some_and(|(n, _)| *n == s.next_nonce);
             assert_eq!(ready, s.in_ready, "sender {id:?} ready flag");
-            assert_eq!(s.in_ready, self.ready.contains(id), "sender {id:?} ready queue");
+            assert_eq!(
+                s.in_ready,
+                self.ready.contains(id),
+                "sender {id:?} ready queue"
+            );
             let flying = self.in_flight.values().filter(|(i, _)| i == id).count();
-            assert_eq!(flying, s.in_flight as usize, "sender {id:?} in-flight count");
+            assert_eq!(
+                flying, s.in_flight as usize,
+                "sender {id:?} in-flight count"
+            );
             assert!(s.pending.keys().all(|n| *n >= s.next_nonce));
         }
         digests += self.in_flight.len();

@@ -5,12 +5,25 @@ use velox_exec::{Tx, TxBody, TxBuilder};
 const CHAIN: u64 = 3;
 
 fn tx(sender: u8, nonce: u64) -> VerifiedTx {
-    let b = TxBuilder { chain_id: CHAIN, nonce, fee: 1, body: TxBody::Transfer { to: AccountId([0xEE; 32]), amount: 1 } };
+    let b = TxBuilder {
+        chain_id: CHAIN,
+        nonce,
+        fee: 1,
+        body: TxBody::Transfer {
+            to: AccountId([0xEE; 32]),
+            amount: 1,
+        },
+    };
     VerifiedTx::from_trusted(Tx::decode(&b.sign(&SigningKey::from_bytes(&[sender; 32]))).unwrap())
 }
 
 fn pool() -> Pool<u32> {
-    Pool::new(PoolConfig { txs_max: 100, bytes_max: 1 << 20, nonce_ahead_max: 8, sender_burst_max: 2 })
+    Pool::new(PoolConfig {
+        txs_max: 100,
+        bytes_max: 1 << 20,
+        nonce_ahead_max: 8,
+        sender_burst_max: 2,
+    })
 }
 
 #[test]
@@ -23,9 +36,13 @@ fn nonce_order_and_gaps() {
     // Only nonce 0 is ready: 1 is missing.
     let b = p.pop_batch(10, usize::MAX);
     assert_eq!(b.iter().map(|t| t.nonce()).collect::<Vec<_>>(), vec![0]);
-    p.insert(tx(1, 1), 1, |_| unreachable!("sender is tracked")).unwrap();
+    p.insert(tx(1, 1), 1, |_| unreachable!("sender is tracked"))
+        .unwrap();
     let b = p.pop_batch(10, usize::MAX);
-    assert_eq!(b.iter().map(|t| t.nonce()).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        b.iter().map(|t| t.nonce()).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     p.check_invariants();
     assert!(p.is_empty());
     assert_eq!(p.in_flight(), 4);
@@ -35,31 +52,66 @@ fn nonce_order_and_gaps() {
 fn stale_duplicate_taken_far_and_full() {
     let mut p = pool();
     p.insert(tx(1, 5), 0, |_| 5).unwrap();
-    assert_eq!(p.insert(tx(1, 5), 1, |_| 5).unwrap_err().0, RejectReason::Duplicate);
+    assert_eq!(
+        p.insert(tx(1, 5), 1, |_| 5).unwrap_err().0,
+        RejectReason::Duplicate
+    );
     // Same sender and nonce, different content (fee differs via other sender key? use amount).
     let other = {
-        let b = TxBuilder { chain_id: CHAIN, nonce: 5, fee: 9, body: TxBody::Transfer { to: AccountId([1; 32]), amount: 1 } };
+        let b = TxBuilder {
+            chain_id: CHAIN,
+            nonce: 5,
+            fee: 9,
+            body: TxBody::Transfer {
+                to: AccountId([1; 32]),
+                amount: 1,
+            },
+        };
         VerifiedTx::from_trusted(Tx::decode(&b.sign(&SigningKey::from_bytes(&[1; 32]))).unwrap())
     };
-    assert_eq!(p.insert(other, 2, |_| 5).unwrap_err().0, RejectReason::NonceTaken);
-    assert_eq!(p.insert(tx(1, 4), 3, |_| 5).unwrap_err().0, RejectReason::NonceTooLow);
-    assert_eq!(p.insert(tx(1, 13), 4, |_| 5).unwrap_err().0, RejectReason::NonceTooFarAhead);
+    assert_eq!(
+        p.insert(other, 2, |_| 5).unwrap_err().0,
+        RejectReason::NonceTaken
+    );
+    assert_eq!(
+        p.insert(tx(1, 4), 3, |_| 5).unwrap_err().0,
+        RejectReason::NonceTooLow
+    );
+    assert_eq!(
+        p.insert(tx(1, 13), 4, |_| 5).unwrap_err().0,
+        RejectReason::NonceTooFarAhead
+    );
     // A rejected first contact leaves no sender behind.
-    assert_eq!(p.insert(tx(2, 0), 5, |_| 3).unwrap_err().0, RejectReason::NonceTooLow);
+    assert_eq!(
+        p.insert(tx(2, 0), 5, |_| 3).unwrap_err().0,
+        RejectReason::NonceTooLow
+    );
     p.check_invariants();
     assert_eq!(p.senders.len(), 1);
     // Fill to the count bound.
-    let mut p = Pool::new(PoolConfig { txs_max: 3, ..PoolConfig::default() });
+    let mut p = Pool::new(PoolConfig {
+        txs_max: 3,
+        ..PoolConfig::default()
+    });
     for s in 1..=3u8 {
         p.insert(tx(s, 0), 0u32, |_| 0).unwrap();
     }
-    assert_eq!(p.insert(tx(4, 0), 0, |_| 0).unwrap_err().0, RejectReason::PoolFull);
+    assert_eq!(
+        p.insert(tx(4, 0), 0, |_| 0).unwrap_err().0,
+        RejectReason::PoolFull
+    );
     // And to the byte bound.
     let one = tx(1, 0).mem_bytes();
-    let mut p = Pool::new(PoolConfig { bytes_max: one * 2, ..PoolConfig::default() });
+    let mut p = Pool::new(PoolConfig {
+        bytes_max: one * 2,
+        ..PoolConfig::default()
+    });
     p.insert(tx(1, 0), 0u32, |_| 0).unwrap();
     p.insert(tx(2, 0), 0u32, |_| 0).unwrap();
-    assert_eq!(p.insert(tx(3, 0), 0, |_| 0).unwrap_err().0, RejectReason::PoolFull);
+    assert_eq!(
+        p.insert(tx(3, 0), 0, |_| 0).unwrap_err().0,
+        RejectReason::PoolFull
+    );
     assert!(p.bytes() <= one * 2);
 }
 
@@ -70,13 +122,19 @@ fn in_flight_nonce_is_taken_and_commit_settles() {
     p.insert(tx(1, 1), 11, |_| 0).unwrap();
     let b = p.pop_batch(1, usize::MAX);
     assert_eq!(b.len(), 1);
-    assert_eq!(p.insert(tx(1, 0), 12, |_| 0).unwrap_err().0, RejectReason::Duplicate);
+    assert_eq!(
+        p.insert(tx(1, 0), 12, |_| 0).unwrap_err().0,
+        RejectReason::Duplicate
+    );
     let (settled, evicted) = p.handle_committed([(b[0].digest(), Ok(()))], |_| unreachable!());
     assert_eq!(settled.len(), 1);
     assert_eq!(settled[0].meta, 10);
     assert!(evicted.is_empty());
     // Now nonce 0 is committed: too low.
-    assert_eq!(p.insert(tx(1, 0), 13, |_| 0).unwrap_err().0, RejectReason::NonceTooLow);
+    assert_eq!(
+        p.insert(tx(1, 0), 13, |_| 0).unwrap_err().0,
+        RejectReason::NonceTooLow
+    );
     p.check_invariants();
 }
 
@@ -89,8 +147,13 @@ fn failed_execution_resyncs_sender() {
     let b = p.pop_batch(2, usize::MAX); // nonces 0,1 in flight
     assert_eq!(b.len(), 2);
     // Nonce 0 fails at execution, so 1 fails too; the committed nonce stays 0.
-    let (settled, evicted) =
-        p.handle_committed([(b[0].digest(), Err(RejectReason::InsufficientBalance)), (b[1].digest(), Err(RejectReason::BadNonce))], |_| 0);
+    let (settled, evicted) = p.handle_committed(
+        [
+            (b[0].digest(), Err(RejectReason::InsufficientBalance)),
+            (b[1].digest(), Err(RejectReason::BadNonce)),
+        ],
+        |_| 0,
+    );
     assert_eq!(settled.len(), 2);
     assert!(evicted.is_empty());
     p.check_invariants();
@@ -98,7 +161,8 @@ fn failed_execution_resyncs_sender() {
     assert!(p.pop_batch(10, usize::MAX).is_empty());
     // The failed transaction's digest was released: resubmitting works, and
     // only it is ready (nonce 1 is still missing).
-    p.insert(tx(1, 0), 20, |_| unreachable!("sender is tracked")).unwrap();
+    p.insert(tx(1, 0), 20, |_| unreachable!("sender is tracked"))
+        .unwrap();
     let b = p.pop_batch(10, usize::MAX);
     assert_eq!(b.iter().map(|t| t.nonce()).collect::<Vec<_>>(), vec![0]);
     p.check_invariants();

@@ -74,7 +74,9 @@ impl Status {
 }
 
 /// One response record as laid out on the wire.
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
 #[repr(C)]
 pub struct ResponseWire {
     /// Position of the frame on its stream, from 0.
@@ -103,7 +105,13 @@ pub struct Response {
 
 impl Response {
     pub fn rejected(index: u32, digest: TxDigest, reason: RejectReason, commit_index: u64) -> Self {
-        Self { index, status: Status::Rejected, reason: Some(reason), commit_index, digest }
+        Self {
+            index,
+            status: Status::Rejected,
+            reason: Some(reason),
+            commit_index,
+            digest,
+        }
     }
 
     pub fn encode(&self) -> [u8; RESPONSE_BYTES] {
@@ -127,7 +135,13 @@ impl Response {
             0 => None,
             c => Some(RejectReason::from_code(c).ok_or(FrameError::BadResponse)?),
         };
-        Ok(Self { index: w.index.get(), status, reason, commit_index: w.commit_index.get(), digest: TxDigest(w.digest) })
+        Ok(Self {
+            index: w.index.get(),
+            status,
+            reason,
+            commit_index: w.commit_index.get(),
+            digest: TxDigest(w.digest),
+        })
     }
 }
 
@@ -181,7 +195,10 @@ impl FrameDecoder {
             return Err(FrameError::Empty);
         }
         if len > FRAME_BYTES_MAX {
-            return Err(FrameError::TooLarge { len, max: FRAME_BYTES_MAX });
+            return Err(FrameError::TooLarge {
+                len,
+                max: FRAME_BYTES_MAX,
+            });
         }
         if self.buf.len() < FRAME_PREFIX_BYTES + len {
             return Ok(None);
@@ -265,7 +282,13 @@ mod tests {
     fn response_roundtrip_and_errors() {
         let r = Response::rejected(9, TxDigest([3; 32]), RejectReason::BadNonce, 44);
         assert_eq!(Response::decode(&r.encode()), Ok(r));
-        let ok = Response { index: 1, status: Status::Committed, reason: None, commit_index: 2, digest: TxDigest([1; 32]) };
+        let ok = Response {
+            index: 1,
+            status: Status::Committed,
+            reason: None,
+            commit_index: 2,
+            digest: TxDigest([1; 32]),
+        };
         assert_eq!(Response::decode(&ok.encode()), Ok(ok));
         let mut b = ok.encode();
         b[4] = 9;

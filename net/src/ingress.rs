@@ -45,7 +45,10 @@ pub struct Ticket {
 
 impl Ticket {
     pub fn mode(&self) -> AckMode {
-        self.reply.as_ref().map(|r| r.mode).unwrap_or(AckMode::Admission)
+        self.reply
+            .as_ref()
+            .map(|r| r.mode)
+            .unwrap_or(AckMode::Admission)
     }
     pub fn digest(&self) -> TxDigest {
         self.digest
@@ -54,13 +57,23 @@ impl Ticket {
     /// A ticket nobody waits for (transactions that did not come from a
     /// client stream).
     pub fn detached(digest: TxDigest) -> Self {
-        Self { index: 0, digest, reply: None }
+        Self {
+            index: 0,
+            digest,
+            reply: None,
+        }
     }
 
     /// Sends this frame's response. The stream may be gone; that is fine.
     pub fn respond(mut self, status: Status, reason: Option<RejectReason>, commit_index: u64) {
         if let Some(r) = self.reply.take() {
-            let _ = r.out.send(Response { index: self.index, status, reason, commit_index, digest: self.digest });
+            let _ = r.out.send(Response {
+                index: self.index,
+                status,
+                reason,
+                commit_index,
+                digest: self.digest,
+            });
         }
     }
 
@@ -72,7 +85,12 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         if let Some(r) = self.reply.take() {
-            let _ = r.out.send(Response::rejected(self.index, self.digest, RejectReason::ShuttingDown, 0));
+            let _ = r.out.send(Response::rejected(
+                self.index,
+                self.digest,
+                RejectReason::ShuttingDown,
+                0,
+            ));
         }
     }
 }
@@ -112,7 +130,12 @@ pub async fn serve(
             incoming.refuse();
             continue;
         }
-        let (out, counters, rejects, stats) = (out.clone(), counters.clone(), rejects.clone(), stats.clone());
+        let (out, counters, rejects, stats) = (
+            out.clone(),
+            counters.clone(),
+            rejects.clone(),
+            stats.clone(),
+        );
         tokio::task::spawn_local(async move {
             let conn = match incoming.await {
                 Ok(c) => c,
@@ -121,14 +144,23 @@ pub async fn serve(
                     return;
                 }
             };
-            counters.connections_accepted.fetch_add(1, Ordering::Relaxed);
+            counters
+                .connections_accepted
+                .fetch_add(1, Ordering::Relaxed);
             counters.connections_open.fetch_add(1, Ordering::Relaxed);
             let remote = conn.remote_address();
             while let Ok((send, recv)) = conn.accept_bi().await {
                 counters.streams.fetch_add(1, Ordering::Relaxed);
-                let (out, counters, rejects, stats) = (out.clone(), counters.clone(), rejects.clone(), stats.clone());
+                let (out, counters, rejects, stats) = (
+                    out.clone(),
+                    counters.clone(),
+                    rejects.clone(),
+                    stats.clone(),
+                );
                 tokio::task::spawn_local(async move {
-                    if let Err(e) = handle_stream(send, recv, &out, &counters, &rejects, &stats).await {
+                    if let Err(e) =
+                        handle_stream(send, recv, &out, &counters, &rejects, &stats).await
+                    {
                         tracing::debug!(%remote, error = %e, "client stream ended with an error");
                     }
                 });
@@ -175,7 +207,9 @@ async fn handle_stream(
     let mut batch: Vec<IngressTx> = Vec::with_capacity(INGRESS_BATCH_TXS);
     let mut frame_error = None;
     'read: while let Some(chunk) = recv.read_chunk(STREAM_READ_BYTES, true).await? {
-        counters.bytes.fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+        counters
+            .bytes
+            .fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
         decoder.extend(&chunk.bytes);
         loop {
             match decoder.next_frame() {
@@ -185,13 +219,25 @@ async fn handle_stream(
                     counters.frames.fetch_add(1, Ordering::Relaxed);
                     match Tx::decode(&frame) {
                         Ok(tx) => {
-                            let ticket = Ticket { index, digest: tx.digest(), reply: Some(reply.clone()) };
+                            let ticket = Ticket {
+                                index,
+                                digest: tx.digest(),
+                                reply: Some(reply.clone()),
+                            };
                             batch.push(IngressTx { tx, ticket });
+                            if batch.len() >= INGRESS_BATCH_TXS {
+                                flush(&mut batch, out, stats).await?;
+                            }
                         }
                         Err(e) => {
                             let reason = RejectReason::from(&e);
                             rejects.add(reason);
-                            let _ = reply.out.send(Response::rejected(index, TxDigest::default(), reason, 0));
+                            let _ = reply.out.send(Response::rejected(
+                                index,
+                                TxDigest::default(),
+                                reason,
+                                0,
+                            ));
                         }
                     }
                 }
@@ -202,14 +248,10 @@ async fn handle_stream(
                 }
             }
         }
-        if !batch.is_empty() {
-            stats.add_in(batch.len() as u64);
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(INGRESS_BATCH_TXS));
-            let n = full.len() as u64;
-            out.push(full, stats).await.map_err(|_| StreamError::Closed)?;
-            stats.add_out(n);
-        }
+        flush(&mut batch, out, stats).await?;
     }
+    // Frames decoded before a framing error still go on.
+    flush(&mut batch, out, stats).await?;
     if frame_error.is_none() {
         if let Err(e) = decoder.finish() {
             frame_error = Some(e);
@@ -224,7 +266,12 @@ async fn handle_stream(
             _ => RejectReason::Malformed,
         };
         rejects.add(reason);
-        let _ = reply.out.send(Response::rejected(expected as u32, TxDigest::default(), reason, 0));
+        let _ = reply.out.send(Response::rejected(
+            expected as u32,
+            TxDigest::default(),
+            reason,
+            0,
+        ));
         expected += 1;
         let _ = recv.stop(quinn::VarInt::from_u32(2));
     }
@@ -248,6 +295,27 @@ async fn handle_stream(
         Some(e) => Err(e.into()),
         None => Ok(()),
     }
+}
+
+/// Hands the decoded transactions to verify, waiting (backpressure) while
+/// its ring is full; while this waits the stream is not read, so QUIC flow
+/// control slows the client.
+async fn flush(
+    batch: &mut Vec<IngressTx>,
+    out: &Ring<Vec<IngressTx>>,
+    stats: &TileStats,
+) -> Result<(), StreamError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let full = std::mem::replace(batch, Vec::with_capacity(INGRESS_BATCH_TXS));
+    let n = full.len() as u64;
+    stats.add_in(n);
+    out.push(full, stats)
+        .await
+        .map_err(|_| StreamError::Closed)?;
+    stats.add_out(n);
+    Ok(())
 }
 
 /// A client of the ingress protocol (used by the load generator and tests).
@@ -274,7 +342,10 @@ pub enum ClientError {
 }
 
 impl IngressClient {
-    pub async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr) -> Result<Self, ClientError> {
+    pub async fn connect(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+    ) -> Result<Self, ClientError> {
         let conn = endpoint.connect(addr, "velox")?.await?;
         Ok(Self { conn })
     }
@@ -289,8 +360,12 @@ impl IngressClient {
         let (mut send, mut recv) = self.conn.open_bi().await?;
         send.write_all(bytes).await?;
         send.finish()?;
-        let data = recv.read_to_end((STREAM_TXS_MAX + 1) * crate::frame::RESPONSE_BYTES).await?;
-        data.chunks(crate::frame::RESPONSE_BYTES).map(|c| Response::decode(c).map_err(Into::into)).collect()
+        let data = recv
+            .read_to_end((STREAM_TXS_MAX + 1) * crate::frame::RESPONSE_BYTES)
+            .await?;
+        data.chunks(crate::frame::RESPONSE_BYTES)
+            .map(|c| Response::decode(c).map_err(Into::into))
+            .collect()
     }
 
     /// Submits on one stream and calls `on_response` for each record as it
@@ -332,21 +407,21 @@ impl IngressClient {
 
     /// Submits encoded transactions on one stream; responses sorted by index.
     pub async fn submit(&self, mode: AckMode, txs: &[&[u8]]) -> Result<Vec<Response>, ClientError> {
-        assert!(txs.len() <= STREAM_TXS_MAX);
-        let mut wire = Vec::with_capacity(1 + txs.iter().map(|t| t.len() + 4).sum::<usize>());
-        wire.push(mode as u8);
-        for t in txs {
-            crate::frame::encode_frame(t, &mut wire);
-        }
-        let mut r = self.send_raw(&wire).await?;
-        r.sort_by_key(|x| x.index);
-        Ok(r)
+        let mut out = Vec::with_capacity(txs.len());
+        self.submit_streaming(mode, txs, |r| out.push(r)).await?;
+        out.sort_by_key(|x| x.index);
+        Ok(out)
     }
 }
 
 /// A client endpoint bound to an ephemeral loopback-or-any port.
-pub fn client_endpoint(pinned_cert: Option<Vec<u8>>) -> Result<quinn::Endpoint, Box<dyn std::error::Error + Send + Sync>> {
+pub fn client_endpoint(
+    pinned_cert: Option<Vec<u8>>,
+) -> Result<quinn::Endpoint, Box<dyn std::error::Error + Send + Sync>> {
     let mut ep = quinn::Endpoint::client("0.0.0.0:0".parse().expect("valid addr"))?;
-    ep.set_default_client_config(crate::tls::client_config(pinned_cert, crate::frame::ALPN_CLIENT)?);
+    ep.set_default_client_config(crate::tls::client_config(
+        pinned_cert,
+        crate::frame::ALPN_CLIENT,
+    )?);
     Ok(ep)
 }

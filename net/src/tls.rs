@@ -47,12 +47,18 @@ fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(CLIENT_STREAMS_PER_CONN_MAX.into());
     t.max_concurrent_uni_streams(0u32.into());
-    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(IDLE_TIMEOUT_MS))));
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        IDLE_TIMEOUT_MS,
+    ))));
     Arc::new(t)
 }
 
 /// Server configuration for `alpn` with the given certificate and key.
-pub fn server_config(cert_der: &[u8], pkcs8_der: &[u8], alpn: &[u8]) -> Result<quinn::ServerConfig, TlsError> {
+pub fn server_config(
+    cert_der: &[u8],
+    pkcs8_der: &[u8],
+    alpn: &[u8],
+) -> Result<quinn::ServerConfig, TlsError> {
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
@@ -68,11 +74,17 @@ pub fn server_config(cert_der: &[u8], pkcs8_der: &[u8], alpn: &[u8]) -> Result<q
 }
 
 /// Client configuration for `alpn`; pins the server certificate when given.
-pub fn client_config(pinned_cert: Option<Vec<u8>>, alpn: &[u8]) -> Result<quinn::ClientConfig, TlsError> {
+pub fn client_config(
+    pinned_cert: Option<Vec<u8>>,
+    alpn: &[u8],
+) -> Result<quinn::ClientConfig, TlsError> {
     if pinned_cert.is_none() {
         tracing::warn!("no server certificate pinned: accepting any certificate");
     }
-    let verifier = Arc::new(PinnedVerifier { pinned: pinned_cert, provider: provider() });
+    let verifier = Arc::new(PinnedVerifier {
+        pinned: pinned_cert,
+        provider: provider(),
+    });
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -103,9 +115,11 @@ impl ServerCertVerifier for PinnedVerifier {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         match &self.pinned {
-            Some(p) if p.as_slice() != end_entity.as_ref() => Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            )),
+            Some(p) if p.as_slice() != end_entity.as_ref() => {
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ))
+            }
             _ => Ok(ServerCertVerified::assertion()),
         }
     }
@@ -116,7 +130,12 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -125,10 +144,17 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -58,7 +58,10 @@ async fn status(State(n): State<Arc<NodeHandle>>) -> Json<serde_json::Value> {
 
 async fn account(State(n): State<Arc<NodeHandle>>, Path(id): Path<String>) -> Response {
     let Ok(id) = AccountId::from_hex(&id) else {
-        return error(StatusCode::BAD_REQUEST, "account must be 64 hex characters (an ed25519 public key)".into());
+        return error(
+            StatusCode::BAD_REQUEST,
+            "account must be 64 hex characters (an ed25519 public key)".into(),
+        );
     };
     let chain = n.shared.chain.clone();
     let head = n.shared.status.index.load(Ordering::Acquire);
@@ -74,7 +77,10 @@ async fn account(State(n): State<Arc<NodeHandle>>, Path(id): Path<String>) -> Re
 
 async fn tx_status(State(n): State<Arc<NodeHandle>>, Path(d): Path<String>) -> Response {
     let Ok(digest) = TxDigest::from_hex(&d) else {
-        return error(StatusCode::BAD_REQUEST, "digest must be 64 hex characters".into());
+        return error(
+            StatusCode::BAD_REQUEST,
+            "digest must be 64 hex characters".into(),
+        );
     };
     let chain = n.shared.chain.clone();
     let stored = match tokio::task::spawn_blocking(move || chain.tx_location(&digest)).await {
@@ -93,15 +99,27 @@ async fn tx_status(State(n): State<Arc<NodeHandle>>, Path(d): Path<String>) -> R
     let (tx, rx) = tokio::sync::oneshot::channel();
     let pending = match n.queries.try_push(PoolQuery { digest, reply: tx }) {
         Ok(()) => rx.await.unwrap_or(false),
-        Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "mempool query queue full; retry".into()),
+        Err(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "mempool query queue full; retry".into(),
+            )
+        }
     };
     if pending {
         return Json(json!({"digest": d, "status": "pending"})).into_response();
     }
     if let Some(r) = n.shared.recent_rejects.get(&digest) {
-        return Json(json!({"digest": d, "status": "rejected", "reason": r.label(), "code": r.code()})).into_response();
+        return Json(
+            json!({"digest": d, "status": "rejected", "reason": r.label(), "code": r.code()}),
+        )
+        .into_response();
     }
-    (StatusCode::NOT_FOUND, Json(json!({"digest": d, "status": "unknown"}))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"digest": d, "status": "unknown"})),
+    )
+        .into_response()
 }
 
 async fn metrics(State(n): State<Arc<NodeHandle>>) -> Response {
@@ -115,23 +133,74 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// Writes unlabelled metrics: (name, type, help, value) each.
+fn scalars(out: &mut String, metrics: &[(&str, &str, &str, f64)]) {
+    for (name, kind, help, v) in metrics {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+}
+
 /// The Prometheus text exposition of every node metric.
 pub fn render_metrics(n: &NodeHandle) -> String {
     let mut o = String::with_capacity(8192);
     let tiles = n.registry.sample();
     let lbl = |t: &velox_io::stats::TileReport| {
-        format!("tile=\"{}\",index=\"{}\",core=\"{}\"", t.snap.kind, t.snap.index, t.snap.core)
+        format!(
+            "tile=\"{}\",index=\"{}\",core=\"{}\"",
+            t.snap.kind, t.snap.index, t.snap.core
+        )
     };
     type TileField = fn(&velox_io::stats::TileReport) -> f64;
     let tile_families: [(&str, &str, &str, TileField); 8] = [
-        ("velox_tile_busy_ratio", "gauge", "Fraction of the last interval the tile spent working.", |t| t.busy_ratio),
-        ("velox_tile_backpressure_ratio", "gauge", "Fraction of the last interval the tile waited on a full output ring.", |t| t.backpressure_ratio),
-        ("velox_tile_busy_seconds_total", "counter", "Time the tile spent working.", |t| t.snap.busy_ns as f64 / 1e9),
-        ("velox_tile_backpressure_seconds_total", "counter", "Time the tile waited on a full output ring.", |t| t.snap.backpressure_ns as f64 / 1e9),
-        ("velox_tile_items_in_total", "counter", "Items (transactions) the tile took in.", |t| t.snap.items_in as f64),
-        ("velox_tile_items_out_total", "counter", "Items (transactions) the tile passed on.", |t| t.snap.items_out as f64),
-        ("velox_tile_drops_total", "counter", "Items the tile dropped without passing on or answering.", |t| t.snap.drops as f64),
-        ("velox_tile_queue_depth", "gauge", "Items waiting in the tile's input ring.", |t| t.snap.queue_depth as f64),
+        (
+            "velox_tile_busy_ratio",
+            "gauge",
+            "Fraction of the last interval the tile spent working.",
+            |t| t.busy_ratio,
+        ),
+        (
+            "velox_tile_backpressure_ratio",
+            "gauge",
+            "Fraction of the last interval the tile waited on a full output ring.",
+            |t| t.backpressure_ratio,
+        ),
+        (
+            "velox_tile_busy_seconds_total",
+            "counter",
+            "Time the tile spent working.",
+            |t| t.snap.busy_ns as f64 / 1e9,
+        ),
+        (
+            "velox_tile_backpressure_seconds_total",
+            "counter",
+            "Time the tile waited on a full output ring.",
+            |t| t.snap.backpressure_ns as f64 / 1e9,
+        ),
+        (
+            "velox_tile_items_in_total",
+            "counter",
+            "Items (transactions) the tile took in.",
+            |t| t.snap.items_in as f64,
+        ),
+        (
+            "velox_tile_items_out_total",
+            "counter",
+            "Items (transactions) the tile passed on.",
+            |t| t.snap.items_out as f64,
+        ),
+        (
+            "velox_tile_drops_total",
+            "counter",
+            "Items the tile dropped without passing on or answering.",
+            |t| t.snap.drops as f64,
+        ),
+        (
+            "velox_tile_queue_depth",
+            "gauge",
+            "Items waiting in the tile's input ring.",
+            |t| t.snap.queue_depth as f64,
+        ),
     ];
     for (name, kind, help, f) in tile_families {
         family(&mut o, name, kind, help);
@@ -142,37 +211,178 @@ pub fn render_metrics(n: &NodeHandle) -> String {
     let s = &n.shared;
     let (index, _) = s.status.head();
     let gauges: [(&str, &str, &str, f64); 9] = [
-        ("velox_commit_index", "gauge", "Index of the last durable commit.", index as f64),
-        ("velox_committed_txs_total", "counter", "Transactions committed and executed successfully.", s.status.txs_total.load(Ordering::Relaxed) as f64),
-        ("velox_blocks_committed_total", "counter", "Commits written since start.", s.status.blocks.load(Ordering::Relaxed) as f64),
-        ("velox_mempool_txs", "gauge", "Transactions pending in the pool.", s.pool.txs.load(Ordering::Relaxed) as f64),
-        ("velox_mempool_bytes", "gauge", "Bytes held by pending transactions.", s.pool.bytes.load(Ordering::Relaxed) as f64),
-        ("velox_mempool_in_flight_txs", "gauge", "Transactions in blocks not yet durable.", s.pool.in_flight.load(Ordering::Relaxed) as f64),
-        ("velox_commit_latency_seconds_sum", "counter", "Sum of block-cut-to-durable latencies.", s.commit_latency_ns.load(Ordering::Relaxed) as f64 / 1e9),
-        ("velox_commit_latency_seconds_count", "counter", "Number of commits in the latency sum.", s.commit_latency_count.load(Ordering::Relaxed) as f64),
-        ("velox_uptime_seconds", "gauge", "Seconds since the node started.", n.started.elapsed().as_secs_f64()),
+        (
+            "velox_commit_index",
+            "gauge",
+            "Index of the last durable commit.",
+            index as f64,
+        ),
+        (
+            "velox_committed_txs_total",
+            "counter",
+            "Transactions committed and executed successfully.",
+            s.status.txs_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_blocks_committed_total",
+            "counter",
+            "Commits written since start.",
+            s.status.blocks.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_mempool_txs",
+            "gauge",
+            "Transactions pending in the pool.",
+            s.pool.txs.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_mempool_bytes",
+            "gauge",
+            "Bytes held by pending transactions.",
+            s.pool.bytes.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_mempool_in_flight_txs",
+            "gauge",
+            "Transactions in blocks not yet durable.",
+            s.pool.in_flight.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_commit_latency_seconds_sum",
+            "counter",
+            "Sum of block-cut-to-durable latencies.",
+            s.commit_latency_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        ),
+        (
+            "velox_commit_latency_seconds_count",
+            "counter",
+            "Number of commits in the latency sum.",
+            s.commit_latency_count.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_uptime_seconds",
+            "gauge",
+            "Seconds since the node started.",
+            n.started.elapsed().as_secs_f64(),
+        ),
     ];
-    for (name, kind, help, v) in gauges {
-        family(&mut o, name, kind, help);
-        let _ = writeln!(o, "{name} {v}");
-    }
-    family(&mut o, "velox_rejected_total", "counter", "Transactions rejected, by reason.");
+    scalars(&mut o, &gauges);
+    family(
+        &mut o,
+        "velox_rejected_total",
+        "counter",
+        "Transactions rejected, by reason.",
+    );
     for (r, c) in s.rejects.snapshot() {
         let _ = writeln!(o, "velox_rejected_total{{reason=\"{}\"}} {c}", r.label());
     }
-    let i = &n.ingress;
-    let net: [(&str, &str, &str, u64); 7] = [
-        ("velox_net_connections_open", "gauge", "Open client connections.", i.connections_open.load(Ordering::Relaxed)),
-        ("velox_net_connections_accepted_total", "counter", "Client connections accepted.", i.connections_accepted.load(Ordering::Relaxed)),
-        ("velox_net_connections_refused_total", "counter", "Client connections refused at the connection limit.", i.connections_refused.load(Ordering::Relaxed)),
-        ("velox_net_streams_total", "counter", "Client streams opened.", i.streams.load(Ordering::Relaxed)),
-        ("velox_net_frames_total", "counter", "Frames received.", i.frames.load(Ordering::Relaxed)),
-        ("velox_net_bytes_received_total", "counter", "Stream bytes received.", i.bytes.load(Ordering::Relaxed)),
-        ("velox_net_frame_errors_total", "counter", "Streams ended by a framing error.", i.frame_errors.load(Ordering::Relaxed)),
+    let x = &s.executor.metrics;
+    let exec: [(&str, &str, &str, f64); 7] = [
+        (
+            "velox_exec_executions_total",
+            "counter",
+            "Transaction executions by the parallel executor, re-executions included.",
+            x.executions.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_exec_reexecutions_total",
+            "counter",
+            "Re-executions after a failed validation (aborts).",
+            x.reexecutions.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_exec_validation_failures_total",
+            "counter",
+            "Read-set validations that failed.",
+            x.validation_failures.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_exec_parallel_blocks_total",
+            "counter",
+            "Blocks executed in parallel.",
+            x.parallel_blocks.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_exec_block_seconds_sum",
+            "counter",
+            "Time spent executing blocks.",
+            x.block_exec_ns_sum.load(Ordering::Relaxed) as f64 / 1e9,
+        ),
+        (
+            "velox_exec_block_seconds_count",
+            "counter",
+            "Blocks in the execution time sum.",
+            x.block_exec_count.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_exec_adaptive_blocks_total",
+            "counter",
+            "Blocks whose path the adaptive cost check chose.",
+            x.adaptive_blocks.load(Ordering::Relaxed) as f64,
+        ),
     ];
-    for (name, kind, help, v) in net {
-        family(&mut o, name, kind, help);
-        let _ = writeln!(o, "{name} {v}");
+    scalars(&mut o, &exec);
+    family(
+        &mut o,
+        "velox_exec_sequential_blocks_total",
+        "counter",
+        "Blocks executed sequentially, by reason.",
+    );
+    for (label, c) in velox_exec::SequentialReason::LABELS
+        .iter()
+        .zip(&x.sequential_blocks)
+    {
+        let _ = writeln!(
+            o,
+            "velox_exec_sequential_blocks_total{{reason=\"{label}\"}} {}",
+            c.load(Ordering::Relaxed)
+        );
     }
+    let i = &n.ingress;
+    let net: [(&str, &str, &str, f64); 7] = [
+        (
+            "velox_net_connections_open",
+            "gauge",
+            "Open client connections.",
+            i.connections_open.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_net_connections_accepted_total",
+            "counter",
+            "Client connections accepted.",
+            i.connections_accepted.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_net_connections_refused_total",
+            "counter",
+            "Client connections refused at the connection limit.",
+            i.connections_refused.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_net_streams_total",
+            "counter",
+            "Client streams opened.",
+            i.streams.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_net_frames_total",
+            "counter",
+            "Frames received.",
+            i.frames.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_net_bytes_received_total",
+            "counter",
+            "Stream bytes received.",
+            i.bytes.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_net_frame_errors_total",
+            "counter",
+            "Streams ended by a framing error.",
+            i.frame_errors.load(Ordering::Relaxed) as f64,
+        ),
+    ];
+    scalars(&mut o, &net);
     o
 }

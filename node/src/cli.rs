@@ -8,7 +8,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "velox", version, about = "Velox: a thread-per-core BlockDAG validator node")]
+#[command(
+    name = "velox",
+    version,
+    about = "Velox: a thread-per-core BlockDAG validator node"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -79,6 +83,20 @@ enum Cmd {
         #[arg(long)]
         chaos: Option<String>,
     },
+    /// Deterministic consensus simulation over a range of seeds; exits 1 on any violation.
+    Sim {
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Byzantine validators (at most (validators-1)/3).
+        #[arg(long, default_value_t = 1)]
+        byzantine: usize,
+        /// Seeds to run: A..B (B exclusive) or A.
+        #[arg(long, default_value = "0..20")]
+        seeds: String,
+        /// default, crash, partition, equivocate, withhold, bad-sig, bad-parents, selective-vote.
+        #[arg(long)]
+        scenario: Option<String>,
+    },
     /// Host checks, settings and layout planning.
     Tune {
         #[command(subcommand)]
@@ -114,8 +132,12 @@ enum TuneCmd {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub fn main() -> ExitCode {
@@ -137,7 +159,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", crate::keys::account_of(&k).to_hex());
             eprintln!("wrote {} (keep it secret; mode 0600)", out.display());
         }
-        Cmd::Node { config, print_default_config } => {
+        Cmd::Node {
+            config,
+            print_default_config,
+        } => {
             if print_default_config {
                 print!("{}", crate::config::DEFAULT_CONFIG);
                 return Ok(ExitCode::SUCCESS);
@@ -146,7 +171,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = crate::config::Config::load(&path)?;
             crate::run::run_node(cfg)?;
         }
-        Cmd::Load { target, rate, duration, accounts, chain_id, dev_seed, cert, api, connections, report } => {
+        Cmd::Load {
+            target,
+            rate,
+            duration,
+            accounts,
+            chain_id,
+            dev_seed,
+            cert,
+            api,
+            connections,
+            report,
+        } => {
             let args = crate::load::LoadArgs {
                 target,
                 rate,
@@ -167,7 +203,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("{text}");
         }
-        Cmd::Devnet { validators, rate, duration, accounts, report, keep, chaos } => {
+        Cmd::Devnet {
+            validators,
+            rate,
+            duration,
+            accounts,
+            report,
+            keep,
+            chaos,
+        } => {
             let args = crate::devnet::DevnetArgs {
                 validators,
                 rate,
@@ -178,16 +222,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 chaos,
             };
             let v = crate::devnet::run_devnet(&args)?;
-            let ok = v["committed"].as_u64().unwrap_or(0) > 0 && v["state_roots_agree"].as_bool().unwrap_or(false);
+            let ok = v["committed"].as_u64().unwrap_or(0) > 0
+                && v["state_roots_agree"].as_bool().unwrap_or(false);
             if !ok {
                 eprintln!("devnet: FAILED: nothing committed or state roots disagree");
                 return Ok(ExitCode::from(1));
             }
         }
         Cmd::Tune { cmd } => return tune(cmd),
+        Cmd::Sim {
+            validators,
+            byzantine,
+            seeds,
+            scenario,
+        } => {
+            let seeds =
+                velox_dag::parse_seed_range(&seeds).map_err(|e| anyhow::anyhow!("--seeds: {e}"))?;
+            let args = velox_dag::SimArgs {
+                validators,
+                byzantine,
+                seeds,
+                scenario,
+            };
+            let ok = velox_dag::run_cli(&args, &mut std::io::stdout());
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
         Cmd::Bench { suite, json, quick } => {
             let opts = velox_benches::BenchOpts::new(quick);
-            let names: Vec<&str> = if suite == "all" { velox_benches::SUITES.to_vec() } else { vec![suite.as_str()] };
+            let names: Vec<&str> = if suite == "all" {
+                velox_benches::SUITES.to_vec()
+            } else {
+                vec![suite.as_str()]
+            };
             for name in names {
                 let r = velox_benches::run_suite(name, &opts).map_err(|e| anyhow::anyhow!(e))?;
                 if json {

@@ -69,7 +69,12 @@ pub struct MempoolConfig {
 }
 impl Default for MempoolConfig {
     fn default() -> Self {
-        Self { txs_max: 200_000, bytes_max: 128 << 20, nonce_ahead_max: 1024, batch_txs_max: 1000 }
+        Self {
+            txs_max: 200_000,
+            bytes_max: 128 << 20,
+            nonce_ahead_max: 1024,
+            batch_txs_max: 1000,
+        }
     }
 }
 
@@ -83,7 +88,10 @@ pub struct ConsensusConfig {
 }
 impl Default for ConsensusConfig {
     fn default() -> Self {
-        Self { block_interval_ms: 20, block_txs_max: 10_000 }
+        Self {
+            block_interval_ms: 20,
+            block_txs_max: 10_000,
+        }
     }
 }
 
@@ -96,7 +104,10 @@ pub struct StorageConfig {
 }
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { sync_writes: false, block_cache_bytes: 64 << 20 }
+        Self {
+            sync_writes: false,
+            block_cache_bytes: 64 << 20,
+        }
     }
 }
 
@@ -157,12 +168,17 @@ impl Config {
     /// Parses and validates TOML text.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
-            let field = e.span().map(|s| locate_field(text, s.start)).unwrap_or_else(|| "(syntax)".into());
+            let field = e
+                .span()
+                .map(|s| locate_field(text, s.start))
+                .unwrap_or_else(|| "(syntax)".into());
             ConfigError {
                 file: file.to_string(),
                 field,
                 problem: e.message().to_string(),
-                fix: "see `velox node --print-default-config` for every field, its type and default".into(),
+                fix:
+                    "see `velox node --print-default-config` for every field, its type and default"
+                        .into(),
             }
         })?;
         cfg.validate(file)?;
@@ -177,23 +193,44 @@ impl Config {
             fix: fix.to_string(),
         };
         if self.network.ingress_connections_max == 0 {
-            return Err(err("network.ingress_connections_max", "is 0".into(), "set it to at least 1 (default 1024)"));
+            return Err(err(
+                "network.ingress_connections_max",
+                "is 0".into(),
+                "set it to at least 1 (default 1024)",
+            ));
         }
         if self.network.ingress_addr == self.api.addr {
-            return Err(err("api.addr", "equals network.ingress_addr".into(), "give the HTTP API its own port"));
+            return Err(err(
+                "api.addr",
+                "equals network.ingress_addr".into(),
+                "give the HTTP API its own port",
+            ));
         }
         if self.mempool.txs_max == 0 || self.mempool.bytes_max < velox_exec::tx::TX_BYTES_MAX * 16 {
             return Err(err(
                 "mempool.txs_max / mempool.bytes_max",
-                format!("too small ({} txs, {} bytes)", self.mempool.txs_max, self.mempool.bytes_max),
+                format!(
+                    "too small ({} txs, {} bytes)",
+                    self.mempool.txs_max, self.mempool.bytes_max
+                ),
                 "allow at least 1 transaction and 16 maximum-size transactions' bytes",
             ));
         }
         if self.mempool.nonce_ahead_max == 0 {
-            return Err(err("mempool.nonce_ahead_max", "is 0".into(), "set it to at least 1 (default 1024)"));
+            return Err(err(
+                "mempool.nonce_ahead_max",
+                "is 0".into(),
+                "set it to at least 1 (default 1024)",
+            ));
         }
-        if self.mempool.batch_txs_max == 0 || self.mempool.batch_txs_max > velox_net::frame::STREAM_TXS_MAX * 64 {
-            return Err(err("mempool.batch_txs_max", format!("is {}", self.mempool.batch_txs_max), "use 1..=65536 (default 1000)"));
+        if self.mempool.batch_txs_max == 0
+            || self.mempool.batch_txs_max > velox_net::frame::STREAM_TXS_MAX * 64
+        {
+            return Err(err(
+                "mempool.batch_txs_max",
+                format!("is {}", self.mempool.batch_txs_max),
+                "use 1..=65536 (default 1000)",
+            ));
         }
         if self.consensus.block_interval_ms == 0 || self.consensus.block_interval_ms > 60_000 {
             return Err(err(
@@ -202,7 +239,9 @@ impl Config {
                 "use 1..=60000 milliseconds (default 20)",
             ));
         }
-        if self.consensus.block_txs_max == 0 || self.consensus.block_txs_max > velox_storage::chain::BLOCK_TXS_MAX {
+        if self.consensus.block_txs_max == 0
+            || self.consensus.block_txs_max > velox_storage::chain::BLOCK_TXS_MAX
+        {
             return Err(err(
                 "consensus.block_txs_max",
                 format!("is {}", self.consensus.block_txs_max),
@@ -219,11 +258,16 @@ impl Config {
             }
         }
         if self.genesis.dev_accounts > 0 && self.genesis.dev_seed.is_empty() {
-            return Err(err("genesis.dev_seed", "is empty while dev_accounts > 0".into(), "set a seed string, e.g. \"velox-devnet\""));
+            return Err(err(
+                "genesis.dev_seed",
+                "is empty while dev_accounts > 0".into(),
+                "set a seed string, e.g. \"velox-devnet\"",
+            ));
         }
         if let Some(layout) = &self.layout {
             let topo = velox_tuning::Topology::detect(&velox_tuning::RealFs::new());
-            velox_tuning::validate_layout(layout, &topo).map_err(|e| err("layout", e.to_string(), "edit the [layout] section"))?;
+            velox_tuning::validate_layout(layout, &topo)
+                .map_err(|e| err("layout", e.to_string(), "edit the [layout] section"))?;
         }
         Ok(())
     }
@@ -236,14 +280,17 @@ impl Config {
         }
         let topo = velox_tuning::Topology::detect(&velox_tuning::RealFs::new());
         let cores = topo.physical_cores().len().clamp(1, available_cores());
-        let plan = velox_tuning::plan(&topo, cores).map_err(|e| anyhow::anyhow!("planning a layout for {cores} cores: {e}"))?;
+        let plan = velox_tuning::plan(&topo, cores)
+            .map_err(|e| anyhow::anyhow!("planning a layout for {cores} cores: {e}"))?;
         Ok(plan.layout)
     }
 }
 
 /// Cores this process may use.
 pub fn available_cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Names the `section.key` at byte `offset` of `text` (best effort).
@@ -280,7 +327,10 @@ mod tests {
     fn errors_name_field_and_fix() {
         let bad = DEFAULT_CONFIG.replace("block_interval_ms = 20", "block_interval_ms = 0");
         let e = Config::parse(&bad, "f.toml").unwrap_err().to_string();
-        assert!(e.contains("consensus.block_interval_ms") && e.contains("fix:"), "{e}");
+        assert!(
+            e.contains("consensus.block_interval_ms") && e.contains("fix:"),
+            "{e}"
+        );
 
         let bad = DEFAULT_CONFIG.replace("block_interval_ms = 20", "block_interval_ms = \"fast\"");
         let e = Config::parse(&bad, "f.toml").unwrap_err().to_string();

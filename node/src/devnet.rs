@@ -75,7 +75,11 @@ pub const DEVNET_CHAIN_ID: u64 = 1337;
 pub const DEVNET_SEED: &str = "velox-devnet";
 
 /// Writes a key and a config for one validator under `dir`.
-pub fn prepare_node(dir: &Path, accounts: u32, extra_toml: &str) -> anyhow::Result<(PathBuf, SocketAddr, SocketAddr)> {
+pub fn prepare_node(
+    dir: &Path,
+    accounts: u32,
+    extra_toml: &str,
+) -> anyhow::Result<(PathBuf, SocketAddr, SocketAddr)> {
     std::fs::create_dir_all(dir)?;
     let key = dir.join("validator.key");
     if !key.exists() {
@@ -94,12 +98,18 @@ pub fn prepare_node(dir: &Path, accounts: u32, extra_toml: &str) -> anyhow::Resu
 
 /// Starts `velox node --config cfg` with output appended to `dir/node.log`.
 pub fn spawn_node(exe: &Path, cfg: &Path, dir: &Path) -> anyhow::Result<Child> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log"))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("node.log"))?;
     Command::new(exe)
         .arg("node")
         .arg("--config")
         .arg(cfg)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
         .spawn()
@@ -116,10 +126,16 @@ pub fn wait_healthy(child: &mut Child, api: SocketAddr, dir: &Path) -> anyhow::R
         if let Some(status) = child.try_wait()? {
             let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            bail!("validator exited with {status} before becoming healthy; log tail:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            bail!(
+                "validator exited with {status} before becoming healthy; log tail:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
         if t.elapsed() > NODE_START_TIMEOUT {
-            bail!("validator did not answer /health on {api} within {NODE_START_TIMEOUT:?}; see {}", dir.join("node.log").display());
+            bail!(
+                "validator did not answer /health on {api} within {NODE_START_TIMEOUT:?}; see {}",
+                dir.join("node.log").display()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -138,7 +154,11 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
     }
     let exe = std::env::current_exe()?;
     let tmp = tempfile::Builder::new().prefix("velox-devnet-").tempdir()?;
-    eprintln!("devnet: {} validator(s) in {}", args.validators, tmp.path().display());
+    eprintln!(
+        "devnet: {} validator(s) in {}",
+        args.validators,
+        tmp.path().display()
+    );
     let mut nodes = Vec::new();
     for i in 0..args.validators {
         let dir = tmp.path().join(format!("v{i}"));
@@ -146,7 +166,12 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
         let mut child = spawn_node(&exe, &cfg, &dir)?;
         wait_healthy(&mut child, api, &dir)?;
         eprintln!("devnet: validator {i} healthy (ingress {ingress}, api http://{api})");
-        nodes.push(DevnetNode { child, dir, ingress, api });
+        nodes.push(DevnetNode {
+            child,
+            dir,
+            ingress,
+            api,
+        });
     }
     let n0 = &nodes[0];
     let load = LoadArgs {
@@ -166,17 +191,28 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
     let mut heads = Vec::new();
     for n in &nodes {
         let s = crate::httpc::get_json(n.api, "/status")?;
-        heads.push((s["commit_index"].as_u64().unwrap_or(0), s["state_root"].as_str().unwrap_or("").to_string()));
+        heads.push((
+            s["commit_index"].as_u64().unwrap_or(0),
+            s["state_root"].as_str().unwrap_or("").to_string(),
+        ));
     }
     // Roots are comparable only at equal commit indices: honest validators
     // at the same index must hold the same root.
-    let agree = heads.iter().all(|(i, r)| heads.iter().filter(|(j, _)| j == i).all(|(_, q)| q == r));
+    let agree = heads
+        .iter()
+        .all(|(i, r)| heads.iter().filter(|(j, _)| j == i).all(|(_, q)| q == r));
     let mut v = serde_json::to_value(&report)?;
     let o = v.as_object_mut().expect("report is an object");
     o.insert("validators".into(), json!(args.validators));
     o.insert("state_roots_agree".into(), json!(agree));
-    o.insert("commit_index_min".into(), json!(heads.iter().map(|h| h.0).min().unwrap_or(0)));
-    o.insert("commit_index_max".into(), json!(heads.iter().map(|h| h.0).max().unwrap_or(0)));
+    o.insert(
+        "commit_index_min".into(),
+        json!(heads.iter().map(|h| h.0).min().unwrap_or(0)),
+    );
+    o.insert(
+        "commit_index_max".into(),
+        json!(heads.iter().map(|h| h.0).max().unwrap_or(0)),
+    );
     o.insert("state_root".into(), json!(heads[0].1));
     o.insert("cores".into(), json!(crate::config::available_cores()));
     o.insert("signed".into(), json!(true));
@@ -186,7 +222,8 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
         eprintln!("devnet: kept {}", p.display());
     }
     let text = serde_json::to_string_pretty(&v)?;
-    std::fs::write(&args.report, format!("{text}\n")).with_context(|| format!("writing --report {}", args.report.display()))?;
+    std::fs::write(&args.report, format!("{text}\n"))
+        .with_context(|| format!("writing --report {}", args.report.display()))?;
     println!("{text}");
     eprintln!("devnet: report written to {}", args.report.display());
     Ok(v)

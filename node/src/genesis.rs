@@ -17,7 +17,12 @@ pub fn build(chain_id: u64, g: &GenesisConfig) -> Genesis {
     let mut allocs: Vec<(AccountId, u64)> = g
         .allocations
         .iter()
-        .map(|a| (AccountId::from_hex(&a.account).expect("validated at config load"), a.balance))
+        .map(|a| {
+            (
+                AccountId::from_hex(&a.account).expect("validated at config load"),
+                a.balance,
+            )
+        })
         .collect();
     for i in 0..g.dev_accounts {
         allocs.push((account_of(&dev_key(&g.dev_seed, i)), g.dev_balance));
@@ -29,11 +34,23 @@ pub fn build(chain_id: u64, g: &GenesisConfig) -> Genesis {
     let mut txs = Vec::with_capacity(allocs.len());
     let mut encoded = Vec::with_capacity(allocs.len());
     for (to, amount) in allocs {
-        let b = TxBuilder { chain_id, nonce: 0, fee: 0, body: TxBody::GenesisAlloc { to, amount } };
+        let b = TxBuilder {
+            chain_id,
+            nonce: 0,
+            fee: 0,
+            body: TxBody::GenesisAlloc { to, amount },
+        };
         let bytes = b.encode_genesis();
         h.update(&bytes);
-        txs.push(VerifiedTx::from_trusted(Tx::decode(&bytes).expect("genesis encodes validly")));
+        txs.push(VerifiedTx::from_trusted(
+            Tx::decode(&bytes).expect("genesis encodes validly"),
+        ));
         encoded.push(bytes);
     }
-    Genesis { txs, encoded, hash: *h.finalize().as_bytes(), timestamp_ms: g.timestamp_ms }
+    Genesis {
+        txs,
+        encoded,
+        hash: *h.finalize().as_bytes(),
+        timestamp_ms: g.timestamp_ms,
+    }
 }

@@ -13,26 +13,41 @@ pub const HTTP_BODY_BYTES_MAX: usize = 16 << 20;
 
 /// GETs `path` from `addr`; returns (status code, body).
 pub fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| format!("connecting to {addr}"))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connecting to {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     s.take(HTTP_BODY_BYTES_MAX as u64).read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else { bail!("malformed HTTP response from {addr}") };
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        bail!("malformed HTTP response from {addr}")
+    };
     let code: u16 = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .with_context(|| format!("malformed status line from {addr}"))?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body)? } else { body.to_string() };
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)?
+    } else {
+        body.to_string()
+    };
     Ok((code, body))
 }
 
 fn dechunk(mut b: &str) -> anyhow::Result<String> {
     let mut out = String::new();
     loop {
-        let Some((len, rest)) = b.split_once("\r\n") else { bail!("malformed chunked body") };
+        let Some((len, rest)) = b.split_once("\r\n") else {
+            bail!("malformed chunked body")
+        };
         let n = usize::from_str_radix(len.trim(), 16).context("malformed chunk length")?;
         if n == 0 {
             return Ok(out);

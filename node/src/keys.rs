@@ -13,7 +13,10 @@ use velox_exec::AccountId;
 /// Generates a key and writes it to `path` (refusing to overwrite).
 pub fn keygen(path: &Path) -> anyhow::Result<SigningKey> {
     if path.exists() {
-        bail!("{} exists; refusing to overwrite a key (remove it first if you mean to)", path.display());
+        bail!(
+            "{} exists; refusing to overwrite a key (remove it first if you mean to)",
+            path.display()
+        );
     }
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
     write_key(path, &key)?;
@@ -34,10 +37,19 @@ pub fn write_key(path: &Path, key: &SigningKey) -> anyhow::Result<()> {
 
 pub fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("key_file {}: cannot read (create one with `velox keygen --out {}`)", path.display(), path.display()))?;
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
+            "key_file {}: cannot read (create one with `velox keygen --out {}`)",
+            path.display(),
+            path.display()
+        )
+    })?;
     if meta.permissions().mode() & 0o077 != 0 {
-        bail!("key_file {}: readable by group or others; fix: chmod 600 {}", path.display(), path.display());
+        bail!(
+            "key_file {}: readable by group or others; fix: chmod 600 {}",
+            path.display(),
+            path.display()
+        );
     }
     let text = std::fs::read_to_string(path)?;
     let mut secret = [0u8; 32];
@@ -63,7 +75,11 @@ pub fn dev_key(seed: &str, i: u32) -> SigningKey {
 /// PKCS#8 DER of a key, for TLS certificates.
 pub fn pkcs8_der(key: &SigningKey) -> anyhow::Result<Vec<u8>> {
     use ed25519_dalek::pkcs8::EncodePrivateKey;
-    Ok(key.to_pkcs8_der().context("encoding key as PKCS#8")?.as_bytes().to_vec())
+    Ok(key
+        .to_pkcs8_der()
+        .context("encoding key as PKCS#8")?
+        .as_bytes()
+        .to_vec())
 }
 
 #[cfg(test)]

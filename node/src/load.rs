@@ -77,7 +77,10 @@ pub fn presign(n: usize, accounts: u32, seed: &str, chain_id: u64, nonces: &[u64
     let k = accounts as usize;
     let keys: Vec<_> = (0..accounts).map(|i| dev_key(seed, i)).collect();
     let ids: Vec<AccountId> = keys.iter().map(account_of).collect();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(16);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(16);
     let chunk = n.div_ceil(threads).max(1);
     let mut out: Vec<Vec<u8>> = Vec::with_capacity(n);
     std::thread::scope(|s| {
@@ -93,7 +96,10 @@ pub fn presign(n: usize, accounts: u32, seed: &str, chain_id: u64, nonces: &[u64
                                 chain_id,
                                 nonce: nonces[a] + (i / k) as u64,
                                 fee: 1,
-                                body: TxBody::Transfer { to: ids[(a + 1) % k], amount: 1 },
+                                body: TxBody::Transfer {
+                                    to: ids[(a + 1) % k],
+                                    amount: 1,
+                                },
                             };
                             b.sign(&keys[a])
                         })
@@ -134,26 +140,45 @@ pub fn run_load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     let t = Instant::now();
     let txs = presign(total, args.accounts, &args.dev_seed, args.chain_id, &nonces);
     if args.progress {
-        eprintln!("load: signed {} transfers over {} accounts in {:.1}s", txs.len(), args.accounts, t.elapsed().as_secs_f64());
+        eprintln!(
+            "load: signed {} transfers over {} accounts in {:.1}s",
+            txs.len(),
+            args.accounts,
+            t.elapsed().as_secs_f64()
+        );
     }
     let cert = match &args.cert {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading --cert {}", p.display()))?),
+        Some(p) => {
+            Some(std::fs::read(p).with_context(|| format!("reading --cert {}", p.display()))?)
+        }
         None => None,
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, drive(args, txs, cert))
 }
 
-async fn drive(args: &LoadArgs, txs: Vec<Vec<u8>>, cert: Option<Vec<u8>>) -> anyhow::Result<LoadReport> {
+async fn drive(
+    args: &LoadArgs,
+    txs: Vec<Vec<u8>>,
+    cert: Option<Vec<u8>>,
+) -> anyhow::Result<LoadReport> {
     let endpoint = velox_net::ingress::client_endpoint(cert).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut conns = Vec::new();
     for _ in 0..args.connections.max(1) {
-        conns.push(Rc::new(IngressClient::connect(&endpoint, args.target).await.with_context(|| format!("connecting to {}", args.target))?));
+        conns.push(Rc::new(
+            IngressClient::connect(&endpoint, args.target)
+                .await
+                .with_context(|| format!("connecting to {}", args.target))?,
+        ));
     }
     let txs = Rc::new(txs);
     let tally = Rc::new(RefCell::new(Tally::default()));
-    let hist = Rc::new(RefCell::new(hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?));
+    let hist = Rc::new(RefCell::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?,
+    ));
     let mut tasks = Vec::new();
     let start = Instant::now();
     let mut sent = 0usize;
@@ -166,7 +191,12 @@ async fn drive(args: &LoadArgs, txs: Vec<Vec<u8>>, cert: Option<Vec<u8>>) -> any
         let due = ((args.rate as f64 * elapsed.as_secs_f64()) as usize).min(txs.len());
         while sent < due {
             let end = (sent + LOAD_STREAM_TXS_MAX).min(due);
-            let (conn, txs, tally, hist) = (conns[conn_i % conns.len()].clone(), txs.clone(), tally.clone(), hist.clone());
+            let (conn, txs, tally, hist) = (
+                conns[conn_i % conns.len()].clone(),
+                txs.clone(),
+                tally.clone(),
+                hist.clone(),
+            );
             conn_i += 1;
             let range = sent..end;
             tasks.push(tokio::task::spawn_local(async move {
@@ -216,7 +246,10 @@ async fn drive(args: &LoadArgs, txs: Vec<Vec<u8>>, cert: Option<Vec<u8>>) -> any
         }
     }
     let end = tally.borrow().last_answer.unwrap_or_else(Instant::now);
-    let duration_s = end.duration_since(start).as_secs_f64().max(args.duration.as_secs_f64().min(1e-3));
+    let duration_s = end
+        .duration_since(start)
+        .as_secs_f64()
+        .max(args.duration.as_secs_f64().min(1e-3));
     let t = tally.borrow();
     let h = hist.borrow();
     let report = LoadReport {

@@ -20,7 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use velox_exec::reason::RejectCounters;
-use velox_exec::{execute_sequential, AccountId, BlockOutput, ExecContext, Receipt, RejectReason, State, StateRoot, TxDigest, VerifiedTx};
+use velox_exec::{
+    AccountId, BlockOutput, ExecContext, ParallelExecutor, Receipt, RejectReason, State, StateRoot,
+    TxDigest, VerifiedTx,
+};
 use velox_io::{Ring, TileStats};
 use velox_mempool::{Pool, PoolConfig};
 use velox_net::{IngressTx, Status, Ticket};
@@ -123,6 +126,7 @@ pub struct PoolGauges {
 
 /// State shared between tiles and the API (all counters or read-mostly).
 pub struct Shared {
+    pub executor: Arc<ParallelExecutor>,
     pub chain_id: u64,
     pub chain: ChainStore,
     pub status: ChainStatus,
@@ -241,12 +245,24 @@ pub async fn mempool_tile(
         }
         stats.set_queue_depth(verified.len());
         shared.pool.txs.store(pool.len() as u64, Ordering::Relaxed);
-        shared.pool.bytes.store(pool.bytes() as u64, Ordering::Relaxed);
-        shared.pool.in_flight.store(pool.in_flight() as u64, Ordering::Relaxed);
+        shared
+            .pool
+            .bytes
+            .store(pool.bytes() as u64, Ordering::Relaxed);
+        shared
+            .pool
+            .in_flight
+            .store(pool.in_flight() as u64, Ordering::Relaxed);
     }
 }
 
-fn admit(pool: &mut Pool<Option<Ticket>>, items: Vec<(VerifiedTx, Ticket)>, chain: &ChainStore, shared: &Shared, stats: &TileStats) {
+fn admit(
+    pool: &mut Pool<Option<Ticket>>,
+    items: Vec<(VerifiedTx, Ticket)>,
+    chain: &ChainStore,
+    shared: &Shared,
+    stats: &TileStats,
+) {
     stats.add_in(items.len() as u64);
     for (tx, ticket) in items {
         let (meta, keep) = match ticket.mode() {
@@ -270,8 +286,10 @@ fn admit(pool: &mut Pool<Option<Ticket>>, items: Vec<(VerifiedTx, Ticket)>, chai
 }
 
 fn settle(pool: &mut Pool<Option<Ticket>>, f: Finalized, chain: &ChainStore, shared: &Shared) {
-    let (settled, evicted) =
-        pool.handle_committed(f.receipts.iter().map(|r| (r.digest, r.outcome)), |id| committed_nonce(chain, id));
+    let (settled, evicted) = pool
+        .handle_committed(f.receipts.iter().map(|r| (r.digest, r.outcome)), |id| {
+            committed_nonce(chain, id)
+        });
     for s in settled {
         if let Some(t) = s.meta {
             match s.outcome {
@@ -307,7 +325,9 @@ pub async fn sequencer_tile(
     let mut deadline: Option<Instant> = None;
     loop {
         if pending.len() < block_txs_max {
-            let wait = deadline.map(|d| d.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(3600));
+            let wait = deadline
+                .map(|d| d.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_secs(3600));
             match batches.pop_timeout(wait).await {
                 Ok(Some(b)) => {
                     stats.add_in(b.len() as u64);
@@ -339,9 +359,18 @@ pub async fn sequencer_tile(
             .unwrap_or(0);
         // Commit timestamps never go backwards.
         last_timestamp_ms = now_ms.max(last_timestamp_ms);
-        let block = CommittedBlock { index: next_index, timestamp_ms: last_timestamp_ms, txs, created: started };
+        let block = CommittedBlock {
+            index: next_index,
+            timestamp_ms: last_timestamp_ms,
+            txs,
+            created: started,
+        };
         next_index += 1;
-        deadline = if pending.is_empty() { None } else { Some(Instant::now() + block_interval) };
+        deadline = if pending.is_empty() {
+            None
+        } else {
+            Some(Instant::now() + block_interval)
+        };
         stats.add_busy(started.elapsed());
         if blocks.push(block, &stats).await.is_err() {
             return;
@@ -350,17 +379,20 @@ pub async fn sequencer_tile(
     }
 }
 
-/// Exec tile: the sequential executor over the in-memory state.
+/// Exec tile: the parallel executor (which falls back to the sequential
+/// oracle for small, conflicting or unprofitable blocks) over the in-memory
+/// state. Its workers are pinned to the layout's exec cores.
 pub async fn exec_tile(
     blocks: Arc<Ring<CommittedBlock>>,
     out: Arc<Ring<(CommittedBlock, BlockOutput)>>,
     mut state: State,
+    executor: Arc<ParallelExecutor>,
     stats: Arc<TileStats>,
 ) {
     while let Some(b) = blocks.pop().await {
         stats.set_queue_depth(blocks.len());
         stats.add_in(b.txs.len() as u64);
-        let o = stats.busy(|| execute_sequential(&mut state, &b.txs, ExecContext { genesis: false }));
+        let o = stats.busy(|| executor.execute(&mut state, &b.txs, ExecContext { genesis: false }));
         let n = b.txs.len() as u64;
         if out.push((b, o), &stats).await.is_err() {
             return;
@@ -394,10 +426,22 @@ pub async fn storage_tile(
             }
         };
         shared.status.update(&meta);
-        shared.commit_latency_ns.fetch_add(b.created.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        shared
+            .commit_latency_ns
+            .fetch_add(b.created.elapsed().as_nanos() as u64, Ordering::Relaxed);
         shared.commit_latency_count.fetch_add(1, Ordering::Relaxed);
         let n = b.txs.len() as u64;
-        if feedback.push(Finalized { index: b.index, receipts: o.receipts }, &stats).await.is_err() {
+        if feedback
+            .push(
+                Finalized {
+                    index: b.index,
+                    receipts: o.receipts,
+                },
+                &stats,
+            )
+            .await
+            .is_err()
+        {
             return;
         }
         stats.add_out(n);

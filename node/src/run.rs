@@ -9,11 +9,11 @@ use anyhow::{bail, Context};
 use velox_exec::reason::RejectCounters;
 use velox_exec::{execute_sequential, ExecContext, State};
 use velox_io::{spawn_reactor, ReactorHandle, Ring, TileRegistry, TileStats};
-use velox_tuning::TileKind;
 use velox_mempool::PoolConfig;
 use velox_net::{IngressCounters, IngressLimits};
 use velox_storage::rocks::RocksConfig;
 use velox_storage::{BlockRecord, ChainStore, RocksStore};
+use velox_tuning::TileKind;
 
 use crate::config::Config;
 use crate::pipeline::{self, *};
@@ -58,7 +58,11 @@ pub fn open_chain(cfg: &Config) -> anyhow::Result<(ChainStore, State, velox_stor
         None => {
             let mut state = State::new();
             let out = execute_sequential(&mut state, &genesis.txs, ExecContext { genesis: true });
-            let record = BlockRecord { index: 0, timestamp_ms: genesis.timestamp_ms, txs: genesis.encoded.clone() };
+            let record = BlockRecord {
+                index: 0,
+                timestamp_ms: genesis.timestamp_ms,
+                txs: genesis.encoded.clone(),
+            };
             let m = chain.commit(&record, &out)?;
             tracing::info!(accounts = state.len(), root = %m.root.to_hex(), "genesis committed");
             m
@@ -81,7 +85,10 @@ pub fn open_chain(cfg: &Config) -> anyhow::Result<(ChainStore, State, velox_stor
 /// Runs a validator until SIGINT/SIGTERM or a tile dies.
 pub fn run_node(cfg: Config) -> anyhow::Result<()> {
     let layout = cfg.layout()?;
-    velox_tuning::validate_layout(&layout, &velox_tuning::Topology::detect(&velox_tuning::RealFs::new()))?;
+    velox_tuning::validate_layout(
+        &layout,
+        &velox_tuning::Topology::detect(&velox_tuning::RealFs::new()),
+    )?;
     log_host_check(&layout);
 
     let key = crate::keys::read_key(&cfg.key_file)?;
@@ -93,13 +100,22 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
     std::fs::write(cfg.data_dir.join(TLS_CERT_FILE), &cert)?;
     let server_config = velox_net::tls::server_config(&cert, &pkcs8, velox_net::ALPN_CLIENT)?;
 
-    let udp = UdpSocket::bind(cfg.network.ingress_addr)
-        .with_context(|| format!("network.ingress_addr {}: cannot bind (in use?)", cfg.network.ingress_addr))?;
+    let udp = UdpSocket::bind(cfg.network.ingress_addr).with_context(|| {
+        format!(
+            "network.ingress_addr {}: cannot bind (in use?)",
+            cfg.network.ingress_addr
+        )
+    })?;
     let api_listener = TcpListener::bind(cfg.api.addr)
         .with_context(|| format!("api.addr {}: cannot bind (in use?)", cfg.api.addr))?;
     api_listener.set_nonblocking(true)?;
 
+    let executor = Arc::new(velox_exec::ParallelExecutor::new(velox_exec::ExecConfig {
+        exec_workers: layout.exec.len(),
+        ..Default::default()
+    }));
     let shared = Arc::new(Shared {
+        executor: executor.clone(),
         chain_id: cfg.chain_id,
         chain: chain.clone(),
         status: ChainStatus::default(),
@@ -132,11 +148,22 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
     {
         let core = layout.net[0];
         let stats = tile(TileKind::Net, 0, core);
-        let (ring, counters, rejects) = (ingress_ring.clone(), ingress_counters.clone(), shared.rejects.clone());
-        let limits = IngressLimits { connections_max: cfg.network.ingress_connections_max };
+        let (ring, counters, rejects) = (
+            ingress_ring.clone(),
+            ingress_counters.clone(),
+            shared.rejects.clone(),
+        );
+        let limits = IngressLimits {
+            connections_max: cfg.network.ingress_connections_max,
+        };
         reactors.push(spawn_reactor("net-0", Some(core), move || async move {
             let runtime = Arc::new(quinn::TokioRuntime);
-            let endpoint = match quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server_config), udp, runtime) {
+            let endpoint = match quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(server_config),
+                udp,
+                runtime,
+            ) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(error = %e, "creating the QUIC endpoint failed");
@@ -146,15 +173,20 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
             velox_net::ingress::serve(endpoint, ring, limits, counters, rejects, stats).await;
         })?);
         if layout.net.len() > 1 {
-            tracing::warn!(extra = layout.net.len() - 1, "only one net tile is supported yet; extra net cores are unused");
+            tracing::warn!(
+                extra = layout.net.len() - 1,
+                "only one net tile is supported yet; extra net cores are unused"
+            );
         }
     }
     for (i, &core) in layout.verify.iter().enumerate() {
         let stats = tile(TileKind::Verify, i, core);
         let (input, output, shared) = (ingress_ring.clone(), verified_ring.clone(), shared.clone());
-        reactors.push(spawn_reactor(&format!("verify-{i}"), Some(core), move || {
-            pipeline::verify_tile(input, output, shared, stats)
-        })?);
+        reactors.push(spawn_reactor(
+            &format!("verify-{i}"),
+            Some(core),
+            move || pipeline::verify_tile(input, output, shared, stats),
+        )?);
     }
     {
         let core = layout.mempool[0];
@@ -169,8 +201,13 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
             batch_txs_max: cfg.mempool.batch_txs_max,
             batch_bytes_max: cfg.mempool.batch_txs_max * velox_exec::tx::TX_BYTES_MAX,
         };
-        let (v, f, q, b, shared) =
-            (verified_ring.clone(), feedback_ring.clone(), query_ring.clone(), batch_ring.clone(), shared.clone());
+        let (v, f, q, b, shared) = (
+            verified_ring.clone(),
+            feedback_ring.clone(),
+            query_ring.clone(),
+            batch_ring.clone(),
+            shared.clone(),
+        );
         reactors.push(spawn_reactor("mempool-0", Some(core), move || {
             pipeline::mempool_tile(v, f, q, b, tile_cfg, shared, stats)
         })?);
@@ -190,16 +227,18 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         let core = layout.exec[0];
         let stats = tile(TileKind::Exec, 0, core);
         let (input, out) = (block_ring.clone(), executed_ring.clone());
-        if layout.exec.len() > 1 {
-            tracing::warn!("one exec tile runs the sequential executor; extra exec cores are unused until the parallel executor lands");
-        }
-        reactors.push(spawn_reactor("exec-0", Some(core), move || pipeline::exec_tile(input, out, state, stats))?);
+        let executor = executor.clone();
+        reactors.push(spawn_reactor("exec-0", Some(core), move || {
+            pipeline::exec_tile(input, out, state, executor, stats)
+        })?);
     }
     {
         let core = layout.storage[0];
         let stats = tile(TileKind::Storage, 0, core);
         let (input, f, shared) = (executed_ring.clone(), feedback_ring.clone(), shared.clone());
-        reactors.push(spawn_reactor("storage-0", Some(core), move || pipeline::storage_tile(input, f, shared, stats))?);
+        reactors.push(spawn_reactor("storage-0", Some(core), move || {
+            pipeline::storage_tile(input, f, shared, stats)
+        })?);
     }
 
     let handle = Arc::new(NodeHandle {
@@ -224,7 +263,9 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
     );
 
     // The API and supervision run on the main thread.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(api_listener)?;
         let app = crate::api::router(handle.clone());

@@ -40,14 +40,19 @@ fn transfers_commit_and_balances_show_over_http() {
     assert!(status["commit_index"].as_u64().unwrap() >= 1);
     assert_eq!(status["txs_committed"].as_u64().unwrap(), 4 + 50);
     let m = node.metrics();
-    assert!(metric(&m, "velox_tile_items_in_total{tile=\"verify\"") >= 50.0, "{m}");
+    assert!(
+        metric(&m, "velox_tile_items_in_total{tile=\"verify\"") >= 50.0,
+        "{m}"
+    );
     assert!(metric(&m, "velox_committed_txs_total") >= 54.0);
     assert!(metric(&m, "velox_net_frames_total") >= 50.0);
     // Admission mode answers Accepted before commit.
     let r = rt().block_on(async {
         let ep = velox_net::ingress::client_endpoint(Some(node.cert())).unwrap();
         let c = IngressClient::connect(&ep, node.ingress).await.unwrap();
-        c.submit(AckMode::Admission, &[&transfer(&sender, 50, to, 1)]).await.unwrap()
+        c.submit(AckMode::Admission, &[&transfer(&sender, 50, to, 1)])
+            .await
+            .unwrap()
     });
     assert_eq!(r[0].status, Status::Accepted);
 }
@@ -69,15 +74,29 @@ fn committed_state_survives_sigkill_and_restart() {
     let root_before = node.get("/status")["state_root"].clone();
     node.sigkill();
     node.restart();
-    assert_eq!(node.get(&format!("/account/{}", to.to_hex()))["balance"], 60);
-    assert_eq!(node.get(&format!("/account/{}", id(&sender).to_hex()))["nonce"], 20);
-    assert_eq!(node.get(&format!("/tx/{}", digests[19].to_hex()))["status"], "committed");
+    assert_eq!(
+        node.get(&format!("/account/{}", to.to_hex()))["balance"],
+        60
+    );
+    assert_eq!(
+        node.get(&format!("/account/{}", id(&sender).to_hex()))["nonce"],
+        20
+    );
+    assert_eq!(
+        node.get(&format!("/tx/{}", digests[19].to_hex()))["status"],
+        "committed"
+    );
     assert_eq!(node.get("/status")["state_root"], root_before);
     // It keeps committing after the restart, from the next nonce.
     let r = rt().block_on(async {
         let ep = velox_net::ingress::client_endpoint(Some(node.cert())).unwrap();
         let c = IngressClient::connect(&ep, node.ingress).await.unwrap();
-        c.submit(AckMode::Commit, &[&transfer(&sender, 20, to, 3), &transfer(&sender, 0, to, 3)]).await.unwrap()
+        c.submit(
+            AckMode::Commit,
+            &[&transfer(&sender, 20, to, 3), &transfer(&sender, 0, to, 3)],
+        )
+        .await
+        .unwrap()
     });
     assert_eq!(r[0].status, Status::Committed);
     assert_eq!(r[1].status, Status::Rejected);
@@ -117,7 +136,10 @@ fn bad_input_gets_typed_errors_while_valid_traffic_commits() {
                 chain_id: velox_node::devnet::DEVNET_CHAIN_ID,
                 nonce: 0,
                 fee: 0,
-                body: velox_exec::TxBody::GenesisAlloc { to, amount: 1_000_000 },
+                body: velox_exec::TxBody::GenesisAlloc {
+                    to,
+                    amount: 1_000_000,
+                },
             }
             .encode_genesis();
             let far_ahead = transfer(&bad_sender, 5000, to, 1);
@@ -126,7 +148,18 @@ fn bad_input_gets_typed_errors_while_valid_traffic_commits() {
             truncated.truncate(90);
             let broke = transfer(&dev(2), 0, to, u64::MAX / 2); // cannot afford: rejected at execution
             let r = bad
-                .submit(AckMode::Commit, &[&bad_sig, &wrong_chain, &genesis, &far_ahead, &garbage, &truncated, &broke])
+                .submit(
+                    AckMode::Commit,
+                    &[
+                        &bad_sig,
+                        &wrong_chain,
+                        &genesis,
+                        &far_ahead,
+                        &garbage,
+                        &truncated,
+                        &broke,
+                    ],
+                )
                 .await
                 .unwrap();
             let reasons: Vec<_> = r.iter().map(|x| (x.status, x.reason)).collect();
@@ -142,7 +175,10 @@ fn bad_input_gets_typed_errors_while_valid_traffic_commits() {
                     (Status::Rejected, Some(RejectReason::InsufficientBalance)),
                 ]
             );
-            assert!(r[6].commit_index >= 1, "execution rejections name their commit");
+            assert!(
+                r[6].commit_index >= 1,
+                "execution rejections name their commit"
+            );
 
             // An oversized frame: one record, then the stream is stopped.
             let mut wire = vec![AckMode::Commit as u8];
@@ -171,9 +207,15 @@ fn bad_input_gets_typed_errors_while_valid_traffic_commits() {
         };
         let (good_r, ()) = tokio::join!(good_task, abuse);
         assert_eq!(good_r.len(), 100);
-        assert!(good_r.iter().all(|r| r.status == Status::Committed), "{good_r:?}");
+        assert!(
+            good_r.iter().all(|r| r.status == Status::Committed),
+            "{good_r:?}"
+        );
     });
-    assert_eq!(node.get(&format!("/account/{}", to.to_hex()))["balance"], 100);
+    assert_eq!(
+        node.get(&format!("/account/{}", to.to_hex()))["balance"],
+        100
+    );
     let m = node.metrics();
     assert!(metric(&m, "velox_rejected_total{reason=\"bad_signature\"}") >= 1.0);
     assert!(metric(&m, "velox_rejected_total{reason=\"too_large\"}") >= 1.0);
@@ -187,12 +229,20 @@ fn bad_input_gets_typed_errors_while_valid_traffic_commits() {
 fn wrong_config_is_refused_with_the_field_named() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
-    let text = velox_node::config::DEFAULT_CONFIG.replace("block_txs_max = 10000", "block_txs_max = 0");
+    let text =
+        velox_node::config::DEFAULT_CONFIG.replace("block_txs_max = 10000", "block_txs_max = 0");
     std::fs::write(&cfg, text).unwrap();
-    let out = std::process::Command::new(EXE).args(["node", "--config"]).arg(&cfg).output().unwrap();
+    let out = std::process::Command::new(EXE)
+        .args(["node", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("consensus.block_txs_max") && err.contains("fix:"), "{err}");
+    assert!(
+        err.contains("consensus.block_txs_max") && err.contains("fix:"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -200,15 +250,40 @@ fn devnet_main_job_writes_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
     let out = std::process::Command::new(EXE)
-        .args(["devnet", "--validators", "1", "--rate", "400", "--duration", "3", "--accounts", "50", "--report"])
+        .args([
+            "devnet",
+            "--validators",
+            "1",
+            "--rate",
+            "400",
+            "--duration",
+            "3",
+            "--accounts",
+            "50",
+            "--report",
+        ])
         .arg(&report)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     for f in [
-        "validators", "submitted", "committed", "rejected", "tps", "latency_ms_p50", "latency_ms_p99", "duration_s",
-        "state_roots_agree", "commit_index_min", "commit_index_max",
+        "validators",
+        "submitted",
+        "committed",
+        "rejected",
+        "tps",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "duration_s",
+        "state_roots_agree",
+        "commit_index_min",
+        "commit_index_max",
     ] {
         assert!(v.get(f).is_some(), "report lacks {f}: {v}");
     }
@@ -218,7 +293,10 @@ fn devnet_main_job_writes_a_report() {
     assert_eq!(v["state_roots_agree"], true);
     assert!(v["latency_ms_p99"].as_f64().unwrap() > 0.0);
     // Unsupported shapes fail clearly rather than pretending.
-    let out = std::process::Command::new(EXE).args(["devnet", "--validators", "4", "--duration", "1"]).output().unwrap();
+    let out = std::process::Command::new(EXE)
+        .args(["devnet", "--validators", "4", "--duration", "1"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("single-validator"));
 }

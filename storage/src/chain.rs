@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use velox_exec::{Account, BlockOutput, RejectReason, State, StateKey, StateRoot, StateValue, TxDigest};
+use velox_exec::{
+    Account, BlockOutput, RejectReason, State, StateKey, StateRoot, StateValue, TxDigest,
+};
 
 use crate::{Cf, Store, StoreError, WriteBatch};
 
@@ -38,7 +40,11 @@ pub struct TxLocation {
 }
 
 fn corrupt(cf: Cf, key: &[u8], what: impl Into<String>) -> StoreError {
-    StoreError::Corrupt { cf: cf.name(), key: hex_short(key), what: what.into() }
+    StoreError::Corrupt {
+        cf: cf.name(),
+        key: hex_short(key),
+        what: what.into(),
+    }
 }
 
 fn hex_short(k: &[u8]) -> String {
@@ -65,7 +71,9 @@ impl BlockRecord {
         let timestamp_ms = r.u64()?;
         let n = r.u32()? as usize;
         if n > BLOCK_TXS_MAX {
-            return Err(format!("{n} transactions exceed the maximum {BLOCK_TXS_MAX}"));
+            return Err(format!(
+                "{n} transactions exceed the maximum {BLOCK_TXS_MAX}"
+            ));
         }
         let mut txs = Vec::with_capacity(n.min(4096));
         for _ in 0..n {
@@ -75,7 +83,11 @@ impl BlockRecord {
         if r.at != b.len() {
             return Err(format!("{} trailing bytes", b.len() - r.at));
         }
-        Ok(Self { index, timestamp_ms, txs })
+        Ok(Self {
+            index,
+            timestamp_ms,
+            txs,
+        })
     }
 }
 
@@ -94,10 +106,14 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
     fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 }
 
@@ -112,7 +128,11 @@ fn encode_meta(m: &CommitMeta) -> Vec<u8> {
 
 fn decode_meta(b: &[u8]) -> Result<CommitMeta, StoreError> {
     if b.len() != 56 {
-        return Err(corrupt(Cf::Meta, KEY_LAST_COMMIT, format!("length {} != 56", b.len())));
+        return Err(corrupt(
+            Cf::Meta,
+            KEY_LAST_COMMIT,
+            format!("length {} != 56", b.len()),
+        ));
     }
     let mut root = [0u8; 32];
     root.copy_from_slice(&b[8..40]);
@@ -170,21 +190,36 @@ impl ChainStore {
     }
 
     pub fn last_commit(&self) -> Result<Option<CommitMeta>, StoreError> {
-        self.store.get(Cf::Meta, KEY_LAST_COMMIT)?.map(|b| decode_meta(&b)).transpose()
+        self.store
+            .get(Cf::Meta, KEY_LAST_COMMIT)?
+            .map(|b| decode_meta(&b))
+            .transpose()
     }
 
     /// Persists one commit atomically: block, transaction index, state diff,
     /// and the new last-commit record. Returns that record.
     pub fn commit(&self, block: &BlockRecord, out: &BlockOutput) -> Result<CommitMeta, StoreError> {
-        assert_eq!(block.txs.len(), out.receipts.len(), "one receipt per transaction");
+        assert_eq!(
+            block.txs.len(),
+            out.receipts.len(),
+            "one receipt per transaction"
+        );
         let prev = self.last_commit()?;
         if let Some(p) = prev {
             assert_eq!(block.index, p.index + 1, "commits are consecutive");
         }
         let mut wb = WriteBatch::default();
-        wb.put(Cf::Blocks, block.index.to_be_bytes().to_vec(), block.encode());
+        wb.put(
+            Cf::Blocks,
+            block.index.to_be_bytes().to_vec(),
+            block.encode(),
+        );
         for (pos, r) in out.receipts.iter().enumerate() {
-            let loc = TxLocation { index: block.index, position: pos as u32, outcome: r.outcome };
+            let loc = TxLocation {
+                index: block.index,
+                position: pos as u32,
+                outcome: r.outcome,
+            };
             wb.put(Cf::Txs, r.digest.0.to_vec(), encode_location(&loc).to_vec());
         }
         for (k, v) in &out.diff.entries {
@@ -205,14 +240,17 @@ impl ChainStore {
     }
 
     pub fn tx_location(&self, d: &TxDigest) -> Result<Option<TxLocation>, StoreError> {
-        let Some(b) = self.store.get(Cf::Txs, &d.0)? else { return Ok(None) };
+        let Some(b) = self.store.get(Cf::Txs, &d.0)? else {
+            return Ok(None);
+        };
         if b.len() != 14 {
             return Err(corrupt(Cf::Txs, &d.0, format!("length {} != 14", b.len())));
         }
         let code = u16::from_le_bytes(b[12..14].try_into().expect("2"));
         let outcome = match code {
             0 => Ok(()),
-            c => Err(RejectReason::from_code(c).ok_or_else(|| corrupt(Cf::Txs, &d.0, format!("unknown reason {c}")))?),
+            c => Err(RejectReason::from_code(c)
+                .ok_or_else(|| corrupt(Cf::Txs, &d.0, format!("unknown reason {c}")))?),
         };
         Ok(Some(TxLocation {
             index: u64::from_le_bytes(b[..8].try_into().expect("8")),
@@ -227,6 +265,11 @@ impl ChainStore {
             None => Ok(Account::default()),
             Some(b) => match StateValue::from_bytes(&key, &b) {
                 Ok(StateValue::Account(a)) => Ok(a),
+                Ok(other) => Err(corrupt(
+                    Cf::State,
+                    &key.to_bytes(),
+                    format!("account key holds {other:?}"),
+                )),
                 Err(e) => Err(corrupt(Cf::State, &key.to_bytes(), e.to_string())),
             },
         }
@@ -235,14 +278,21 @@ impl ChainStore {
     /// Streams the state column into a fresh [`State`].
     pub fn load_state(&self) -> Result<State, StoreError> {
         let mut s = State::new();
-        self.store.for_each(Cf::State, &mut |k, v| s.load_entry(k, v).map_err(|e| corrupt(Cf::State, k, e.to_string())))?;
+        self.store.for_each(Cf::State, &mut |k, v| {
+            s.load_entry(k, v)
+                .map_err(|e| corrupt(Cf::State, k, e.to_string()))
+        })?;
         Ok(s)
     }
 
     pub fn block(&self, index: u64) -> Result<Option<BlockRecord>, StoreError> {
         let key = index.to_be_bytes();
-        let Some(b) = self.store.get(Cf::Blocks, &key)? else { return Ok(None) };
-        BlockRecord::decode(&b).map(Some).map_err(|e| corrupt(Cf::Blocks, &key, e))
+        let Some(b) = self.store.get(Cf::Blocks, &key)? else {
+            return Ok(None);
+        };
+        BlockRecord::decode(&b)
+            .map(Some)
+            .map_err(|e| corrupt(Cf::Blocks, &key, e))
     }
 }
 
@@ -251,20 +301,37 @@ mod tests {
     use super::*;
     use crate::{MemStore, RocksStore};
     use ed25519_dalek::SigningKey;
-    use velox_exec::{execute_sequential, AccountId, ExecContext, Tx, TxBody, TxBuilder, VerifiedTx};
+    use velox_exec::{
+        execute_sequential, AccountId, ExecContext, Tx, TxBody, TxBuilder, VerifiedTx,
+    };
 
     fn genesis_block(to: AccountId) -> (BlockRecord, Vec<VerifiedTx>) {
-        let b = TxBuilder { chain_id: 1, nonce: 0, fee: 0, body: TxBody::GenesisAlloc { to, amount: 1000 } };
+        let b = TxBuilder {
+            chain_id: 1,
+            nonce: 0,
+            fee: 0,
+            body: TxBody::GenesisAlloc { to, amount: 1000 },
+        };
         let bytes = b.encode_genesis();
         let tx = VerifiedTx::from_trusted(Tx::decode(&bytes).unwrap());
-        (BlockRecord { index: 0, timestamp_ms: 0, txs: vec![bytes] }, vec![tx])
+        (
+            BlockRecord {
+                index: 0,
+                timestamp_ms: 0,
+                txs: vec![bytes],
+            },
+            vec![tx],
+        )
     }
 
     fn roundtrip(store: Arc<dyn Store>) {
         let chain = ChainStore::new(store);
         chain.check_genesis(&[1; 32], "x").unwrap();
         chain.check_genesis(&[1; 32], "x").unwrap();
-        assert!(matches!(chain.check_genesis(&[2; 32], "x"), Err(StoreError::WrongChain { .. })));
+        assert!(matches!(
+            chain.check_genesis(&[2; 32], "x"),
+            Err(StoreError::WrongChain { .. })
+        ));
         assert_eq!(chain.last_commit().unwrap(), None);
         let key = SigningKey::from_bytes(&[4; 32]);
         let me = AccountId(key.verifying_key().to_bytes());
@@ -272,15 +339,57 @@ mod tests {
         let (g, gtx) = genesis_block(me);
         let out = execute_sequential(&mut state, &gtx, ExecContext { genesis: true });
         chain.commit(&g, &out).unwrap();
-        let t = TxBuilder { chain_id: 1, nonce: 0, fee: 1, body: TxBody::Transfer { to: AccountId([9; 32]), amount: 10 } };
+        let t = TxBuilder {
+            chain_id: 1,
+            nonce: 0,
+            fee: 1,
+            body: TxBody::Transfer {
+                to: AccountId([9; 32]),
+                amount: 10,
+            },
+        };
         let bytes = t.sign(&key);
         let tx = VerifiedTx::from_trusted(Tx::decode(&bytes).unwrap());
-        let out = execute_sequential(&mut state, std::slice::from_ref(&tx), ExecContext { genesis: false });
-        let meta = chain.commit(&BlockRecord { index: 1, timestamp_ms: 5, txs: vec![bytes] }, &out).unwrap();
-        assert_eq!(meta, CommitMeta { index: 1, root: state.root(), timestamp_ms: 5, txs_total: 2 });
+        let out = execute_sequential(
+            &mut state,
+            std::slice::from_ref(&tx),
+            ExecContext { genesis: false },
+        );
+        let meta = chain
+            .commit(
+                &BlockRecord {
+                    index: 1,
+                    timestamp_ms: 5,
+                    txs: vec![bytes],
+                },
+                &out,
+            )
+            .unwrap();
+        assert_eq!(
+            meta,
+            CommitMeta {
+                index: 1,
+                root: state.root(),
+                timestamp_ms: 5,
+                txs_total: 2
+            }
+        );
         assert_eq!(chain.last_commit().unwrap(), Some(meta));
-        assert_eq!(chain.account(&me).unwrap(), Account { balance: 989, nonce: 1 });
-        assert_eq!(chain.tx_location(&tx.digest()).unwrap(), Some(TxLocation { index: 1, position: 0, outcome: Ok(()) }));
+        assert_eq!(
+            chain.account(&me).unwrap(),
+            Account {
+                balance: 989,
+                nonce: 1
+            }
+        );
+        assert_eq!(
+            chain.tx_location(&tx.digest()).unwrap(),
+            Some(TxLocation {
+                index: 1,
+                position: 0,
+                outcome: Ok(())
+            })
+        );
         assert_eq!(chain.load_state().unwrap().root(), state.root());
         assert_eq!(chain.block(1).unwrap().unwrap().txs.len(), 1);
     }
@@ -293,15 +402,23 @@ mod tests {
     #[test]
     fn rocks_store_roundtrip_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        roundtrip(Arc::new(RocksStore::open(dir.path(), Default::default()).unwrap()));
+        roundtrip(Arc::new(
+            RocksStore::open(dir.path(), Default::default()).unwrap(),
+        ));
         // Reopen: everything is still there.
-        let chain = ChainStore::new(Arc::new(RocksStore::open(dir.path(), Default::default()).unwrap()));
+        let chain = ChainStore::new(Arc::new(
+            RocksStore::open(dir.path(), Default::default()).unwrap(),
+        ));
         assert_eq!(chain.last_commit().unwrap().unwrap().index, 1);
     }
 
     #[test]
     fn block_decode_rejects_garbage() {
-        let b = BlockRecord { index: 3, timestamp_ms: 9, txs: vec![vec![1, 2, 3], vec![]] };
+        let b = BlockRecord {
+            index: 3,
+            timestamp_ms: 9,
+            txs: vec![vec![1, 2, 3], vec![]],
+        };
         let e = b.encode();
         assert_eq!(BlockRecord::decode(&e).unwrap(), b);
         for len in 0..e.len() {

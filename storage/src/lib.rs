@@ -63,12 +63,20 @@ pub enum StoreError {
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
     #[error("corrupt record in {cf} at key {key}: {what}")]
-    Corrupt { cf: &'static str, key: String, what: String },
+    Corrupt {
+        cf: &'static str,
+        key: String,
+        what: String,
+    },
     #[error(
         "data directory {dir} holds chain {found}, but the configuration is for chain {expected}; \
          point data_dir at an empty directory or at this chain's data"
     )]
-    WrongChain { dir: String, found: String, expected: String },
+    WrongChain {
+        dir: String,
+        found: String,
+        expected: String,
+    },
 }
 
 /// A key-value store with atomic batches. Implementations are thread-safe;
@@ -79,5 +87,9 @@ pub trait Store: Send + Sync {
     /// Applies every op of `batch` or none.
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
     /// Visits every entry of `cf` in key order without loading them all.
-    fn for_each(&self, cf: Cf, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError>;
+    fn for_each(
+        &self,
+        cf: Cf,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
 }

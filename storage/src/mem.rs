@@ -18,7 +18,12 @@ impl MemStore {
 
 impl Store for MemStore {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.map.lock().expect("poisoned").get(&(cf, key.to_vec())).cloned())
+        Ok(self
+            .map
+            .lock()
+            .expect("poisoned")
+            .get(&(cf, key.to_vec()))
+            .cloned())
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
@@ -36,7 +41,11 @@ impl Store for MemStore {
         Ok(())
     }
 
-    fn for_each(&self, cf: Cf, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn for_each(
+        &self,
+        cf: Cf,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let m = self.map.lock().expect("poisoned");
         for ((c, k), v) in m.range((cf, Vec::new())..) {
             if *c != cf {

@@ -17,7 +17,10 @@ pub struct RocksConfig {
 
 impl Default for RocksConfig {
     fn default() -> Self {
-        Self { sync_writes: false, block_cache_bytes: 64 << 20 }
+        Self {
+            sync_writes: false,
+            block_cache_bytes: 64 << 20,
+        }
     }
 }
 
@@ -42,11 +45,16 @@ impl RocksStore {
             ColumnFamilyDescriptor::new(cf.name(), o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Self { db, sync: cfg.sync_writes })
+        Ok(Self {
+            db,
+            sync: cfg.sync_writes,
+        })
     }
 
     fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(cf.name()).expect("every column family is created at open")
+        self.db
+            .cf_handle(cf.name())
+            .expect("every column family is created at open")
     }
 }
 
@@ -70,7 +78,11 @@ impl Store for RocksStore {
         Ok(())
     }
 
-    fn for_each(&self, cf: Cf, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn for_each(
+        &self,
+        cf: Cf,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
             let (k, v) = item?;
             f(&k, &v)?;

@@ -219,7 +219,9 @@ pub enum LayoutError {
         online: String,
     },
     /// A kind lists more cores than it can have tiles.
-    #[error("layout.{kind} lists {count} cores; it runs at most {max} tile(s), so list at most {max}")]
+    #[error(
+        "layout.{kind} lists {count} cores; it runs at most {max} tile(s), so list at most {max}"
+    )]
     TooMany {
         /// The kind.
         kind: TileKind,
@@ -260,7 +262,11 @@ pub fn validate_layout(layout: &Layout, topo: &Topology) -> Result<(), LayoutErr
             return Err(LayoutError::EmptyKind { kind });
         }
         if cores.len() > kind.tiles_max() {
-            return Err(LayoutError::TooMany { kind, count: cores.len(), max: kind.tiles_max() });
+            return Err(LayoutError::TooMany {
+                kind,
+                count: cores.len(),
+                max: kind.tiles_max(),
+            });
         }
         let mut seen = BTreeSet::new();
         for &core in cores {

@@ -7,7 +7,9 @@ use std::process::Child;
 
 use ed25519_dalek::SigningKey;
 use velox_exec::{AccountId, TxBody, TxBuilder};
-use velox_node::devnet::{prepare_node, spawn_node, stop_child, wait_healthy, DEVNET_CHAIN_ID, DEVNET_SEED};
+use velox_node::devnet::{
+    prepare_node, spawn_node, stop_child, wait_healthy, DEVNET_CHAIN_ID, DEVNET_SEED,
+};
 use velox_node::keys::{account_of, dev_key};
 
 pub const EXE: &str = env!("CARGO_BIN_EXE_velox");
@@ -29,7 +31,14 @@ impl TestNode {
         let (cfg, ingress, api) = prepare_node(&dir, accounts, extra_toml).unwrap();
         let mut child = spawn_node(Path::new(EXE), &cfg, &dir).unwrap();
         wait_healthy(&mut child, api, &dir).unwrap();
-        TestNode { child, dir, cfg, ingress, api, _tmp: tmp }
+        TestNode {
+            child,
+            dir,
+            cfg,
+            ingress,
+            api,
+            _tmp: tmp,
+        }
     }
 
     /// Restarts the process on the same directory and config.
@@ -72,7 +81,13 @@ pub fn dev(i: u32) -> SigningKey {
 }
 
 pub fn transfer(from: &SigningKey, nonce: u64, to: AccountId, amount: u64) -> Vec<u8> {
-    TxBuilder { chain_id: DEVNET_CHAIN_ID, nonce, fee: 1, body: TxBody::Transfer { to, amount } }.sign(from)
+    TxBuilder {
+        chain_id: DEVNET_CHAIN_ID,
+        nonce,
+        fee: 1,
+        body: TxBody::Transfer { to, amount },
+    }
+    .sign(from)
 }
 
 pub fn id(k: &SigningKey) -> AccountId {
@@ -80,7 +95,10 @@ pub fn id(k: &SigningKey) -> AccountId {
 }
 
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Value of the first metric line starting with `prefix`, 0 if absent.
