@@ -246,25 +246,24 @@ async fn drive(
         }
     }
     let end = tally.borrow().last_answer.unwrap_or_else(Instant::now);
-    let duration_s = end
-        .duration_since(start)
-        .as_secs_f64()
-        .max(args.duration.as_secs_f64().min(1e-3));
-    let t = tally.borrow();
-    let h = hist.borrow();
-    let report = LoadReport {
-        submitted: sent as u64,
-        committed: t.committed,
-        rejected: t.rejected,
-        unanswered: (sent as u64).saturating_sub(t.committed + t.rejected),
-        rejected_by_reason: t.reasons.clone(),
-        tps: t.committed as f64 / duration_s,
-        latency_ms_p50: percentile(&h, 0.50),
-        latency_ms_p99: percentile(&h, 0.99),
-        latency_ms_max: h.max() as f64 / 1000.0,
-        duration_s,
-        rate_target: args.rate,
-        accounts: args.accounts,
+    // Never zero, so tps stays finite on an empty run.
+    let duration_s = end.duration_since(start).as_secs_f64().max(1e-3);
+    let report = {
+        let (t, h) = (tally.borrow(), hist.borrow());
+        LoadReport {
+            submitted: sent as u64,
+            committed: t.committed,
+            rejected: t.rejected,
+            unanswered: (sent as u64).saturating_sub(t.committed + t.rejected),
+            rejected_by_reason: t.reasons.clone(),
+            tps: t.committed as f64 / duration_s,
+            latency_ms_p50: percentile(&h, 0.50),
+            latency_ms_p99: percentile(&h, 0.99),
+            latency_ms_max: h.max() as f64 / 1000.0,
+            duration_s,
+            rate_target: args.rate,
+            accounts: args.accounts,
+        }
     };
     for c in &conns {
         c.connection().close(0u32.into(), b"done");

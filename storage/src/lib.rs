@@ -79,6 +79,9 @@ pub enum StoreError {
     },
 }
 
+/// A visitor of key-value entries; returning an error stops the iteration.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
 /// A key-value store with atomic batches. Implementations are thread-safe;
 /// calls block, so they run on the storage tile (or a blocking pool), never
 /// on a reactor that serves the network.
@@ -87,9 +90,5 @@ pub trait Store: Send + Sync {
     /// Applies every op of `batch` or none.
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
     /// Visits every entry of `cf` in key order without loading them all.
-    fn for_each(
-        &self,
-        cf: Cf,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError>;
+    fn for_each(&self, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError>;
 }

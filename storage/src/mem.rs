@@ -3,11 +3,14 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::{Cf, Store, StoreError, WriteBatch};
+use crate::{Cf, Store, StoreError, Visitor, WriteBatch};
+
+/// Entries keyed by (column family, key).
+type Entries = BTreeMap<(Cf, Vec<u8>), Vec<u8>>;
 
 #[derive(Default)]
 pub struct MemStore {
-    map: Mutex<BTreeMap<(Cf, Vec<u8>), Vec<u8>>>,
+    map: Mutex<Entries>,
 }
 
 impl MemStore {
@@ -41,11 +44,7 @@ impl Store for MemStore {
         Ok(())
     }
 
-    fn for_each(
-        &self,
-        cf: Cf,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn for_each(&self, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError> {
         let m = self.map.lock().expect("poisoned");
         for ((c, k), v) in m.range((cf, Vec::new())..) {
             if *c != cf {

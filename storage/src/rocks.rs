@@ -4,7 +4,7 @@ use std::path::Path;
 
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteOptions, DB};
 
-use crate::{Cf, Store, StoreError, WriteBatch};
+use crate::{Cf, Store, StoreError, Visitor, WriteBatch};
 
 /// RocksDB settings the node exposes.
 #[derive(Clone, Copy, Debug)]
@@ -78,11 +78,7 @@ impl Store for RocksStore {
         Ok(())
     }
 
-    fn for_each(
-        &self,
-        cf: Cf,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn for_each(&self, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError> {
         for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
             let (k, v) = item?;
             f(&k, &v)?;
