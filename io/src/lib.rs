@@ -27,6 +27,8 @@ pub mod reactor;
 pub mod ring;
 pub mod stats;
 
-pub use reactor::{io_uring_available, spawn_reactor, ReactorFlavor, ReactorHandle};
+pub use reactor::{
+    io_uring_available, spawn_reactor, spawn_reactor_with, ReactorFlavor, ReactorHandle,
+};
 pub use ring::Ring;
 pub use stats::{TileRegistry, TileStats};

@@ -82,7 +82,23 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    let flavor = default_flavor();
+    spawn_reactor_with(default_flavor(), name, core, make)
+}
+
+/// Like [`spawn_reactor`] with an explicit flavor. Socket tiles use
+/// [`ReactorFlavor::Tokio`]: quinn does its UDP I/O through tokio's epoll
+/// driver on either flavor, and under overload tokio-uring starved it until
+/// QUIC connections timed out (docs/decisions/0003-net-tile-reactor.md).
+pub fn spawn_reactor_with<F, Fut>(
+    flavor: ReactorFlavor,
+    name: &str,
+    core: Option<usize>,
+    make: F,
+) -> std::io::Result<ReactorHandle>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
     let tname = name.to_string();
     let thread = std::thread::Builder::new()
         .name(tname.clone())

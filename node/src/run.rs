@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use velox_exec::reason::RejectCounters;
 use velox_exec::{execute_sequential, ExecContext, State};
-use velox_io::{spawn_reactor, ReactorHandle, Ring, TileRegistry, TileStats};
+use velox_io::{spawn_reactor, spawn_reactor_with, ReactorHandle, Ring, TileRegistry, TileStats};
 use velox_mempool::PoolConfig;
 use velox_net::{IngressCounters, IngressLimits};
 use velox_storage::rocks::RocksConfig;
@@ -156,22 +156,28 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         let limits = IngressLimits {
             connections_max: cfg.network.ingress_connections_max,
         };
-        reactors.push(spawn_reactor("net-0", Some(core), move || async move {
-            let runtime = Arc::new(quinn::TokioRuntime);
-            let endpoint = match quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
-                Some(server_config),
-                udp,
-                runtime,
-            ) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(error = %e, "creating the QUIC endpoint failed");
-                    return;
-                }
-            };
-            velox_net::ingress::serve(endpoint, ring, limits, counters, rejects, stats).await;
-        })?);
+        // The net tile always runs on tokio's epoll reactor (decision 0003).
+        reactors.push(spawn_reactor_with(
+            velox_io::ReactorFlavor::Tokio,
+            "net-0",
+            Some(core),
+            move || async move {
+                let runtime = Arc::new(quinn::TokioRuntime);
+                let endpoint = match quinn::Endpoint::new(
+                    quinn::EndpointConfig::default(),
+                    Some(server_config),
+                    udp,
+                    runtime,
+                ) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::error!(error = %e, "creating the QUIC endpoint failed");
+                        return;
+                    }
+                };
+                velox_net::ingress::serve(endpoint, ring, limits, counters, rejects, stats).await;
+            },
+        )?);
         if layout.net.len() > 1 {
             tracing::warn!(
                 extra = layout.net.len() - 1,
