@@ -52,6 +52,7 @@ async fn status(State(n): State<Arc<NodeHandle>>) -> Json<serde_json::Value> {
         "in_flight_txs": p.in_flight.load(Ordering::Relaxed),
         "uptime_s": n.started.elapsed().as_secs_f64(),
         "reactor": n.reactor_flavor,
+        "net_reactor": velox_io::ReactorFlavor::Tokio.name(),
         "layout": serde_json::to_value(&n.layout).unwrap_or_default(),
     }))
 }
