@@ -91,13 +91,7 @@ mod tests {
         AccountId(key(i).verifying_key().to_bytes())
     }
     fn genesis(to: AccountId, amount: u64) -> VerifiedTx {
-        let b = TxBuilder {
-            chain_id: CHAIN,
-            nonce: 0,
-            fee: 0,
-            body: TxBody::GenesisAlloc { to, amount },
-        };
-        VerifiedTx::from_trusted(Tx::decode(&b.encode_genesis()).unwrap())
+        VerifiedTx::genesis_alloc(CHAIN, to, amount)
     }
     fn transfer(from: u8, nonce: u64, to: AccountId, amount: u64, fee: u64) -> VerifiedTx {
         let b = TxBuilder {

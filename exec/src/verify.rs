@@ -25,6 +25,18 @@ impl VerifiedTx {
     pub fn from_trusted(tx: Tx) -> Self {
         Self(tx)
     }
+    /// A genesis allocation crediting `to` with `amount`: built locally from
+    /// the genesis configuration, never received, so there is nothing to
+    /// verify (sender and signature are zero; see `TxBuilder::encode_genesis`).
+    pub fn genesis_alloc(chain_id: u64, to: crate::tx::AccountId, amount: u64) -> Self {
+        let b = crate::tx::TxBuilder {
+            chain_id,
+            nonce: 0,
+            fee: 0,
+            body: crate::tx::TxBody::GenesisAlloc { to, amount },
+        };
+        Self(Tx::decode(&b.encode_genesis()).expect("a genesis allocation encodes validly"))
+    }
     pub fn tx(&self) -> &Tx {
         &self.0
     }

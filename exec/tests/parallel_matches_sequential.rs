@@ -85,13 +85,7 @@ fn signed(set: u8, sender: u32, nonce: u64, fee: u64, body: TxBody) -> VerifiedT
 }
 
 fn genesis_tx(to: AccountId, amount: u64) -> VerifiedTx {
-    let b = TxBuilder {
-        chain_id: CHAIN,
-        nonce: 0,
-        fee: 0,
-        body: TxBody::GenesisAlloc { to, amount },
-    };
-    VerifiedTx::from_trusted(Tx::decode(&b.encode_genesis()).unwrap())
+    VerifiedTx::genesis_alloc(CHAIN, to, amount)
 }
 
 fn state_with(allocs: &[(AccountId, u64)]) -> State {

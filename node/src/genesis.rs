@@ -1,6 +1,6 @@
 //! The genesis block: commit 0, built from the configuration.
 
-use velox_exec::{AccountId, Tx, TxBody, TxBuilder, VerifiedTx};
+use velox_exec::{AccountId, VerifiedTx};
 
 use crate::config::GenesisConfig;
 use crate::keys::{account_of, dev_key};
@@ -8,7 +8,6 @@ use crate::keys::{account_of, dev_key};
 /// The genesis transactions and the hash that identifies the chain.
 pub struct Genesis {
     pub txs: Vec<VerifiedTx>,
-    pub encoded: Vec<Vec<u8>>,
     pub hash: [u8; 32],
     pub timestamp_ms: u64,
 }
@@ -31,25 +30,16 @@ pub fn build(chain_id: u64, g: &GenesisConfig) -> Genesis {
     h.update(b"velox-genesis");
     h.update(&chain_id.to_le_bytes());
     h.update(&g.timestamp_ms.to_le_bytes());
-    let mut txs = Vec::with_capacity(allocs.len());
-    let mut encoded = Vec::with_capacity(allocs.len());
-    for (to, amount) in allocs {
-        let b = TxBuilder {
-            chain_id,
-            nonce: 0,
-            fee: 0,
-            body: TxBody::GenesisAlloc { to, amount },
-        };
-        let bytes = b.encode_genesis();
-        h.update(&bytes);
-        txs.push(VerifiedTx::from_trusted(
-            Tx::decode(&bytes).expect("genesis encodes validly"),
-        ));
-        encoded.push(bytes);
-    }
+    let txs: Vec<VerifiedTx> = allocs
+        .into_iter()
+        .map(|(to, amount)| {
+            let tx = VerifiedTx::genesis_alloc(chain_id, to, amount);
+            h.update(tx.bytes());
+            tx
+        })
+        .collect();
     Genesis {
         txs,
-        encoded,
         hash: *h.finalize().as_bytes(),
         timestamp_ms: g.timestamp_ms,
     }

@@ -71,6 +71,7 @@ pub struct ChainStatus {
     pub index: AtomicU64,
     pub txs_total: AtomicU64,
     pub timestamp_ms: AtomicU64,
+    /// Commits written by this process (the storage tile counts them).
     pub blocks: AtomicU64,
     root: Mutex<StateRoot>,
 }
@@ -81,7 +82,6 @@ impl ChainStatus {
         self.txs_total.store(m.txs_total, Ordering::Relaxed);
         self.timestamp_ms.store(m.timestamp_ms, Ordering::Relaxed);
         self.index.store(m.index, Ordering::Release);
-        self.blocks.fetch_add(1, Ordering::Relaxed);
     }
     /// (commit index, root) read together.
     pub fn head(&self) -> (u64, StateRoot) {
@@ -426,6 +426,7 @@ pub async fn storage_tile(
             }
         };
         shared.status.update(&meta);
+        shared.status.blocks.fetch_add(1, Ordering::Relaxed);
         shared
             .commit_latency_ns
             .fetch_add(b.created.elapsed().as_nanos() as u64, Ordering::Relaxed);

@@ -61,7 +61,7 @@ pub fn open_chain(cfg: &Config) -> anyhow::Result<(ChainStore, State, velox_stor
             let record = BlockRecord {
                 index: 0,
                 timestamp_ms: genesis.timestamp_ms,
-                txs: genesis.encoded.clone(),
+                txs: genesis.txs.iter().map(|t| t.bytes().to_vec()).collect(),
             };
             let m = chain.commit(&record, &out)?;
             tracing::info!(accounts = state.len(), root = %m.root.to_hex(), "genesis committed");
@@ -84,11 +84,9 @@ pub fn open_chain(cfg: &Config) -> anyhow::Result<(ChainStore, State, velox_stor
 
 /// Runs a validator until SIGINT/SIGTERM or a tile dies.
 pub fn run_node(cfg: Config) -> anyhow::Result<()> {
+    // Configured layouts were validated by `Config::parse`; planned ones
+    // only name cores the planner found.
     let layout = cfg.layout()?;
-    velox_tuning::validate_layout(
-        &layout,
-        &velox_tuning::Topology::detect(&velox_tuning::RealFs::new()),
-    )?;
     log_host_check(&layout);
 
     let key = crate::keys::read_key(&cfg.key_file)?;

@@ -306,14 +306,8 @@ mod tests {
     };
 
     fn genesis_block(to: AccountId) -> (BlockRecord, Vec<VerifiedTx>) {
-        let b = TxBuilder {
-            chain_id: 1,
-            nonce: 0,
-            fee: 0,
-            body: TxBody::GenesisAlloc { to, amount: 1000 },
-        };
-        let bytes = b.encode_genesis();
-        let tx = VerifiedTx::from_trusted(Tx::decode(&bytes).unwrap());
+        let tx = VerifiedTx::genesis_alloc(1, to, 1000);
+        let bytes = tx.bytes().to_vec();
         (
             BlockRecord {
                 index: 0,
