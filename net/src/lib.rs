@@ -11,10 +11,21 @@
 //! The byte layouts are in [`frame`] and docs/protocol.md. TLS setup (rustls,
 //! ring provider, node certificates self-signed with the node's ed25519 key)
 //! is in [`tls`].
+//!
+//! Validators talk to each other through [`peer`] (ALPN `velox-peer/1`):
+//! mutual TLS bound to committee keys, one unidirectional stream of
+//! length-prefixed rkyv [`PeerMessage`]s per ordered pair of validators,
+//! bounded per-peer queues, heartbeats, liveness and redial with backoff.
 
 pub mod frame;
 pub mod ingress;
+pub mod peer;
 pub mod tls;
 
 pub use frame::{AckMode, Response, Status, ALPN_CLIENT};
 pub use ingress::{IngressClient, IngressCounters, IngressLimits, IngressTx, Ticket};
+pub use peer::{
+    decode_message, encode_message, Dest, Inbound, Outbound, PeerConfig, PeerCounters,
+    PeerCountersSnapshot, PeerError, PeerHandle, PeerInfo, PeerMessage, PeerNetwork, WireBlockRef,
+    WireError, WireLimits, ALPN_PEER, PEER_COUNTER_LABELS, WIRE_ERROR_LABELS,
+};
