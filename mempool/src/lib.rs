@@ -24,6 +24,8 @@
 //! locks): the mempool tile owns it. `M` is whatever the caller attaches to a
 //! transaction (the ingress ticket that answers the client).
 
+pub mod batch;
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use velox_exec::{AccountId, RejectReason, TxDigest, VerifiedTx};

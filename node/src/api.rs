@@ -6,6 +6,7 @@
 //! | `GET /status` | chain head, pool gauges, tiles |
 //! | `GET /account/{hex}` | committed balance and nonce |
 //! | `GET /tx/{hex}` | pending / committed in block N / rejected: reason / unknown |
+//! | `GET /commit/{index}` | that commit's state root, timestamp and running tx count |
 //! | `GET /metrics` | Prometheus text exposition (docs/metrics.md) |
 
 use std::fmt::Write as _;
@@ -29,6 +30,7 @@ pub fn router(node: Arc<NodeHandle>) -> Router {
         .route("/status", get(status))
         .route("/account/{id}", get(account))
         .route("/tx/{digest}", get(tx_status))
+        .route("/commit/{index}", get(commit))
         .route("/metrics", get(metrics))
         .with_state(node)
 }
@@ -51,6 +53,10 @@ async fn status(State(n): State<Arc<NodeHandle>>) -> Json<serde_json::Value> {
         "mempool_bytes": p.bytes.load(Ordering::Relaxed),
         "in_flight_txs": p.in_flight.load(Ordering::Relaxed),
         "uptime_s": n.started.elapsed().as_secs_f64(),
+        "validators": n.validators,
+        "validator_index": n.validator_index,
+        "round": n.consensus.round.load(Ordering::Relaxed),
+        "peers_alive": n.peers_alive(),
         "reactor": n.reactor_flavor,
         "net_reactor": velox_io::ReactorFlavor::Tokio.name(),
         "layout": serde_json::to_value(&n.layout).unwrap_or_default(),
@@ -71,6 +77,25 @@ async fn account(State(n): State<Arc<NodeHandle>>, Path(id): Path<String>) -> Re
             "account": id.to_hex(), "balance": a.balance, "nonce": a.nonce, "commit_index": head
         }))
         .into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn commit(State(n): State<Arc<NodeHandle>>, Path(index): Path<u64>) -> Response {
+    let chain = n.shared.chain.clone();
+    match tokio::task::spawn_blocking(move || chain.commit_meta(index)).await {
+        Ok(Ok(Some(m))) => Json(json!({
+            "commit_index": m.index,
+            "state_root": m.root.to_hex(),
+            "timestamp_ms": m.timestamp_ms,
+            "txs_committed": m.txs_total,
+        }))
+        .into_response(),
+        Ok(Ok(None)) => error(
+            StatusCode::NOT_FOUND,
+            format!("commit {index} is not stored here (yet)"),
+        ),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -385,5 +410,270 @@ pub fn render_metrics(n: &NodeHandle) -> String {
         ),
     ];
     scalars(&mut o, &net);
+    render_consensus(&mut o, &n.consensus);
+    if let Some(p) = &n.peers {
+        render_peers(&mut o, &p.counters().snapshot());
+    }
     o
+}
+
+/// Validator-network metrics from the peer network's counters.
+fn render_peers(o: &mut String, s: &velox_net::peer::PeerCountersSnapshot) {
+    let get = |l: &str| {
+        s.counters
+            .iter()
+            .find(|(k, _)| *k == l)
+            .map(|(_, v)| *v as f64)
+            .unwrap_or(0.0)
+    };
+    let m: [(&str, &str, &str, f64); 12] = [
+        (
+            "velox_peer_alive",
+            "gauge",
+            "Committee members heard from within the dead-peer timeout.",
+            get("alive"),
+        ),
+        (
+            "velox_peer_connections_established_total",
+            "counter",
+            "Validator connections established (both directions).",
+            get("connections_established"),
+        ),
+        (
+            "velox_peer_connections_closed_total",
+            "counter",
+            "Validator connections closed.",
+            get("connections_closed"),
+        ),
+        (
+            "velox_peer_dials_failed_total",
+            "counter",
+            "Dials to validators that failed.",
+            get("dials_failed"),
+        ),
+        (
+            "velox_peer_reconnects_total",
+            "counter",
+            "Re-dials after a lost connection.",
+            get("reconnects"),
+        ),
+        (
+            "velox_peer_handshakes_failed_total",
+            "counter",
+            "Incoming handshakes that did not complete (refusals included).",
+            get("handshakes_failed"),
+        ),
+        (
+            "velox_peer_frames_in_total",
+            "counter",
+            "Validator frames received.",
+            get("frames_in"),
+        ),
+        (
+            "velox_peer_frames_out_total",
+            "counter",
+            "Validator frames sent.",
+            get("frames_out"),
+        ),
+        (
+            "velox_peer_bytes_in_total",
+            "counter",
+            "Validator frame bytes received.",
+            get("bytes_in"),
+        ),
+        (
+            "velox_peer_bytes_out_total",
+            "counter",
+            "Validator frame bytes sent.",
+            get("bytes_out"),
+        ),
+        (
+            "velox_peer_frames_dropped_total",
+            "counter",
+            "Outbound frames dropped (queue full, over limits, unknown destination).",
+            get("frames_dropped_queue_full")
+                + get("frames_dropped_over_limits")
+                + get("frames_dropped_unknown_dest"),
+        ),
+        (
+            "velox_peer_dead_events_total",
+            "counter",
+            "Times a peer was marked dead.",
+            get("peers_dead_events"),
+        ),
+    ];
+    scalars(o, &m);
+    family(
+        o,
+        "velox_peer_handshakes_rejected_total",
+        "counter",
+        "Validator handshakes refused, by reason.",
+    );
+    let _ = writeln!(
+        o,
+        "velox_peer_handshakes_rejected_total{{reason=\"unknown_key\"}} {}",
+        get("handshakes_rejected_unknown_key")
+    );
+    let _ = writeln!(
+        o,
+        "velox_peer_handshakes_rejected_total{{reason=\"wrong_key\"}} {}",
+        get("handshakes_rejected_wrong_key")
+    );
+    family(
+        o,
+        "velox_peer_frames_rejected_total",
+        "counter",
+        "Inbound validator frames refused at the boundary, by reason.",
+    );
+    for (reason, v) in &s.frames_rejected {
+        let _ = writeln!(
+            o,
+            "velox_peer_frames_rejected_total{{reason=\"{reason}\"}} {v}"
+        );
+    }
+}
+
+fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
+    let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let m: [(&str, &str, &str, f64); 23] = [
+        (
+            "velox_consensus_round",
+            "gauge",
+            "Highest round this validator proposed.",
+            g(&c.round),
+        ),
+        (
+            "velox_consensus_commits_total",
+            "counter",
+            "Commits handed to execution since start.",
+            g(&c.commits),
+        ),
+        (
+            "velox_consensus_leaders_committed_total",
+            "counter",
+            "Leader slots committed (since start, recovery included).",
+            g(&c.leaders_committed),
+        ),
+        (
+            "velox_consensus_leaders_skipped_total",
+            "counter",
+            "Leader slots skipped.",
+            g(&c.leaders_skipped),
+        ),
+        (
+            "velox_consensus_leader_timeouts_total",
+            "counter",
+            "Rounds proposed without the leader after the leader timeout.",
+            g(&c.leader_timeouts),
+        ),
+        (
+            "velox_consensus_blocks_accepted_total",
+            "counter",
+            "DAG blocks accepted (own included).",
+            g(&c.blocks_accepted),
+        ),
+        (
+            "velox_consensus_blocks_rejected_total",
+            "counter",
+            "DAG blocks refused (bad bytes, signature, parents).",
+            g(&c.blocks_rejected),
+        ),
+        (
+            "velox_consensus_blocks_proposed_total",
+            "counter",
+            "Own DAG blocks proposed.",
+            g(&c.blocks_proposed),
+        ),
+        (
+            "velox_consensus_equivocators",
+            "gauge",
+            "Validators seen signing two blocks for one round.",
+            g(&c.equivocators),
+        ),
+        (
+            "velox_consensus_pending_blocks",
+            "gauge",
+            "Blocks buffered while their ancestors are fetched.",
+            g(&c.pending_blocks),
+        ),
+        (
+            "velox_consensus_commits_waiting_batches",
+            "gauge",
+            "Commits waiting for batches to be fetched.",
+            g(&c.commits_waiting_batches),
+        ),
+        (
+            "velox_batches_sealed_total",
+            "counter",
+            "Own batches sealed.",
+            g(&c.batches_sealed),
+        ),
+        (
+            "velox_batches_available_total",
+            "counter",
+            "Own batches stored by f+1 stake and queued for a block.",
+            g(&c.batches_available),
+        ),
+        (
+            "velox_batches_waiting_acks",
+            "gauge",
+            "Own batches short of f+1 acknowledgements.",
+            g(&c.batches_waiting_acks),
+        ),
+        (
+            "velox_batches_received_total",
+            "counter",
+            "Peers' batches received.",
+            g(&c.batches_received),
+        ),
+        (
+            "velox_batches_rejected_total",
+            "counter",
+            "Peers' batches refused as malformed or with invalid transactions.",
+            g(&c.batches_rejected),
+        ),
+        (
+            "velox_batches_refused_full_total",
+            "counter",
+            "Peers' batches refused because batches_held_max was reached.",
+            g(&c.batches_refused_full),
+        ),
+        (
+            "velox_batches_fetched_total",
+            "counter",
+            "Committed batches fetched from peers.",
+            g(&c.batches_fetched),
+        ),
+        (
+            "velox_batch_fetch_requests_total",
+            "counter",
+            "Batch fetch requests sent.",
+            g(&c.batch_fetch_requests),
+        ),
+        (
+            "velox_batches_held",
+            "gauge",
+            "Batches held in memory.",
+            g(&c.batches_held),
+        ),
+        (
+            "velox_batch_invalid_txs_total",
+            "counter",
+            "Transactions with an invalid signature or encoding found in peers' batches.",
+            g(&c.txs_invalid_in_batches),
+        ),
+        (
+            "velox_peer_penalties_total",
+            "counter",
+            "Misbehaviour seen from peers (invalid blocks or batches, unrequested batches).",
+            g(&c.peer_penalties),
+        ),
+        (
+            "velox_consensus_blocks_served_from_disk_total",
+            "counter",
+            "Blocks served to lagging peers from the consensus log.",
+            g(&c.blocks_served_from_disk),
+        ),
+    ];
+    scalars(o, &m);
 }

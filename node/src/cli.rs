@@ -35,9 +35,9 @@ enum Cmd {
     },
     /// Send pre-signed transfers to a node at a fixed rate and report TPS and latency.
     Load {
-        /// The node's QUIC ingress address.
-        #[arg(long)]
-        target: SocketAddr,
+        /// A node's QUIC ingress address; repeat to spread senders over several validators.
+        #[arg(long, required = true)]
+        target: Vec<SocketAddr>,
         /// Transactions per second offered.
         #[arg(long, default_value_t = 1000)]
         rate: u64,
@@ -51,9 +51,10 @@ enum Cmd {
         chain_id: u64,
         #[arg(long, default_value = "velox-devnet")]
         dev_seed: String,
-        /// The node's TLS certificate to pin (DATA_DIR/tls-cert.der). Without it any certificate is accepted.
+        /// The node's TLS certificate to pin (DATA_DIR/tls-cert.der), one per --target in the same
+        /// order. Without it any certificate is accepted.
         #[arg(long)]
-        cert: Option<PathBuf>,
+        cert: Vec<PathBuf>,
         /// The node's HTTP API, to read the accounts' current nonces (else they are taken as 0).
         #[arg(long)]
         api: Option<SocketAddr>,
@@ -65,12 +66,12 @@ enum Cmd {
     },
     /// Start a local devnet of validator processes, load it, and report.
     Devnet {
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 4)]
         validators: u32,
         #[arg(long, default_value_t = 2000)]
         rate: u64,
         /// Seconds of load.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 30)]
         duration: u64,
         #[arg(long, default_value_t = 1000)]
         accounts: u32,
@@ -79,7 +80,8 @@ enum Cmd {
         /// Keep the devnet's directory (configs, logs, data) afterwards.
         #[arg(long)]
         keep: bool,
-        /// Fault injection (kill-restart); needs a multi-validator devnet.
+        /// Fault injection: kill-restart (SIGKILL the last validator at 30% of the load,
+        /// restart it at 50%, report its catch-up time); needs at least 4 validators.
         #[arg(long)]
         chaos: Option<String>,
     },
@@ -183,14 +185,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             connections,
             report,
         } => {
+            if !cert.is_empty() && cert.len() != target.len() {
+                anyhow::bail!(
+                    "--cert given {} times for {} --target(s): give one per target, in the same order, or none",
+                    cert.len(),
+                    target.len()
+                );
+            }
+            let targets = target
+                .iter()
+                .enumerate()
+                .map(|(i, a)| crate::load::Target {
+                    addr: *a,
+                    cert: cert.get(i).cloned(),
+                })
+                .collect();
             let args = crate::load::LoadArgs {
-                target,
+                targets,
                 rate,
                 duration: Duration::from_secs(duration),
                 accounts,
                 chain_id,
                 dev_seed,
-                cert,
                 api,
                 connections,
                 grace: Duration::from_secs(30),

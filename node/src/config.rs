@@ -24,6 +24,11 @@ pub struct Config {
     /// The validator key written by `velox keygen`. Relative to the config
     /// file when relative.
     pub key_file: PathBuf,
+    /// The validator set (`velox devnet` writes one; docs/config.md shows
+    /// the format). Absent: a committee of this validator alone. Relative to
+    /// the config file when relative.
+    #[serde(default)]
+    pub committee_file: Option<PathBuf>,
     pub network: NetworkConfig,
     pub api: ApiConfig,
     #[serde(default)]
@@ -64,8 +69,10 @@ pub struct MempoolConfig {
     pub txs_max: usize,
     pub bytes_max: usize,
     pub nonce_ahead_max: u64,
-    /// Transactions handed to consensus per batch.
+    /// A batch is sealed at this many transactions...
     pub batch_txs_max: usize,
+    /// ...or when its first transaction has waited this long (ms).
+    pub batch_age_ms: u64,
 }
 impl Default for MempoolConfig {
     fn default() -> Self {
@@ -74,6 +81,7 @@ impl Default for MempoolConfig {
             bytes_max: 128 << 20,
             nonce_ahead_max: 1024,
             batch_txs_max: 1000,
+            batch_age_ms: 10,
         }
     }
 }
@@ -81,16 +89,21 @@ impl Default for MempoolConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsensusConfig {
-    /// A block is cut at least this often while transactions wait.
-    pub block_interval_ms: u64,
-    /// Most transactions per block.
-    pub block_txs_max: usize,
+    /// Least time between two own blocks (ms): bounds the block rate when
+    /// quorums form faster (one validator, a LAN).
+    pub min_round_delay_ms: u64,
+    /// How long to wait for a round's leader block before moving on (ms).
+    pub leader_timeout_ms: u64,
+    /// Rounds of the DAG kept in memory below the last commit; older blocks
+    /// are served to lagging peers from the consensus log on disk.
+    pub gc_depth_rounds: u64,
 }
 impl Default for ConsensusConfig {
     fn default() -> Self {
         Self {
-            block_interval_ms: 20,
-            block_txs_max: 10_000,
+            min_round_delay_ms: 20,
+            leader_timeout_ms: 500,
+            gc_depth_rounds: 100,
         }
     }
 }
@@ -162,6 +175,11 @@ impl Config {
         if cfg.key_file.is_relative() {
             cfg.key_file = base.join(&cfg.key_file);
         }
+        if let Some(c) = &cfg.committee_file {
+            if c.is_relative() {
+                cfg.committee_file = Some(base.join(c));
+            }
+        }
         Ok(cfg)
     }
 
@@ -232,20 +250,32 @@ impl Config {
                 "use 1..=65536 (default 1000)",
             ));
         }
-        if self.consensus.block_interval_ms == 0 || self.consensus.block_interval_ms > 60_000 {
+        if self.mempool.batch_age_ms == 0 || self.mempool.batch_age_ms > 10_000 {
             return Err(err(
-                "consensus.block_interval_ms",
-                format!("is {}", self.consensus.block_interval_ms),
-                "use 1..=60000 milliseconds (default 20)",
+                "mempool.batch_age_ms",
+                format!("is {}", self.mempool.batch_age_ms),
+                "use 1..=10000 milliseconds (default 10)",
             ));
         }
-        if self.consensus.block_txs_max == 0
-            || self.consensus.block_txs_max > velox_storage::chain::BLOCK_TXS_MAX
-        {
+        if self.consensus.min_round_delay_ms == 0 || self.consensus.min_round_delay_ms > 10_000 {
             return Err(err(
-                "consensus.block_txs_max",
-                format!("is {}", self.consensus.block_txs_max),
-                "use 1..=1048576 (default 10000)",
+                "consensus.min_round_delay_ms",
+                format!("is {}", self.consensus.min_round_delay_ms),
+                "use 1..=10000 milliseconds (default 20)",
+            ));
+        }
+        if self.consensus.leader_timeout_ms < 10 || self.consensus.leader_timeout_ms > 60_000 {
+            return Err(err(
+                "consensus.leader_timeout_ms",
+                format!("is {}", self.consensus.leader_timeout_ms),
+                "use 10..=60000 milliseconds (default 500)",
+            ));
+        }
+        if self.consensus.gc_depth_rounds < 10 {
+            return Err(err(
+                "consensus.gc_depth_rounds",
+                format!("is {}", self.consensus.gc_depth_rounds),
+                "use at least 10 (default 100)",
             ));
         }
         for (i, a) in self.genesis.allocations.iter().enumerate() {
@@ -320,21 +350,23 @@ mod tests {
     #[test]
     fn default_config_parses_and_validates() {
         let c = Config::parse(DEFAULT_CONFIG, "default").unwrap();
-        assert_eq!(c.consensus.block_interval_ms, 20);
+        assert_eq!(c.consensus.min_round_delay_ms, 20);
+        assert_eq!(c.committee_file, None);
     }
 
     #[test]
     fn errors_name_field_and_fix() {
-        let bad = DEFAULT_CONFIG.replace("block_interval_ms = 20", "block_interval_ms = 0");
+        let bad = DEFAULT_CONFIG.replace("min_round_delay_ms = 20", "min_round_delay_ms = 0");
         let e = Config::parse(&bad, "f.toml").unwrap_err().to_string();
         assert!(
-            e.contains("consensus.block_interval_ms") && e.contains("fix:"),
+            e.contains("consensus.min_round_delay_ms") && e.contains("fix:"),
             "{e}"
         );
 
-        let bad = DEFAULT_CONFIG.replace("block_interval_ms = 20", "block_interval_ms = \"fast\"");
+        let bad =
+            DEFAULT_CONFIG.replace("min_round_delay_ms = 20", "min_round_delay_ms = \"fast\"");
         let e = Config::parse(&bad, "f.toml").unwrap_err().to_string();
-        assert!(e.contains("block_interval_ms"), "{e}");
+        assert!(e.contains("min_round_delay_ms"), "{e}");
 
         let bad = format!("{DEFAULT_CONFIG}\n[bogus]\nx = 1\n");
         let e = Config::parse(&bad, "f.toml").unwrap_err().to_string();

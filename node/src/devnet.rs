@@ -74,10 +74,20 @@ fn free_tcp() -> anyhow::Result<SocketAddr> {
 pub const DEVNET_CHAIN_ID: u64 = 1337;
 pub const DEVNET_SEED: &str = "velox-devnet";
 
-/// Writes a key and a config for one validator under `dir`.
+/// Writes a key and a config for one validator under `dir` (a committee of
+/// one).
 pub fn prepare_node(
     dir: &Path,
     accounts: u32,
+    extra_toml: &str,
+) -> anyhow::Result<(PathBuf, SocketAddr, SocketAddr)> {
+    write_node_config(dir, accounts, None, extra_toml)
+}
+
+fn write_node_config(
+    dir: &Path,
+    accounts: u32,
+    committee: Option<&Path>,
     extra_toml: &str,
 ) -> anyhow::Result<(PathBuf, SocketAddr, SocketAddr)> {
     std::fs::create_dir_all(dir)?;
@@ -86,8 +96,11 @@ pub fn prepare_node(
         crate::keys::keygen(&key)?;
     }
     let (ingress, api) = (free_udp()?, free_tcp()?);
+    let committee = committee
+        .map(|c| format!("committee_file = \"{}\"\n", c.display()))
+        .unwrap_or_default();
     let cfg = format!(
-        "chain_id = {DEVNET_CHAIN_ID}\ndata_dir = \"data\"\nkey_file = \"validator.key\"\n\n\
+        "chain_id = {DEVNET_CHAIN_ID}\ndata_dir = \"data\"\nkey_file = \"validator.key\"\n{committee}\n\
          [network]\ningress_addr = \"{ingress}\"\n\n[api]\naddr = \"{api}\"\n\n\
          [genesis]\ndev_accounts = {accounts}\ndev_seed = \"{DEVNET_SEED}\"\ndev_balance = 1000000000000\n{extra_toml}"
     );
@@ -141,17 +154,207 @@ pub fn wait_healthy(child: &mut Child, api: SocketAddr, dir: &Path) -> anyhow::R
     }
 }
 
-pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
-    if args.validators != 1 {
-        bail!(
-            "--validators {}: this build runs single-validator devnets only; multi-validator networking \
-             (validators over QUIC, consensus between processes) is not wired yet. Use --validators 1.",
-            args.validators
+/// One prepared validator of a network.
+#[derive(Clone, Debug)]
+pub struct PreparedNode {
+    pub dir: PathBuf,
+    pub cfg: PathBuf,
+    pub ingress: SocketAddr,
+    pub api: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+/// Writes `n` validators under `root` (`v0`..), each with its key, config
+/// and data directory, and the committee file they share
+/// (`root/committee.toml`). `extra_toml(i)` is appended to validator i's
+/// config.
+pub fn prepare_network(
+    root: &Path,
+    n: u32,
+    accounts: u32,
+    extra_toml: &dyn Fn(u32) -> String,
+) -> anyhow::Result<Vec<PreparedNode>> {
+    std::fs::create_dir_all(root)?;
+    let mut entries = Vec::new();
+    let mut peers = Vec::new();
+    for i in 0..n {
+        let dir = root.join(format!("v{i}"));
+        std::fs::create_dir_all(&dir)?;
+        let keyfile = dir.join("validator.key");
+        let key = if keyfile.exists() {
+            crate::keys::read_key(&keyfile)?
+        } else {
+            crate::keys::keygen(&keyfile)?
+        };
+        let peer = free_udp()?;
+        peers.push(peer);
+        entries.push(crate::committee::ValidatorEntry {
+            public_key: hex::encode(key.verifying_key().to_bytes()),
+            peer_addr: peer,
+            stake: 1,
+        });
+    }
+    let committee = root.join("committee.toml");
+    let file = crate::committee::CommitteeFile {
+        epoch: 0,
+        validators: entries,
+    };
+    std::fs::write(&committee, file.to_toml())?;
+    let mut out = Vec::new();
+    for (i, peer) in peers.into_iter().enumerate() {
+        let dir = root.join(format!("v{i}"));
+        let (cfg, ingress, api) =
+            write_node_config(&dir, accounts, Some(&committee), &extra_toml(i as u32))?;
+        out.push(PreparedNode {
+            dir,
+            cfg,
+            ingress,
+            api,
+            peer,
+        });
+    }
+    Ok(out)
+}
+
+/// Commit index and state root a validator reports, if it answers.
+pub fn head(api: SocketAddr) -> Option<(u64, String)> {
+    let s = crate::httpc::get_json(api, "/status").ok()?;
+    Some((
+        s["commit_index"].as_u64()?,
+        s["state_root"].as_str()?.to_string(),
+    ))
+}
+
+/// Waits until every validator reports a commit index of at least `index`.
+pub fn wait_commit_index(apis: &[SocketAddr], index: u64, timeout: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if apis
+            .iter()
+            .all(|a| head(*a).is_some_and(|(i, _)| i >= index))
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Whether all validators hold the same state root at the highest commit
+/// index they all reached, that index, and the roots. Roots are compared at
+/// one index (`/commit/{index}`): honest validators at the same index must
+/// agree.
+pub fn roots_agree(apis: &[SocketAddr]) -> anyhow::Result<(bool, u64, Vec<String>)> {
+    let mut min = u64::MAX;
+    for a in apis {
+        let (i, _) =
+            head(*a).with_context(|| format!("validator at {a} does not answer /status"))?;
+        min = min.min(i);
+    }
+    let mut roots = Vec::new();
+    for a in apis {
+        let v = crate::httpc::get_json(*a, &format!("/commit/{min}"))?;
+        roots.push(v["state_root"].as_str().unwrap_or("").to_string());
+    }
+    let agree = roots.iter().all(|r| !r.is_empty() && *r == roots[0]);
+    Ok((agree, min, roots))
+}
+
+/// What the `kill-restart` chaos mode did: the last validator is killed
+/// with SIGKILL at 30% of the load and restarted at 50%.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ChaosReport {
+    pub chaos: String,
+    pub killed_validator: u32,
+    pub killed_at_s: f64,
+    pub restarted_at_s: f64,
+    /// The lowest commit index of the others when it restarted.
+    pub commit_index_at_restart: u64,
+    /// From restart until its commit index reached `commit_index_at_restart`
+    /// and came within 5 commits of the others'; null if not within 120 s.
+    pub catch_up_s: Option<f64>,
+}
+
+/// Runs the kill-restart schedule on its own thread, against `victim`.
+fn chaos_kill_restart(
+    exe: PathBuf,
+    mut victim: DevnetNode,
+    victim_index: u32,
+    others: Vec<SocketAddr>,
+    load_duration: Duration,
+    start: Instant,
+) -> std::thread::JoinHandle<(DevnetNode, ChaosReport)> {
+    std::thread::spawn(move || {
+        let mut r = ChaosReport {
+            chaos: "kill-restart".into(),
+            killed_validator: victim_index,
+            ..Default::default()
+        };
+        std::thread::sleep(load_duration.mul_f64(0.3));
+        let _ = victim.child.kill();
+        let _ = victim.child.wait();
+        r.killed_at_s = start.elapsed().as_secs_f64();
+        eprintln!(
+            "devnet: chaos: SIGKILLed validator {victim_index} at {:.1}s",
+            r.killed_at_s
         );
-    }
-    if let Some(c) = &args.chaos {
-        bail!("--chaos {c}: chaos modes need a multi-validator devnet, which this build does not run yet");
-    }
+        std::thread::sleep(load_duration.mul_f64(0.2));
+        let cfg = victim.dir.join("velox.toml");
+        match spawn_node(&exe, &cfg, &victim.dir) {
+            Ok(mut child) => {
+                if let Err(e) = wait_healthy(&mut child, victim.api, &victim.dir) {
+                    eprintln!("devnet: chaos: validator {victim_index} did not come back: {e:#}");
+                }
+                victim.child = child;
+            }
+            Err(e) => {
+                eprintln!("devnet: chaos: restarting validator {victim_index} failed: {e:#}");
+                return (victim, r);
+            }
+        }
+        let restarted = Instant::now();
+        r.restarted_at_s = start.elapsed().as_secs_f64();
+        let lowest = |apis: &[SocketAddr]| {
+            apis.iter()
+                .filter_map(|a| head(*a).map(|h| h.0))
+                .min()
+                .unwrap_or(0)
+        };
+        let target = lowest(&others);
+        r.commit_index_at_restart = target;
+        eprintln!(
+            "devnet: chaos: restarted validator {victim_index} at {:.1}s; the others are at commit {target}",
+            r.restarted_at_s
+        );
+        while restarted.elapsed() < Duration::from_secs(120) {
+            let mine = head(victim.api).map(|h| h.0).unwrap_or(0);
+            if mine >= target && mine + 5 >= lowest(&others) {
+                let s = restarted.elapsed().as_secs_f64();
+                r.catch_up_s = Some(s);
+                eprintln!(
+                    "devnet: chaos: validator {victim_index} caught up in {s:.2}s (commit {mine})"
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (victim, r)
+    })
+}
+
+pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(args.validators >= 1, "--validators must be at least 1");
+    let chaos = match args.chaos.as_deref() {
+        None => false,
+        Some("kill-restart") => {
+            anyhow::ensure!(
+                args.validators >= 4,
+                "--chaos kill-restart needs at least 4 validators (the others must keep a 2f+1 quorum)"
+            );
+            true
+        }
+        Some(other) => bail!("--chaos {other}: unknown mode; the supported mode is kill-restart"),
+    };
     let exe = std::env::current_exe()?;
     let tmp = tempfile::Builder::new().prefix("velox-devnet-").tempdir()?;
     eprintln!(
@@ -159,63 +362,114 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
         args.validators,
         tmp.path().display()
     );
+    let prepared = prepare_network(tmp.path(), args.validators, args.accounts, &|_| {
+        String::new()
+    })?;
     let mut nodes = Vec::new();
-    for i in 0..args.validators {
-        let dir = tmp.path().join(format!("v{i}"));
-        let (cfg, ingress, api) = prepare_node(&dir, args.accounts, "")?;
-        let mut child = spawn_node(&exe, &cfg, &dir)?;
-        wait_healthy(&mut child, api, &dir)?;
-        eprintln!("devnet: validator {i} healthy (ingress {ingress}, api http://{api})");
+    for p in &prepared {
+        let child = spawn_node(&exe, &p.cfg, &p.dir)?;
         nodes.push(DevnetNode {
             child,
-            dir,
-            ingress,
-            api,
+            dir: p.dir.clone(),
+            ingress: p.ingress,
+            api: p.api,
         });
     }
-    let n0 = &nodes[0];
+    for (i, n) in nodes.iter_mut().enumerate() {
+        wait_healthy(&mut n.child, n.api, &n.dir)?;
+        eprintln!(
+            "devnet: validator {i} healthy (ingress {}, api http://{})",
+            n.ingress, n.api
+        );
+    }
+    let apis: Vec<SocketAddr> = nodes.iter().map(|n| n.api).collect();
+    if !wait_commit_index(&apis, 1, Duration::from_secs(60)) {
+        let keep = tmp.keep();
+        bail!(
+            "the validators did not reach their first commit within 60s; see the node.log files under {}",
+            keep.display()
+        );
+    }
+    eprintln!("devnet: consensus is committing on every validator");
+    // Under chaos the victim takes no client load (clients would fail over).
+    let loaded = if chaos { nodes.len() - 1 } else { nodes.len() };
     let load = LoadArgs {
-        target: n0.ingress,
+        targets: nodes[..loaded]
+            .iter()
+            .map(|n| crate::load::Target {
+                addr: n.ingress,
+                cert: Some(n.dir.join("data").join(crate::run::TLS_CERT_FILE)),
+            })
+            .collect(),
         rate: args.rate,
         duration: args.duration,
         accounts: args.accounts,
         chain_id: DEVNET_CHAIN_ID,
         dev_seed: DEVNET_SEED.into(),
-        cert: Some(n0.dir.join("data").join(crate::run::TLS_CERT_FILE)),
-        api: Some(n0.api),
-        connections: 4,
+        api: Some(nodes[0].api),
+        connections: 2,
         grace: Duration::from_secs(30),
         progress: true,
     };
-    let report = run_load(&load)?;
-    let mut heads = Vec::new();
-    for n in &nodes {
-        let s = crate::httpc::get_json(n.api, "/status")?;
-        heads.push((
-            s["commit_index"].as_u64().unwrap_or(0),
-            s["state_root"].as_str().unwrap_or("").to_string(),
-        ));
+    let start = Instant::now();
+    let chaos_thread = if chaos {
+        let victim = nodes.pop().expect("at least 4 validators");
+        let others: Vec<SocketAddr> = nodes.iter().map(|n| n.api).collect();
+        Some(chaos_kill_restart(
+            exe.clone(),
+            victim,
+            args.validators - 1,
+            others,
+            args.duration,
+            start,
+        ))
+    } else {
+        None
+    };
+    let report = run_load(&load);
+    let mut chaos_report = None;
+    if let Some(t) = chaos_thread {
+        let (victim, r) = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("the chaos thread panicked"))?;
+        nodes.push(victim);
+        chaos_report = Some(r);
     }
-    // Roots are comparable only at equal commit indices: honest validators
-    // at the same index must hold the same root.
-    let agree = heads
+    let report = report?;
+    // Let every validator reach the highest index any had after the load,
+    // so the comparison covers the whole run.
+    let top = apis
         .iter()
-        .all(|(i, r)| heads.iter().filter(|(j, _)| j == i).all(|(_, q)| q == r));
+        .filter_map(|a| head(*a).map(|h| h.0))
+        .max()
+        .unwrap_or(0);
+    let all_reached = wait_commit_index(&apis, top, Duration::from_secs(30));
+    let (agree, compared_at, roots) = roots_agree(&apis)?;
+    let heads: Vec<u64> = apis
+        .iter()
+        .map(|a| head(*a).map(|h| h.0).unwrap_or(0))
+        .collect();
     let mut v = serde_json::to_value(&report)?;
     let o = v.as_object_mut().expect("report is an object");
     o.insert("validators".into(), json!(args.validators));
     o.insert("state_roots_agree".into(), json!(agree));
+    o.insert("state_roots_compared_at".into(), json!(compared_at));
+    o.insert("all_reached_top".into(), json!(all_reached));
     o.insert(
         "commit_index_min".into(),
-        json!(heads.iter().map(|h| h.0).min().unwrap_or(0)),
+        json!(heads.iter().copied().min().unwrap_or(0)),
     );
     o.insert(
         "commit_index_max".into(),
-        json!(heads.iter().map(|h| h.0).max().unwrap_or(0)),
+        json!(heads.iter().copied().max().unwrap_or(0)),
     );
-    o.insert("state_root".into(), json!(heads[0].1));
+    o.insert("state_root".into(), json!(roots[0]));
     o.insert("cores".into(), json!(crate::config::available_cores()));
     o.insert("signed".into(), json!(true));
+    if let Some(c) = chaos_report {
+        o.insert("catch_up_s".into(), json!(c.catch_up_s));
+        o.insert("chaos".into(), serde_json::to_value(&c)?);
+    }
     drop(nodes);
     if args.keep {
         let p = tmp.keep();

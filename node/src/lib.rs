@@ -5,7 +5,9 @@
 
 pub mod api;
 pub mod cli;
+pub mod committee;
 pub mod config;
+pub mod consensus;
 pub mod devnet;
 pub mod genesis;
 pub mod httpc;

@@ -7,6 +7,10 @@
 //! on every core, so signing never limits the offered rate. Each stream asks
 //! for answers on commit; a record's latency is the time from writing its
 //! stream to receiving its record.
+//!
+//! With several targets (validators), account a always sends to target
+//! a mod T, so each sender's nonces reach one validator in order, and the
+//! offered rate is split between the targets.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -28,18 +32,26 @@ pub const LOAD_STREAM_TXS_MAX: usize = 256;
 /// How often the sender wakes to send what is due.
 pub const LOAD_TICK: Duration = Duration::from_millis(5);
 
+/// A node to send to.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// QUIC ingress address.
+    pub addr: SocketAddr,
+    /// Node certificate to pin (the node writes `tls-cert.der` in its data dir).
+    pub cert: Option<PathBuf>,
+}
+
 #[derive(Clone, Debug)]
 pub struct LoadArgs {
-    pub target: SocketAddr,
+    pub targets: Vec<Target>,
     pub rate: u64,
     pub duration: Duration,
     pub accounts: u32,
     pub chain_id: u64,
     pub dev_seed: String,
-    /// Node certificate to pin (the node writes `tls-cert.der` in its data dir).
-    pub cert: Option<PathBuf>,
     /// Node HTTP API, to read the accounts' starting nonces.
     pub api: Option<SocketAddr>,
+    /// Connections per target.
     pub connections: usize,
     /// After sending stops, how long to wait for outstanding answers.
     pub grace: Duration,
@@ -126,6 +138,7 @@ fn percentile(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
 pub fn run_load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     anyhow::ensure!(args.accounts > 0, "--accounts must be at least 1");
     anyhow::ensure!(args.rate > 0, "--rate must be at least 1");
+    anyhow::ensure!(!args.targets.is_empty(), "give at least one --target");
     let total = (args.rate as f64 * args.duration.as_secs_f64()).ceil() as usize;
     let nonces: Vec<u64> = match args.api {
         Some(api) => (0..args.accounts)
@@ -147,32 +160,60 @@ pub fn run_load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
             t.elapsed().as_secs_f64()
         );
     }
-    let cert = match &args.cert {
-        Some(p) => {
-            Some(std::fs::read(p).with_context(|| format!("reading --cert {}", p.display()))?)
-        }
-        None => None,
-    };
+    let mut certs = Vec::new();
+    for t in &args.targets {
+        certs.push(match &t.cert {
+            Some(p) => {
+                Some(std::fs::read(p).with_context(|| format!("reading --cert {}", p.display()))?)
+            }
+            None => None,
+        });
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, drive(args, txs, cert))
+    local.block_on(&rt, drive(args, txs, certs))
+}
+
+/// One target's connections and its share of the transactions.
+struct Lane {
+    conns: Vec<Rc<IngressClient>>,
+    /// Global transaction indices for this target, increasing.
+    order: Vec<usize>,
+    /// How many of `order` were sent.
+    sent: usize,
+    endpoint: quinn::Endpoint,
 }
 
 async fn drive(
     args: &LoadArgs,
     txs: Vec<Vec<u8>>,
-    cert: Option<Vec<u8>>,
+    certs: Vec<Option<Vec<u8>>>,
 ) -> anyhow::Result<LoadReport> {
-    let endpoint = velox_net::ingress::client_endpoint(cert).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut conns = Vec::new();
-    for _ in 0..args.connections.max(1) {
-        conns.push(Rc::new(
-            IngressClient::connect(&endpoint, args.target)
-                .await
-                .with_context(|| format!("connecting to {}", args.target))?,
-        ));
+    let k = args.accounts as usize;
+    let n_targets = args.targets.len();
+    let mut lanes = Vec::new();
+    for (t, cert) in args.targets.iter().zip(certs) {
+        let endpoint =
+            velox_net::ingress::client_endpoint(cert).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut conns = Vec::new();
+        for _ in 0..args.connections.max(1) {
+            conns.push(Rc::new(
+                IngressClient::connect(&endpoint, t.addr)
+                    .await
+                    .with_context(|| format!("connecting to {}", t.addr))?,
+            ));
+        }
+        lanes.push(Lane {
+            conns,
+            order: Vec::new(),
+            sent: 0,
+            endpoint,
+        });
+    }
+    for i in 0..txs.len() {
+        lanes[(i % k) % n_targets].order.push(i);
     }
     let txs = Rc::new(txs);
     let tally = Rc::new(RefCell::new(Tally::default()));
@@ -189,44 +230,49 @@ async fn drive(
         tick.tick().await;
         let elapsed = start.elapsed();
         let due = ((args.rate as f64 * elapsed.as_secs_f64()) as usize).min(txs.len());
-        while sent < due {
-            let end = (sent + LOAD_STREAM_TXS_MAX).min(due);
-            let (conn, txs, tally, hist) = (
-                conns[conn_i % conns.len()].clone(),
-                txs.clone(),
-                tally.clone(),
-                hist.clone(),
-            );
-            conn_i += 1;
-            let range = sent..end;
-            tasks.push(tokio::task::spawn_local(async move {
-                let slice: Vec<&[u8]> = txs[range].iter().map(|t| t.as_slice()).collect();
-                let t0 = Instant::now();
-                let r = conn
-                    .submit_streaming(AckMode::Commit, &slice, |resp| {
-                        let mut t = tally.borrow_mut();
-                        t.last_answer = Some(Instant::now());
-                        match resp.status {
-                            Status::Committed => {
-                                t.committed += 1;
-                                let us = t0.elapsed().as_micros().max(1) as u64;
-                                let _ = hist.borrow_mut().record(us);
+        for lane in lanes.iter_mut() {
+            // This lane's transactions with a global index below `due`.
+            let lane_due = lane.order.partition_point(|&i| i < due);
+            while lane.sent < lane_due {
+                let end = (lane.sent + LOAD_STREAM_TXS_MAX).min(lane_due);
+                let idx: Vec<usize> = lane.order[lane.sent..end].to_vec();
+                lane.sent = end;
+                let (conn, txs, tally, hist) = (
+                    lane.conns[conn_i % lane.conns.len()].clone(),
+                    txs.clone(),
+                    tally.clone(),
+                    hist.clone(),
+                );
+                conn_i += 1;
+                tasks.push(tokio::task::spawn_local(async move {
+                    let slice: Vec<&[u8]> = idx.iter().map(|&i| txs[i].as_slice()).collect();
+                    let t0 = Instant::now();
+                    let r = conn
+                        .submit_streaming(AckMode::Commit, &slice, |resp| {
+                            let mut t = tally.borrow_mut();
+                            t.last_answer = Some(Instant::now());
+                            match resp.status {
+                                Status::Committed => {
+                                    t.committed += 1;
+                                    let us = t0.elapsed().as_micros().max(1) as u64;
+                                    let _ = hist.borrow_mut().record(us);
+                                }
+                                Status::Rejected => {
+                                    t.rejected += 1;
+                                    let label = resp.reason.map(|r| r.label()).unwrap_or("unknown");
+                                    *t.reasons.entry(label.to_string()).or_default() += 1;
+                                }
+                                Status::Accepted => {}
                             }
-                            Status::Rejected => {
-                                t.rejected += 1;
-                                let label = resp.reason.map(|r| r.label()).unwrap_or("unknown");
-                                *t.reasons.entry(label.to_string()).or_default() += 1;
-                            }
-                            Status::Accepted => {}
-                        }
-                    })
-                    .await;
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "load stream failed");
-                }
-            }));
-            sent = end;
+                        })
+                        .await;
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "load stream failed");
+                    }
+                }));
+            }
         }
+        sent = due;
         if args.progress && elapsed >= next_progress {
             let t = tally.borrow();
             eprintln!(
@@ -265,9 +311,13 @@ async fn drive(
             accounts: args.accounts,
         }
     };
-    for c in &conns {
-        c.connection().close(0u32.into(), b"done");
+    for lane in &lanes {
+        for c in &lane.conns {
+            c.connection().close(0u32.into(), b"done");
+        }
     }
-    endpoint.wait_idle().await;
+    for lane in &lanes {
+        lane.endpoint.wait_idle().await;
+    }
     Ok(report)
 }

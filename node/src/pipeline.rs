@@ -1,11 +1,14 @@
-//! The single-validator pipeline: six tile kinds wired by rings.
+//! A validator's pipeline: six tile kinds wired by rings.
 //!
 //! ```text
-//!  net ──ingress──▶ verify×N ──verified──▶ mempool ──batches──▶ consensus
-//!   ▲                                        ▲  ▲                  │ block
+//!                  peers ◀──QUIC (velox-peer/1)──▶ net ◀──peer rings──▶ consensus
+//!  net ──ingress──▶ verify×N ──verified──▶ mempool ──txs──▶ consensus (batches, DAG core)
+//!   ▲                                        ▲  ▲                  │ committed batches
 //!   │ response records (tickets)             │  └──queries── API   ▼
 //!   └───────────────────────────────── finalized ◀── storage ◀── exec
 //! ```
+//!
+//! The consensus tile is in [`crate::consensus`].
 //!
 //! Each tile is a loop on its own pinned reactor that takes input from its
 //! ring(s), does a bounded amount of work per turn, and pushes output
@@ -17,7 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use velox_exec::reason::RejectCounters;
 use velox_exec::{
@@ -35,8 +38,9 @@ use velox_storage::{BlockRecord, ChainStore, CommitMeta};
 pub const INGRESS_RING_DEPTH: usize = 1024;
 pub const VERIFIED_RING_DEPTH: usize = 1024;
 pub const BATCH_RING_DEPTH: usize = 64;
-/// Committed blocks queued for execution and storage: 16 blocks of up to
-/// `block_txs_max` keep memory bounded while absorbing a slow write.
+/// Commits queued for execution and storage: 16 commits keep memory bounded
+/// while absorbing a slow write (a commit holds the batches of one leader's
+/// sub-DAG).
 pub const BLOCK_RING_DEPTH: usize = 16;
 pub const FEEDBACK_RING_DEPTH: usize = 64;
 pub const QUERY_RING_DEPTH: usize = 256;
@@ -305,77 +309,6 @@ fn settle(pool: &mut Pool<Option<Ticket>>, f: Finalized, chain: &ChainStore, sha
         if let Some(t) = e.meta {
             t.reject(reason);
         }
-    }
-}
-
-/// Consensus tile for a single validator: a block per round. A round ends
-/// when `block_txs_max` transactions wait or `block_interval` has passed
-/// since the first of them arrived; the block is committed at once (with one
-/// validator, its own block is a quorum).
-pub async fn sequencer_tile(
-    batches: Arc<Ring<Vec<VerifiedTx>>>,
-    blocks: Arc<Ring<CommittedBlock>>,
-    mut next_index: u64,
-    mut last_timestamp_ms: u64,
-    block_interval: Duration,
-    block_txs_max: usize,
-    stats: Arc<TileStats>,
-) {
-    let mut pending: VecDeque<VerifiedTx> = VecDeque::new();
-    let mut deadline: Option<Instant> = None;
-    loop {
-        if pending.len() < block_txs_max {
-            let wait = deadline
-                .map(|d| d.saturating_duration_since(Instant::now()))
-                .unwrap_or(Duration::from_secs(3600));
-            match batches.pop_timeout(wait).await {
-                Ok(Some(b)) => {
-                    stats.add_in(b.len() as u64);
-                    if pending.is_empty() {
-                        deadline = Some(Instant::now() + block_interval);
-                    }
-                    pending.extend(b);
-                    while pending.len() < block_txs_max {
-                        let Some(b) = batches.try_pop() else { break };
-                        stats.add_in(b.len() as u64);
-                        pending.extend(b);
-                    }
-                }
-                Ok(None) => return,
-                Err(()) => {}
-            }
-        }
-        stats.set_queue_depth(batches.len());
-        let due = deadline.is_some_and(|d| Instant::now() >= d);
-        if pending.is_empty() || (pending.len() < block_txs_max && !due) {
-            continue;
-        }
-        let started = Instant::now();
-        let n = pending.len().min(block_txs_max);
-        let txs: Vec<VerifiedTx> = pending.drain(..n).collect();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        // Commit timestamps never go backwards.
-        last_timestamp_ms = now_ms.max(last_timestamp_ms);
-        let block = CommittedBlock {
-            index: next_index,
-            timestamp_ms: last_timestamp_ms,
-            txs,
-            created: started,
-        };
-        next_index += 1;
-        deadline = if pending.is_empty() {
-            None
-        } else {
-            Some(Instant::now() + block_interval)
-        };
-        stats.add_busy(started.elapsed());
-        if blocks.push(block, &stats).await.is_err() {
-            return;
-        }
-        stats.add_out(n as u64);
     }
 }
 

@@ -15,8 +15,19 @@ use velox_storage::rocks::RocksConfig;
 use velox_storage::{BlockRecord, ChainStore, RocksStore};
 use velox_tuning::TileKind;
 
+use crate::committee::{CommitteeFile, CommitteeInfo};
 use crate::config::Config;
+use crate::consensus::{ConsensusCounters, ConsensusParams, ConsensusRings, ConsensusTile};
 use crate::pipeline::{self, *};
+
+/// Ring depths between the net tile and the consensus tile (messages).
+pub const PEER_RING_DEPTH: usize = 4096;
+/// Validator-network timing: heartbeat when idle, and silence after which
+/// a peer counts as dead.
+pub const PEER_HEARTBEAT_MS: u64 = 500;
+pub const PEER_DEAD_AFTER_MS: u64 = 3_000;
+/// Peers' batches held in memory before commits take them.
+pub const BATCHES_HELD_MAX: usize = 20_000;
 
 /// File in the data directory holding the node's TLS certificate (DER), for
 /// clients to pin.
@@ -29,9 +40,53 @@ pub struct NodeHandle {
     pub ingress: Arc<IngressCounters>,
     pub queries: Arc<Ring<PoolQuery>>,
     pub validator: String,
+    pub validators: usize,
+    pub validator_index: u32,
+    pub consensus: Arc<ConsensusCounters>,
+    pub peers: Option<velox_net::peer::PeerHandle>,
     pub reactor_flavor: &'static str,
     pub layout: velox_tuning::Layout,
     pub started: std::time::Instant,
+}
+
+impl NodeHandle {
+    /// Committee members this validator currently hears from (itself
+    /// included).
+    pub fn peers_alive(&self) -> usize {
+        match &self.peers {
+            Some(p) => {
+                let me = self.validator_index as usize;
+                1 + p
+                    .alive()
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, a)| *i != me && **a)
+                    .count()
+            }
+            None => 1,
+        }
+    }
+}
+
+/// The committee this node runs in: the configured file, or itself alone.
+pub fn load_committee(
+    cfg: &Config,
+    key: &ed25519_dalek::SigningKey,
+) -> anyhow::Result<CommitteeInfo> {
+    let mine = key.verifying_key().to_bytes();
+    let file = match &cfg.committee_file {
+        Some(path) => CommitteeFile::load(path)?.resolve(&path.display().to_string(), &mine)?,
+        None => CommitteeFile {
+            epoch: 0,
+            validators: vec![crate::committee::ValidatorEntry {
+                public_key: hex::encode(mine),
+                peer_addr: "127.0.0.1:0".parse().expect("an address"),
+                stake: 1,
+            }],
+        }
+        .resolve("(single-validator committee)", &mine)?,
+    };
+    Ok(file)
 }
 
 /// Opens the chain, creating genesis on first start, and returns the chain
@@ -91,7 +146,36 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
 
     let key = crate::keys::read_key(&cfg.key_file)?;
     let validator = crate::keys::account_of(&key).to_hex();
+    let committee = load_committee(&cfg, &key)?;
+    let multi = committee.committee.size() > 1;
     let (chain, state, meta) = open_chain(&cfg)?;
+    let params = ConsensusParams {
+        core: velox_dag::CoreConfig {
+            leader_timeout_ms: cfg.consensus.leader_timeout_ms,
+            min_round_delay_ms: cfg.consensus.min_round_delay_ms,
+            gc_depth_rounds: cfg.consensus.gc_depth_rounds,
+            ..Default::default()
+        },
+        batch_txs_max: cfg.mempool.batch_txs_max,
+        batch_age: Duration::from_millis(cfg.mempool.batch_age_ms),
+        batch_resend_ms: 1_000,
+        batch_fetch_retry_ms: 300,
+        batches_held_max: BATCHES_HELD_MAX,
+    };
+    let (core, recovered) = crate::consensus::recover_core(
+        &chain,
+        &params,
+        committee.committee.clone(),
+        committee.me,
+        key.clone(),
+    )?;
+    tracing::info!(
+        validators = committee.committee.size(),
+        me = committee.me.0,
+        recovered_blocks = recovered,
+        commit_index = meta.index,
+        "consensus core ready"
+    );
 
     let pkcs8 = crate::keys::pkcs8_der(&key)?;
     let cert = velox_net::tls::self_signed_cert(&pkcs8)?;
@@ -104,6 +188,42 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
             cfg.network.ingress_addr
         )
     })?;
+    let peer_addr = committee.addrs[committee.me.as_usize()];
+    let peer_net = if multi {
+        let socket = UdpSocket::bind(peer_addr).with_context(|| {
+            format!(
+                "this validator's peer_addr {peer_addr} (committee file): cannot bind (in use?)"
+            )
+        })?;
+        let peer_cfg = velox_net::peer::PeerConfig {
+            me: committee.me.0,
+            committee: committee
+                .keys
+                .iter()
+                .zip(&committee.addrs)
+                .enumerate()
+                .map(|(i, (k, a))| velox_net::peer::PeerInfo {
+                    index: i as u32,
+                    public_key: *k,
+                    addr: *a,
+                })
+                .collect(),
+            pkcs8_der: pkcs8.clone(),
+            heartbeat_ms: PEER_HEARTBEAT_MS,
+            dead_after_ms: PEER_DEAD_AFTER_MS,
+            reconnect_min_ms: 50,
+            reconnect_max_ms: 2_000,
+            outbound_queue_max: 4096,
+            limits: velox_net::peer::WireLimits::default(),
+        };
+        Some((peer_cfg, socket))
+    } else {
+        None
+    };
+    // The peer network is created on the net tile's reactor (its endpoint
+    // belongs to that runtime), which hands its handle back here.
+    let (peer_tx, peer_rx) =
+        std::sync::mpsc::channel::<Result<velox_net::peer::PeerHandle, String>>();
     let api_listener = TcpListener::bind(cfg.api.addr)
         .with_context(|| format!("api.addr {}: cannot bind (in use?)", cfg.api.addr))?;
     api_listener.set_nonblocking(true)?;
@@ -128,6 +248,9 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
     let ingress_ring = Ring::new("ingress", INGRESS_RING_DEPTH);
     let verified_ring = Ring::new("verified", VERIFIED_RING_DEPTH);
     let batch_ring = Ring::new("batches", BATCH_RING_DEPTH);
+    let peer_in_ring = Ring::new("peer-in", PEER_RING_DEPTH);
+    let peer_out_ring = Ring::new("peer-out", PEER_RING_DEPTH);
+    let consensus_counters = Arc::new(ConsensusCounters::default());
     let block_ring = Ring::new("blocks", BLOCK_RING_DEPTH);
     let executed_ring = Ring::new("executed", BLOCK_RING_DEPTH);
     let feedback_ring = Ring::new("finalized", FEEDBACK_RING_DEPTH);
@@ -154,6 +277,8 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         let limits = IngressLimits {
             connections_max: cfg.network.ingress_connections_max,
         };
+        let (peer_in, peer_out) = (peer_in_ring.clone(), peer_out_ring.clone());
+        let peer_stats = multi.then(|| tile(TileKind::Net, 1, core));
         // The net tile always runs on tokio's epoll reactor (decision 0003).
         reactors.push(spawn_reactor_with(
             velox_io::ReactorFlavor::Tokio,
@@ -173,7 +298,31 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
                         return;
                     }
                 };
-                velox_net::ingress::serve(endpoint, ring, limits, counters, rejects, stats).await;
+                let ingress =
+                    velox_net::ingress::serve(endpoint, ring, limits, counters, rejects, stats);
+                let peer_net = match peer_net {
+                    Some((cfg, socket)) => match velox_net::peer::PeerNetwork::new(cfg, socket) {
+                        Ok(p) => {
+                            let _ = peer_tx.send(Ok(p.handle()));
+                            Some(match peer_stats {
+                                Some(s) => p.with_tile_stats(s),
+                                None => p,
+                            })
+                        }
+                        Err(e) => {
+                            let _ = peer_tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    },
+                    None => None,
+                };
+                match peer_net {
+                    // Both endpoints share the net tile's reactor.
+                    Some(p) => {
+                        tokio::join!(ingress, p.run(peer_in, peer_out));
+                    }
+                    None => ingress.await,
+                }
             },
         )?);
         if layout.net.len() > 1 {
@@ -217,15 +366,25 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         })?);
     }
     {
-        let core = layout.consensus[0];
-        let stats = tile(TileKind::Consensus, 0, core);
-        let (b, out) = (batch_ring.clone(), block_ring.clone());
-        let interval = Duration::from_millis(cfg.consensus.block_interval_ms);
-        let block_txs_max = cfg.consensus.block_txs_max;
-        let (next, ts) = (meta.index + 1, meta.timestamp_ms);
-        reactors.push(spawn_reactor("consensus-0", Some(core), move || {
-            pipeline::sequencer_tile(b, out, next, ts, interval, block_txs_max, stats)
-        })?);
+        let cpu = layout.consensus[0];
+        let stats = tile(TileKind::Consensus, 0, cpu);
+        let rings = ConsensusRings {
+            own: batch_ring.clone(),
+            peer_in: peer_in_ring.clone(),
+            peer_out: peer_out_ring.clone(),
+            blocks: block_ring.clone(),
+        };
+        let t = ConsensusTile::new(
+            core,
+            params,
+            chain.clone(),
+            meta.index,
+            shared.clone(),
+            stats,
+            consensus_counters.clone(),
+            rings,
+        );
+        reactors.push(spawn_reactor("consensus-0", Some(cpu), move || t.run())?);
     }
     {
         let core = layout.exec[0];
@@ -245,12 +404,25 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         })?);
     }
 
+    let peer_handle = if multi {
+        match peer_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(h)) => Some(h),
+            Ok(Err(e)) => bail!("starting the validator network on {peer_addr} failed: {e}"),
+            Err(_) => bail!("the net tile did not start the validator network within 30s"),
+        }
+    } else {
+        None
+    };
     let handle = Arc::new(NodeHandle {
         shared: shared.clone(),
         registry,
         ingress: ingress_counters,
         queries: query_ring,
         validator: validator.clone(),
+        validators: committee.committee.size(),
+        validator_index: committee.me.0,
+        consensus: consensus_counters,
+        peers: peer_handle,
         reactor_flavor: velox_io::reactor::default_flavor().name(),
         layout: layout.clone(),
         started: std::time::Instant::now(),

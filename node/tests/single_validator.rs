@@ -229,8 +229,8 @@ fn bad_input_gets_typed_errors_while_valid_traffic_commits() {
 fn wrong_config_is_refused_with_the_field_named() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
-    let text =
-        velox_node::config::DEFAULT_CONFIG.replace("block_txs_max = 10000", "block_txs_max = 0");
+    let text = velox_node::config::DEFAULT_CONFIG
+        .replace("leader_timeout_ms = 500", "leader_timeout_ms = 0");
     std::fs::write(&cfg, text).unwrap();
     let out = std::process::Command::new(EXE)
         .args(["node", "--config"])
@@ -240,7 +240,7 @@ fn wrong_config_is_refused_with_the_field_named() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("consensus.block_txs_max") && err.contains("fix:"),
+        err.contains("consensus.leader_timeout_ms") && err.contains("fix:"),
         "{err}"
     );
 }
@@ -294,9 +294,15 @@ fn devnet_main_job_writes_a_report() {
     assert!(v["latency_ms_p99"].as_f64().unwrap() > 0.0);
     // Unsupported shapes fail clearly rather than pretending.
     let out = std::process::Command::new(EXE)
-        .args(["devnet", "--validators", "4", "--duration", "1"])
+        .args(["devnet", "--validators", "2", "--chaos", "kill-restart"])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("single-validator"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 4 validators"));
+    let out = std::process::Command::new(EXE)
+        .args(["devnet", "--chaos", "meteor"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown mode"));
 }

@@ -10,6 +10,16 @@ use crate::{Cf, Store, StoreError, WriteBatch};
 
 const KEY_LAST_COMMIT: &[u8] = b"last_commit";
 const KEY_GENESIS: &[u8] = b"genesis";
+const KEY_COMMIT_PREFIX: &[u8] = b"commit/";
+/// Length of a consensus-log key: round (8, big-endian) ‖ author (4,
+/// big-endian) ‖ block digest (32), so iteration runs in round order.
+pub const DAG_KEY_LEN: usize = 44;
+
+fn commit_key(index: u64) -> Vec<u8> {
+    let mut k = KEY_COMMIT_PREFIX.to_vec();
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
 /// Most transactions one stored block may hold (decoder bound).
 pub const BLOCK_TXS_MAX: usize = 1 << 20;
 
@@ -235,8 +245,66 @@ impl ChainStore {
             txs_total: prev.map(|p| p.txs_total).unwrap_or(0) + out.accepted() as u64,
         };
         wb.put(Cf::Meta, KEY_LAST_COMMIT, encode_meta(&meta));
+        wb.put(Cf::Meta, commit_key(meta.index), encode_meta(&meta));
         self.store.write(wb)?;
         Ok(meta)
+    }
+
+    /// The record of commit `index` (its state root, timestamp and running
+    /// transaction count), if that commit is stored.
+    pub fn commit_meta(&self, index: u64) -> Result<Option<CommitMeta>, StoreError> {
+        self.store
+            .get(Cf::Meta, &commit_key(index))?
+            .map(|b| decode_meta(&b))
+            .transpose()
+    }
+
+    /// Writes consensus-log blocks and batches in one atomic batch. The
+    /// consensus tile calls it before acting on what it wrote (broadcasting
+    /// a block, acknowledging a batch).
+    pub fn write_consensus(
+        &self,
+        blocks: &[([u8; DAG_KEY_LEN], Vec<u8>)],
+        batches: &[([u8; 32], std::sync::Arc<[u8]>)],
+    ) -> Result<(), StoreError> {
+        if blocks.is_empty() && batches.is_empty() {
+            return Ok(());
+        }
+        let mut wb = WriteBatch::default();
+        for (k, v) in blocks {
+            wb.put(Cf::Dag, k.to_vec(), v.clone());
+        }
+        for (k, v) in batches {
+            wb.put(Cf::Batches, k.to_vec(), v.to_vec());
+        }
+        self.store.write(wb)
+    }
+
+    /// One consensus-log block by key.
+    pub fn consensus_block(&self, key: &[u8; DAG_KEY_LEN]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(Cf::Dag, key)
+    }
+
+    /// Visits every consensus-log block in (round, author) order.
+    pub fn for_each_consensus_block(
+        &self,
+        f: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.store.for_each(Cf::Dag, &mut |k, v| {
+            if k.len() != DAG_KEY_LEN {
+                return Err(corrupt(
+                    Cf::Dag,
+                    k,
+                    format!("key length {} != {DAG_KEY_LEN}", k.len()),
+                ));
+            }
+            f(v)
+        })
+    }
+
+    /// A stored batch by digest.
+    pub fn batch(&self, digest: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(Cf::Batches, digest)
     }
 
     pub fn tx_location(&self, d: &TxDigest) -> Result<Option<TxLocation>, StoreError> {
@@ -386,6 +454,33 @@ mod tests {
         );
         assert_eq!(chain.load_state().unwrap().root(), state.root());
         assert_eq!(chain.block(1).unwrap().unwrap().txs.len(), 1);
+        assert_eq!(chain.commit_meta(1).unwrap(), Some(meta));
+        assert_eq!(chain.commit_meta(0).unwrap().unwrap().index, 0);
+        assert_eq!(chain.commit_meta(2).unwrap(), None);
+
+        // The consensus log: blocks come back in key (round) order.
+        let mut k1 = [0u8; DAG_KEY_LEN];
+        k1[7] = 2;
+        let mut k0 = [0u8; DAG_KEY_LEN];
+        k0[7] = 1;
+        let batch: Arc<[u8]> = Arc::from(&b"batch-bytes"[..]);
+        chain
+            .write_consensus(
+                &[(k1, b"round2".to_vec()), (k0, b"round1".to_vec())],
+                &[([9; 32], batch.clone())],
+            )
+            .unwrap();
+        let mut seen = Vec::new();
+        chain
+            .for_each_consensus_block(&mut |v| {
+                seen.push(v.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, vec![b"round1".to_vec(), b"round2".to_vec()]);
+        assert_eq!(chain.consensus_block(&k1).unwrap().unwrap(), b"round2");
+        assert_eq!(chain.batch(&[9; 32]).unwrap().unwrap(), &batch[..]);
+        assert_eq!(chain.batch(&[8; 32]).unwrap(), None);
     }
 
     #[test]

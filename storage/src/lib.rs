@@ -7,6 +7,11 @@
 //!                     txs[digest]         = (commit index, position, status)
 //!                     state[key]          = value (or delete)
 //!                     meta["last_commit"] = (index, state root, timestamp)
+//!                     meta["commit/"index] = the same record, per commit
+//!
+//!  consensus tile ──▶ ChainStore::write_consensus ──▶ one WriteBatch:
+//!                     dag[round‖author‖digest] = block bytes (before acting on it)
+//!                     batches[digest]          = batch bytes (before acking it)
 //!                  ──▶ Store::write (RocksDB, WAL on) ──▶ durable ──▶ acknowledged
 //! ```
 //!
@@ -18,7 +23,7 @@ pub mod chain;
 pub mod mem;
 pub mod rocks;
 
-pub use chain::{BlockRecord, ChainStore, CommitMeta, TxLocation};
+pub use chain::{BlockRecord, ChainStore, CommitMeta, TxLocation, DAG_KEY_LEN};
 pub use mem::MemStore;
 pub use rocks::RocksStore;
 
@@ -29,16 +34,32 @@ pub enum Cf {
     Txs,
     State,
     Meta,
+    /// The consensus log: every DAG block this validator accepted, keyed by
+    /// (round, author, digest), so it can recover and serve peers that are
+    /// behind the DAG window.
+    Dag,
+    /// Transaction batches this validator stored (its own and peers'),
+    /// keyed by batch digest.
+    Batches,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 4] = [Cf::Blocks, Cf::Txs, Cf::State, Cf::Meta];
+    pub const ALL: [Cf; 6] = [
+        Cf::Blocks,
+        Cf::Txs,
+        Cf::State,
+        Cf::Meta,
+        Cf::Dag,
+        Cf::Batches,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Cf::Blocks => "blocks",
             Cf::Txs => "txs",
             Cf::State => "state",
             Cf::Meta => "meta",
+            Cf::Dag => "dag",
+            Cf::Batches => "batches",
         }
     }
 }

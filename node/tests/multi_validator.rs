@@ -1,0 +1,447 @@
+//! Real validator processes on loopback, talking QUIC with mutual TLS:
+//! agreement, crash and catch-up, a Byzantine peer, an unknown key.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Child;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{metric, EXE};
+use velox_node::devnet::{
+    head, prepare_network, roots_agree, spawn_node, stop_child, wait_commit_index, wait_healthy,
+    PreparedNode, DEVNET_CHAIN_ID, DEVNET_SEED,
+};
+use velox_node::load::{run_load, LoadArgs, LoadReport, Target};
+
+struct Net {
+    nodes: Vec<PreparedNode>,
+    children: Vec<Option<Child>>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Net {
+    fn prepare(n: u32, accounts: u32) -> Net {
+        let tmp = tempfile::tempdir().unwrap();
+        let nodes = prepare_network(tmp.path(), n, accounts, &|_| String::new()).unwrap();
+        Net {
+            children: nodes.iter().map(|_| None).collect(),
+            nodes,
+            _tmp: tmp,
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        let p = &self.nodes[i];
+        let mut c = spawn_node(Path::new(EXE), &p.cfg, &p.dir).unwrap();
+        wait_healthy(&mut c, p.api, &p.dir).unwrap();
+        self.children[i] = Some(c);
+    }
+
+    fn sigkill(&mut self, i: usize) {
+        let mut c = self.children[i].take().expect("running");
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    fn apis(&self, which: &[usize]) -> Vec<SocketAddr> {
+        which.iter().map(|&i| self.nodes[i].api).collect()
+    }
+
+    fn load(&self, which: &[usize], rate: u64, secs: u64, accounts: u32) -> LoadReport {
+        run_load(&LoadArgs {
+            targets: which
+                .iter()
+                .map(|&i| Target {
+                    addr: self.nodes[i].ingress,
+                    cert: Some(
+                        self.nodes[i]
+                            .dir
+                            .join("data")
+                            .join(velox_node::run::TLS_CERT_FILE),
+                    ),
+                })
+                .collect(),
+            rate,
+            duration: Duration::from_secs(secs),
+            accounts,
+            chain_id: DEVNET_CHAIN_ID,
+            dev_seed: DEVNET_SEED.into(),
+            api: Some(self.nodes[which[0]].api),
+            connections: 1,
+            grace: Duration::from_secs(30),
+            progress: false,
+        })
+        .unwrap()
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.nodes[i].dir.join("node.log")).unwrap_or_default()
+    }
+
+    fn metrics(&self, i: usize) -> String {
+        velox_node::httpc::get(self.nodes[i].api, "/metrics")
+            .unwrap()
+            .1
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            stop_child(c);
+        }
+    }
+}
+
+fn index_of(api: SocketAddr) -> u64 {
+    head(api).map(|h| h.0).unwrap_or(0)
+}
+
+/// Roots agree at the common index and at every tenth index below it.
+fn assert_same_history(apis: &[SocketAddr]) -> u64 {
+    let (agree, at, roots) = roots_agree(apis).unwrap();
+    assert!(agree, "roots differ at commit {at}: {roots:?}");
+    for i in (1..at).step_by(10) {
+        let r: Vec<String> = apis
+            .iter()
+            .map(|a| {
+                velox_node::httpc::get_json(*a, &format!("/commit/{i}")).unwrap()["state_root"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert!(
+            r.iter().all(|x| *x == r[0]),
+            "roots differ at commit {i}: {r:?}"
+        );
+    }
+    at
+}
+
+#[test]
+fn four_validators_agree_and_a_killed_one_catches_up() {
+    let accounts = 40;
+    let mut net = Net::prepare(4, accounts);
+    for i in 0..4 {
+        net.start(i);
+    }
+    let all = net.apis(&[0, 1, 2, 3]);
+    assert!(
+        wait_commit_index(&all, 1, Duration::from_secs(60)),
+        "no commit on every validator; log of v0:\n{}",
+        net.log(0)
+    );
+
+    // Load through every validator: everything commits, everywhere the same.
+    let r = net.load(&[0, 1, 2, 3], 300, 3, accounts);
+    assert_eq!(r.committed, r.submitted, "{r:?}");
+    assert_eq!(r.rejected, 0, "{r:?}");
+    let top = all.iter().map(|a| index_of(*a)).max().unwrap();
+    assert!(wait_commit_index(&all, top, Duration::from_secs(30)));
+    assert_same_history(&all);
+    let m = net.metrics(1);
+    assert!(metric(&m, "velox_batches_received_total") > 0.0, "{m}");
+    assert!(metric(&m, "velox_consensus_blocks_accepted_total") > 0.0);
+
+    // One validator dies: the other three (2f+1) keep committing.
+    net.sigkill(3);
+    let rest = net.apis(&[0, 1, 2]);
+    let before = rest.iter().map(|a| index_of(*a)).min().unwrap();
+    let r = net.load(&[0, 1, 2], 200, 2, accounts);
+    assert_eq!(r.committed, r.submitted, "{r:?}");
+    let after = rest.iter().map(|a| index_of(*a)).min().unwrap();
+    assert!(after > before + 5, "commits stalled: {before} -> {after}");
+
+    // It restarts, fetches what it missed from its peers and agrees.
+    let t = Instant::now();
+    net.start(3);
+    let top = rest.iter().map(|a| index_of(*a)).max().unwrap();
+    assert!(
+        wait_commit_index(&all, top, Duration::from_secs(90)),
+        "validator 3 did not catch up to {top} (at {}); its log:\n{}",
+        index_of(all[3]),
+        net.log(3)
+    );
+    eprintln!("validator 3 caught up to commit {top} in {:?}", t.elapsed());
+    let at = assert_same_history(&all);
+    assert!(at >= top);
+    let m = net.metrics(3);
+    assert!(
+        metric(&m, "velox_consensus_blocks_accepted_total") > 0.0,
+        "{m}"
+    );
+    for i in 0..4 {
+        assert!(!net.log(i).contains("panicked"), "v{i} panicked");
+    }
+}
+
+#[test]
+fn a_key_outside_the_committee_cannot_join() {
+    let mut net = Net::prepare(4, 10);
+    // A validator whose key is not in the committee file refuses to start,
+    // naming the problem.
+    let stranger = net.nodes[0].dir.parent().unwrap().join("stranger");
+    std::fs::create_dir_all(&stranger).unwrap();
+    velox_node::keys::keygen(&stranger.join("validator.key")).unwrap();
+    let cfg = std::fs::read_to_string(&net.nodes[0].cfg).unwrap();
+    std::fs::write(stranger.join("velox.toml"), cfg).unwrap();
+    let out = std::process::Command::new(EXE)
+        .args(["node", "--config"])
+        .arg(stranger.join("velox.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not in the committee") && err.contains("fix:"),
+        "{err}"
+    );
+
+    // And at the network level: a stranger dialing a running validator is
+    // refused at the TLS handshake and counted.
+    for i in 0..3 {
+        net.start(i);
+    }
+    let key = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
+    let fake = byzantine::start(&net.nodes, 3, key, byzantine::Behaviour::Silent);
+    let t = Instant::now();
+    loop {
+        let m = net.metrics(0);
+        if metric(
+            &m,
+            "velox_peer_handshakes_rejected_total{reason=\"unknown_key\"}",
+        ) > 0.0
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no rejection counted:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        fake.received_from_honest(),
+        0,
+        "a stranger received messages"
+    );
+    drop(fake);
+}
+
+#[test]
+fn honest_validators_commit_despite_a_byzantine_peer() {
+    let accounts = 30;
+    let mut net = Net::prepare(4, accounts);
+    for i in 0..3 {
+        net.start(i);
+    }
+    // Validator 3's key, driven by a Byzantine process: garbage blocks and
+    // batches, unrequested batch responses, and two different blocks for one
+    // round (equivocation).
+    let key = velox_node::keys::read_key(&net.nodes[3].dir.join("validator.key")).unwrap();
+    let byz = byzantine::start(&net.nodes, 3, key, byzantine::Behaviour::Malicious);
+    let honest = net.apis(&[0, 1, 2]);
+    assert!(wait_commit_index(&honest, 1, Duration::from_secs(60)));
+    let r = net.load(&[0, 1, 2], 300, 4, accounts);
+    assert_eq!(r.committed, r.submitted, "{r:?}");
+    assert_eq!(r.rejected, 0);
+    let top = honest.iter().map(|a| index_of(*a)).max().unwrap();
+    assert!(wait_commit_index(&honest, top, Duration::from_secs(30)));
+    assert_same_history(&honest);
+    assert!(
+        byz.sent() > 10,
+        "the Byzantine peer sent too little to mean anything"
+    );
+    let m = net.metrics(0);
+    assert!(metric(&m, "velox_peer_penalties_total") > 0.0, "{m}");
+    let equivocations_seen =
+        (0..3).any(|i| metric(&net.metrics(i), "velox_consensus_equivocators") >= 1.0);
+    assert!(equivocations_seen, "no validator noticed the equivocation");
+    for i in 0..3 {
+        assert!(!net.log(i).contains("panicked"), "v{i} panicked");
+    }
+    drop(byz);
+}
+
+/// A peer that speaks the validator protocol with a committee key (or a
+/// stranger's) and misbehaves.
+mod byzantine {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use velox_dag::{Block, BlockRef, Epoch, Round, UnsignedBlock, ValidatorIndex};
+    use velox_io::Ring;
+    use velox_net::peer::{
+        Dest, Inbound, Outbound, PeerConfig, PeerInfo, PeerMessage, PeerNetwork,
+    };
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub enum Behaviour {
+        Silent,
+        Malicious,
+    }
+
+    pub struct Handle {
+        stop: Arc<AtomicBool>,
+        sent: Arc<AtomicU64>,
+        received: Arc<AtomicU64>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Handle {
+        pub fn sent(&self) -> u64 {
+            self.sent.load(Ordering::Relaxed)
+        }
+        pub fn received_from_honest(&self) -> u64 {
+            self.received.load(Ordering::Relaxed)
+        }
+    }
+
+    impl Drop for Handle {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    pub fn start(
+        nodes: &[PreparedNode],
+        me: u32,
+        key: ed25519_dalek::SigningKey,
+        behaviour: Behaviour,
+    ) -> Handle {
+        let committee_file = nodes[0].dir.parent().unwrap().join("committee.toml");
+        let file = velox_node::committee::CommitteeFile::load(&committee_file).unwrap();
+        let mut committee: Vec<PeerInfo> = file
+            .validators
+            .iter()
+            .enumerate()
+            .map(|(i, v)| PeerInfo {
+                index: i as u32,
+                public_key: hex::decode(&v.public_key).unwrap().try_into().unwrap(),
+                addr: v.peer_addr,
+            })
+            .collect();
+        // A stranger believes it is member `me` with its own key; the real
+        // validators know the committee file's key.
+        committee[me as usize].public_key = key.verifying_key().to_bytes();
+        let socket = std::net::UdpSocket::bind(nodes[me as usize].peer).unwrap();
+        let cfg = PeerConfig {
+            me,
+            committee,
+            pkcs8_der: velox_node::keys::pkcs8_der(&key).unwrap(),
+            heartbeat_ms: 200,
+            dead_after_ms: 2_000,
+            reconnect_min_ms: 50,
+            reconnect_max_ms: 500,
+            outbound_queue_max: 1024,
+            limits: Default::default(),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let received = Arc::new(AtomicU64::new(0));
+        let (s2, sent2, rec2) = (stop.clone(), sent.clone(), received.clone());
+        let thread =
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let inbound: Arc<Ring<Inbound>> = Ring::new("byz-in", 4096);
+                let outbound: Arc<Ring<Outbound>> = Ring::new("byz-out", 4096);
+                let (i2, o2) = (inbound.clone(), outbound.clone());
+                rt.block_on(async move {
+                    let net = PeerNetwork::new(cfg, socket).unwrap();
+                    let run = tokio::spawn(net.run(i2, o2));
+                    let mut by_round: std::collections::BTreeMap<u64, Vec<Block>> =
+                        Default::default();
+                    let mut own_first: Option<BlockRef> = None;
+                    let mut last_equivocation = 0u64;
+                    let mut n = 0u64;
+                    while !s2.load(Ordering::Relaxed) {
+                        while let Some(m) = inbound.try_pop() {
+                            rec2.fetch_add(1, Ordering::Relaxed);
+                            if let PeerMessage::Block(b) = &m.msg {
+                                if let Ok(b) = Block::decode(b) {
+                                    by_round.entry(b.round().0).or_default().push(b);
+                                }
+                            }
+                        }
+                        if behaviour == Behaviour::Malicious {
+                            n += 1;
+                            let send = |msg| {
+                                if outbound.try_push(Outbound { to: Dest::All, msg }).is_ok() {
+                                    sent2.fetch_add(1, Ordering::Relaxed);
+                                }
+                            };
+                            send(PeerMessage::Block(vec![n as u8; 100]));
+                            send(PeerMessage::Batch(vec![0xAB; 64]));
+                            send(PeerMessage::BatchResponse(vec![vec![1, 2, 3]]));
+                            // Our own round-1 block, once: later blocks link to it.
+                            let first = *own_first.get_or_insert_with(|| {
+                                let b = UnsignedBlock {
+                                    epoch: Epoch(0),
+                                    author: ValidatorIndex(me),
+                                    round: Round(1),
+                                    parents: vec![],
+                                    payload: vec![],
+                                    timestamp_ms: velox_node::consensus::now_ms(),
+                                }
+                                .sign(&key);
+                                send(PeerMessage::Block(b.encode()));
+                                b.reference()
+                            });
+                            // Two different blocks for one round, each valid alone.
+                            let ready = by_round.iter().rev().find(|(_, bs)| bs.len() >= 3).map(
+                                |(r, bs)| {
+                                    (
+                                        *r,
+                                        bs.iter()
+                                            .take(3)
+                                            .map(|b| b.reference())
+                                            .collect::<Vec<_>>(),
+                                    )
+                                },
+                            );
+                            if let Some((r, mut parents)) = ready {
+                                if r >= last_equivocation + 10 && r >= 1 {
+                                    last_equivocation = r;
+                                    parents.push(first);
+                                    for salt in 0..2u64 {
+                                        let b = UnsignedBlock {
+                                            epoch: Epoch(0),
+                                            author: ValidatorIndex(me),
+                                            round: Round(r + 1),
+                                            parents: parents.clone(),
+                                            // No payload: a digest nobody can serve
+                                            // would stall execution (see decision 0004).
+                                            payload: vec![],
+                                            timestamp_ms: velox_node::consensus::now_ms() + salt,
+                                        }
+                                        .sign(&key);
+                                        send(PeerMessage::Block(b.encode()));
+                                    }
+                                }
+                            }
+                            by_round.retain(|r, _| *r + 50 > last_equivocation);
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    outbound.close();
+                    inbound.close();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), run).await;
+                });
+            });
+        Handle {
+            stop,
+            sent,
+            received,
+            thread: Some(thread),
+        }
+    }
+}
