@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 pub mod exec;
+pub mod plot;
 pub mod verify;
 
 /// Options every suite receives.

@@ -31,9 +31,14 @@
 //! - Topology is data: the planner turns a [`Topology`] into a `[layout]`
 //!   section; the node validates the section against the machine.
 //!
+//! - [`monitor`] reads a node's `/metrics` (strict Prometheus text
+//!   parser) and shows headline figures and the per-tile table, as text
+//!   (`velox monitor --once`) or a live terminal view.
+//!
 //! docs/tuning.md is the operator's guide.
 
 mod fs;
+pub mod monitor;
 mod parse;
 mod plan;
 mod stages;
