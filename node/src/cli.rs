@@ -99,6 +99,18 @@ enum Cmd {
         #[arg(long)]
         scenario: Option<String>,
     },
+    /// Live per-tile view of a running node (its /metrics), refreshed each second.
+    Monitor {
+        /// The node's HTTP API address.
+        #[arg(long, default_value = "127.0.0.1:7180")]
+        node: SocketAddr,
+        /// Print one snapshot as plain text (rates over one second) and exit.
+        #[arg(long)]
+        once: bool,
+        /// Refresh interval in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+    },
     /// Host checks, settings and layout planning.
     Tune {
         #[command(subcommand)]
@@ -246,6 +258,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Tune { cmd } => return tune(cmd),
+        Cmd::Monitor {
+            node,
+            once,
+            interval_ms,
+        } => return monitor(node, once, Duration::from_millis(interval_ms)),
         Cmd::Sim {
             validators,
             byzantine,
@@ -291,6 +308,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn monitor(node: SocketAddr, once: bool, interval: Duration) -> anyhow::Result<ExitCode> {
+    use velox_tuning::monitor::{render_text, run_monitor, Monitor, INTERVAL_MIN};
+    let interval = interval.max(INTERVAL_MIN);
+    // A scrape may take at most most of the interval, so the view keeps its pace.
+    let timeout = interval.mul_f64(0.8).max(Duration::from_millis(100));
+    let fetch = move || match crate::httpc::get_timeout(node, "/metrics", timeout) {
+        Ok((200, body)) => Ok(body),
+        Ok((code, _)) => Err(format!("GET http://{node}/metrics answered {code}")),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    let mut m = Monitor::new(format!("http://{node}/metrics"));
+    if once {
+        let first = fetch();
+        if let Err(e) = &first {
+            anyhow::bail!(
+                "cannot read the node's metrics: {e}; is a node's API at {node} (--node)?"
+            );
+        }
+        m.update(first, std::time::Instant::now());
+        std::thread::sleep(interval);
+        m.update(fetch(), std::time::Instant::now());
+        print!("{}", render_text(m.view()));
+        return Ok(ExitCode::SUCCESS);
+    }
+    run_monitor(m, fetch, interval)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -13,9 +13,18 @@ pub const HTTP_BODY_BYTES_MAX: usize = 16 << 20;
 
 /// GETs `path` from `addr`; returns (status code, body).
 pub fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+    get_timeout(addr, path, Duration::from_secs(10))
+}
+
+/// [`get`] giving up after `timeout` (connect and each read).
+pub fn get_timeout(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout.min(Duration::from_secs(5)))
         .with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_read_timeout(Some(timeout))?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"

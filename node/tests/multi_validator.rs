@@ -144,6 +144,9 @@ fn four_validators_agree_and_a_killed_one_catches_up() {
     assert!(wait_commit_index(&all, top, Duration::from_secs(30)));
     assert_same_history(&all);
     let m = net.metrics(1);
+    velox_tuning::monitor::parse_exposition(&m)
+        .unwrap_or_else(|e| panic!("/metrics is not valid exposition: {e}"));
+    assert!(metric(&m, "velox_peer_alive") >= 3.0, "{m}");
     assert!(metric(&m, "velox_batches_received_total") > 0.0, "{m}");
     assert!(metric(&m, "velox_consensus_blocks_accepted_total") > 0.0);
 

@@ -55,6 +55,46 @@ fn transfers_commit_and_balances_show_over_http() {
             .unwrap()
     });
     assert_eq!(r[0].status, Status::Accepted);
+
+    // /metrics is valid Prometheus text exposition (a strict parser).
+    let fams = velox_tuning::monitor::parse_exposition(&node.metrics())
+        .unwrap_or_else(|e| panic!("/metrics is not valid exposition: {e}"));
+    assert!(fams.iter().any(|f| f.name == "velox_tile_busy_ratio"));
+    assert!(fams.iter().any(|f| f.name == "velox_consensus_round"));
+
+    // `velox monitor --once` shows the node's live, non-zero counters.
+    let out = std::process::Command::new(EXE)
+        .args(["monitor", "--once", "--interval-ms", "300", "--node"])
+        .arg(node.api.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |label: &str| {
+        text.lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no '{label}' line in:\n{text}"))
+            .to_string()
+    };
+    assert!(line("committed txs").contains("55"), "{text}");
+    let commit_index: u64 = line("commit index")
+        .split_whitespace()
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(commit_index >= 1, "{text}");
+    assert!(text.lines().any(|l| l.starts_with("verify ")), "{text}");
+    // Without a node it fails with a clear message.
+    let out = std::process::Command::new(EXE)
+        .args(["monitor", "--once", "--node", "127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--node"));
 }
 
 #[test]

@@ -98,7 +98,7 @@ pub struct Snapshot {
     pub consensus_round: Option<f64>,
     /// `velox_consensus_leader_timeouts_total`, where exported.
     pub leader_timeouts: Option<f64>,
-    /// `velox_peer_connections` (summed over its labels), where exported.
+    /// `velox_peer_alive` (summed over its labels), where exported.
     pub peer_connections: Option<f64>,
     /// One row per tile, in pipeline order (net, verify, mempool,
     /// consensus, exec, storage, then others by name), then index.
@@ -273,7 +273,7 @@ impl Snapshot {
             },
             consensus_round: scalar(fams, "velox_consensus_round"),
             leader_timeouts: scalar(fams, "velox_consensus_leader_timeouts_total"),
-            peer_connections: scalar(fams, "velox_peer_connections"),
+            peer_connections: scalar(fams, "velox_peer_alive"),
             tiles,
         }
     }
@@ -391,7 +391,7 @@ mod tests {
 
     #[test]
     fn missing_metrics_are_absent() {
-        let s = snap("velox_commit_index 5\nvelox_peer_connections{peer=\"a\"} 1\nvelox_peer_connections{peer=\"b\"} 1\n");
+        let s = snap("velox_commit_index 5\nvelox_peer_alive{peer=\"a\"} 1\nvelox_peer_alive{peer=\"b\"} 1\n");
         assert_eq!(s.commit_index, Some(5.0));
         assert_eq!(s.peer_connections, Some(2.0));
         assert_eq!(s.committed_txs, None);
