@@ -435,7 +435,7 @@ impl Core {
                 .last_proposed_at
                 .plus_ms(self.config.min_round_delay_ms);
             let r = self.threshold_round;
-            if self.dag.slot(r, self.committee.leader(r)).is_empty() {
+            if !self.owes_leader_block() && self.dag.slot(r, self.committee.leader(r)).is_empty() {
                 ready = ready.max(
                     self.threshold_reached_at
                         .plus_ms(self.config.leader_timeout_ms),
@@ -524,11 +524,25 @@ impl Core {
         }
     }
 
+    /// Whether the others reached a round this validator leads without its
+    /// block: then it proposes that round first (its parents are in the DAG,
+    /// as ancestors of the others' blocks), so they need not time out on it.
+    fn owes_leader_block(&self) -> bool {
+        let r = self.threshold_round;
+        self.last_own.is_some()
+            && r > Round(1)
+            && r > self.highest_signed_round
+            && self.committee.leader(r) == self.me
+    }
+
     fn try_propose(&mut self, now: Time) {
         let mut target = self.threshold_round.next();
+        let owed = self.owes_leader_block();
         if self.last_own.is_none() {
             // First block ever (or nothing persisted): round 1, no parents.
             target = Round(1);
+        } else if owed {
+            target = self.threshold_round;
         }
         if target <= self.highest_signed_round {
             return;
@@ -542,7 +556,8 @@ impl Core {
                 return;
             }
             let r = self.threshold_round;
-            let has_leader = !self.dag.slot(r, self.committee.leader(r)).is_empty();
+            // The owed leader block waits for nobody: the others moved on.
+            let has_leader = owed || !self.dag.slot(r, self.committee.leader(r)).is_empty();
             if !has_leader {
                 if now
                     < self

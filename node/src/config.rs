@@ -102,7 +102,7 @@ impl Default for ConsensusConfig {
     fn default() -> Self {
         Self {
             min_round_delay_ms: 20,
-            leader_timeout_ms: 500,
+            leader_timeout_ms: 300,
             gc_depth_rounds: 100,
         }
     }
@@ -268,7 +268,7 @@ impl Config {
             return Err(err(
                 "consensus.leader_timeout_ms",
                 format!("is {}", self.consensus.leader_timeout_ms),
-                "use 10..=60000 milliseconds (default 500)",
+                "use 10..=60000 milliseconds (default 300)",
             ));
         }
         if self.consensus.gc_depth_rounds < 10 {
@@ -308,11 +308,53 @@ impl Config {
         if let Some(l) = &self.layout {
             return Ok(l.clone());
         }
+        planned_layout()
+    }
+}
+
+/// The planner's layout for every core of this machine.
+pub fn planned_layout() -> anyhow::Result<Layout> {
+    {
         let topo = velox_tuning::Topology::detect(&velox_tuning::RealFs::new());
         let cores = topo.physical_cores().len().clamp(1, available_cores());
         let plan = velox_tuning::plan(&topo, cores)
             .map_err(|e| anyhow::anyhow!("planning a layout for {cores} cores: {e}"))?;
         Ok(plan.layout)
+    }
+}
+
+/// `layout` with every core moved `by` places along the sorted list of the
+/// cores it uses: local validators sharing a machine then put their hot
+/// tiles on different cores instead of all on the same one.
+pub fn rotate_layout(layout: &Layout, by: usize) -> Layout {
+    let mut cores: Vec<usize> = [
+        &layout.net,
+        &layout.verify,
+        &layout.mempool,
+        &layout.consensus,
+        &layout.exec,
+        &layout.storage,
+    ]
+    .iter()
+    .flat_map(|v| v.iter().copied())
+    .collect();
+    cores.sort_unstable();
+    cores.dedup();
+    let map = |v: &Vec<usize>| -> Vec<usize> {
+        v.iter()
+            .map(|c| {
+                let i = cores.iter().position(|x| x == c).unwrap_or(0);
+                cores[(i + by) % cores.len()]
+            })
+            .collect()
+    };
+    Layout {
+        net: map(&layout.net),
+        verify: map(&layout.verify),
+        mempool: map(&layout.mempool),
+        consensus: map(&layout.consensus),
+        exec: map(&layout.exec),
+        storage: map(&layout.storage),
     }
 }
 
@@ -346,6 +388,21 @@ fn locate_field(text: &str, offset: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotation_moves_tiles_to_the_next_cores() {
+        let l = Layout {
+            net: vec![0],
+            verify: vec![1, 2],
+            mempool: vec![0],
+            consensus: vec![0],
+            exec: vec![3],
+            storage: vec![3],
+        };
+        let r = rotate_layout(&l, 1);
+        assert_eq!((r.net, r.verify, r.exec), (vec![1], vec![2, 3], vec![0]));
+        assert_eq!(rotate_layout(&l, 4).verify, l.verify);
+    }
 
     #[test]
     fn default_config_parses_and_validates() {

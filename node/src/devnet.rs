@@ -200,11 +200,19 @@ pub fn prepare_network(
         validators: entries,
     };
     std::fs::write(&committee, file.to_toml())?;
+    // Validators sharing this machine rotate the planned layout, so their
+    // net/consensus tiles do not all land on the same core.
+    let base = crate::config::planned_layout()?;
     let mut out = Vec::new();
     for (i, peer) in peers.into_iter().enumerate() {
         let dir = root.join(format!("v{i}"));
-        let (cfg, ingress, api) =
-            write_node_config(&dir, accounts, Some(&committee), &extra_toml(i as u32))?;
+        let layout = crate::config::rotate_layout(&base, i);
+        let extra = format!(
+            "{}\n[layout]\n{}",
+            extra_toml(i as u32),
+            toml::to_string(&layout)?
+        );
+        let (cfg, ingress, api) = write_node_config(&dir, accounts, Some(&committee), &extra)?;
         out.push(PreparedNode {
             dir,
             cfg,

@@ -270,7 +270,7 @@ fn wrong_config_is_refused_with_the_field_named() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
     let text = velox_node::config::DEFAULT_CONFIG
-        .replace("leader_timeout_ms = 500", "leader_timeout_ms = 0");
+        .replace("leader_timeout_ms = 300", "leader_timeout_ms = 0");
     std::fs::write(&cfg, text).unwrap();
     let out = std::process::Command::new(EXE)
         .args(["node", "--config"])
