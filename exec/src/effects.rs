@@ -71,6 +71,7 @@ pub fn declared_keys(tx: &Tx) -> TxKeys {
         TxBody::Transfer { to, .. } => TxKeys::two(sender, StateKey::Account(to)),
         TxBody::GenesisAlloc { to, .. } => TxKeys::one(StateKey::Account(to)),
         TxBody::KvAdd { key, .. } => TxKeys::two(sender, StateKey::Kv(key)),
+        TxBody::Opaque { .. } => TxKeys::one(sender),
     }
 }
 
@@ -189,6 +190,18 @@ pub fn tx_effects<E>(
                     ))
                 }
             }
+        }
+        TxBody::Opaque { .. } => {
+            let mut from = as_account(read(&sender_key)?);
+            if tx.nonce() != from.nonce {
+                return Ok(Err(RejectReason::BadNonce));
+            }
+            if tx.fee() > from.balance {
+                return Ok(Err(RejectReason::InsufficientBalance));
+            }
+            from.balance -= tx.fee();
+            from.nonce += 1;
+            Ok(Writes::one(sender_key, StateValue::Account(from)))
         }
     })
 }

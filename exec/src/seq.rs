@@ -246,6 +246,48 @@ mod tests {
     }
 
     #[test]
+    fn opaque_pays_its_fee_and_advances_the_nonce_only() {
+        let mut s = State::new();
+        execute_sequential(&mut s, &[genesis(id(1), 10)], ExecContext { genesis: true });
+        let opaque = |nonce, fee| {
+            let b = TxBuilder {
+                chain_id: CHAIN,
+                nonce,
+                fee,
+                body: TxBody::Opaque { len: 384 },
+            };
+            crate::verify::verify_one(Tx::decode(&b.sign(&key(1))).unwrap(), CHAIN).unwrap()
+        };
+        let out = execute_sequential(
+            &mut s,
+            &[opaque(0, 3), opaque(0, 1), opaque(1, 8), opaque(1, 7)],
+            ExecContext { genesis: false },
+        );
+        let outcomes: Vec<_> = out.receipts.iter().map(|r| r.outcome).collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                Ok(()),
+                Err(RejectReason::BadNonce),
+                Err(RejectReason::InsufficientBalance),
+                Ok(()),
+            ]
+        );
+        assert_eq!(
+            s.account(&id(1)),
+            Account {
+                balance: 0,
+                nonce: 2
+            }
+        );
+        assert_eq!(
+            out.diff.entries.len(),
+            1,
+            "only the sender's account changes"
+        );
+    }
+
+    #[test]
     fn genesis_alloc_outside_genesis_is_rejected() {
         let mut s = State::new();
         let out = execute_sequential(&mut s, &[genesis(id(1), 1)], ExecContext { genesis: false });

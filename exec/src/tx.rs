@@ -119,6 +119,11 @@ pub enum TxKind {
     GenesisAlloc = 2,
     /// Add `delta` to the shared u64 counter at `key`, paying `fee`.
     KvAdd = 3,
+    /// An opaque payload of any length up to the maximum: the node orders
+    /// and stores it; executing it pays `fee` and advances the nonce. The
+    /// like-for-like benchmark load of DAG-BFT papers (512-byte dummy
+    /// transactions) uses this kind.
+    Opaque = 4,
 }
 
 impl TxKind {
@@ -127,6 +132,7 @@ impl TxKind {
             1 => Some(Self::Transfer),
             2 => Some(Self::GenesisAlloc),
             3 => Some(Self::KvAdd),
+            4 => Some(Self::Opaque),
             _ => None,
         }
     }
@@ -135,9 +141,23 @@ impl TxKind {
 /// The decoded payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TxBody {
-    Transfer { to: AccountId, amount: u64 },
-    GenesisAlloc { to: AccountId, amount: u64 },
-    KvAdd { key: [u8; 32], delta: u64 },
+    Transfer {
+        to: AccountId,
+        amount: u64,
+    },
+    GenesisAlloc {
+        to: AccountId,
+        amount: u64,
+    },
+    KvAdd {
+        key: [u8; 32],
+        delta: u64,
+    },
+    /// `len` payload bytes the node does not interpret (encoded as zeros by
+    /// [`TxBuilder`]; any bytes decode).
+    Opaque {
+        len: u32,
+    },
 }
 
 impl TxBody {
@@ -146,6 +166,7 @@ impl TxBody {
             TxBody::Transfer { .. } => TxKind::Transfer,
             TxBody::GenesisAlloc { .. } => TxKind::GenesisAlloc,
             TxBody::KvAdd { .. } => TxKind::KvAdd,
+            TxBody::Opaque { .. } => TxKind::Opaque,
         }
     }
 }
@@ -288,6 +309,10 @@ impl Tx {
 
 fn decode_body(kind: TxKind, payload: &[u8]) -> Result<TxBody, TxDecodeError> {
     match kind {
+        // Bounded by TX_PAYLOAD_BYTES_MAX before this is called.
+        TxKind::Opaque => Ok(TxBody::Opaque {
+            len: payload.len() as u32,
+        }),
         TxKind::Transfer | TxKind::GenesisAlloc | TxKind::KvAdd => {
             if payload.len() != TRANSFER_PAYLOAD_BYTES {
                 return Err(TxDecodeError::PayloadLength {
@@ -309,6 +334,7 @@ fn decode_body(kind: TxKind, payload: &[u8]) -> Result<TxBody, TxDecodeError> {
                     key: to.0,
                     delta: amount,
                 },
+                TxKind::Opaque => unreachable!("handled above"),
             })
         }
     }
@@ -324,6 +350,10 @@ fn encode_body(body: &TxBody, out: &mut Vec<u8>) {
         TxBody::KvAdd { key, delta } => {
             out.extend_from_slice(key);
             out.extend_from_slice(&delta.to_le_bytes());
+        }
+        TxBody::Opaque { len } => {
+            let len = (*len as usize).min(TX_PAYLOAD_BYTES_MAX);
+            out.resize(out.len() + len, 0);
         }
     }
 }
@@ -375,6 +405,15 @@ impl TxBuilder {
         out.extend_from_slice(&[0u8; TX_SIGNATURE_BYTES]);
         out
     }
+
+    /// Encodes with `sender` and an all-zero signature: only a node whose
+    /// benchmark mode skips signature checks accepts it (everyone else
+    /// rejects it as `bad_signature`).
+    pub fn encode_with_zero_signature(&self, sender: AccountId) -> Vec<u8> {
+        let mut out = self.encode_unsigned(sender.0);
+        out.extend_from_slice(&[0u8; TX_SIGNATURE_BYTES]);
+        out
+    }
 }
 
 #[cfg(test)]
@@ -419,6 +458,26 @@ mod tests {
             tx.digest().0,
             *blake3::hash(&bytes[..TX_HEADER_BYTES + 40]).as_bytes()
         );
+    }
+
+    #[test]
+    fn opaque_payloads_of_any_content_decode() {
+        let b = TxBuilder {
+            chain_id: 7,
+            nonce: 0,
+            fee: 0,
+            body: TxBody::Opaque { len: 384 },
+        };
+        let mut bytes = b.sign(&key(1));
+        assert_eq!(bytes.len(), 512);
+        assert_eq!(bytes[1], TxKind::Opaque as u8);
+        // Any payload content is an opaque payload.
+        bytes[TX_HEADER_BYTES + 10] = 0xEE;
+        let tx = Tx::decode(&bytes).unwrap();
+        assert_eq!(tx.body(), &TxBody::Opaque { len: 384 });
+        let unsigned = b.encode_with_zero_signature(AccountId([3; 32]));
+        assert_eq!(Tx::decode(&unsigned).unwrap().sender(), AccountId([3; 32]));
+        assert!(crate::verify_one(Tx::decode(&unsigned).unwrap(), 7).is_err());
     }
 
     #[test]

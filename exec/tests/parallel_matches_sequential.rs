@@ -56,6 +56,10 @@ fn signed(set: u8, sender: u32, nonce: u64, fee: u64, body: TxBody) -> VerifiedT
             body_key[32..40].copy_from_slice(&delta.to_le_bytes());
             body_key[40] = 1;
         }
+        TxBody::Opaque { len } => {
+            body_key[..4].copy_from_slice(&len.to_le_bytes());
+            body_key[40] = 2;
+        }
         TxBody::GenesisAlloc { .. } => unreachable!(),
     }
     let cache = CACHE.get_or_init(Default::default);
@@ -236,6 +240,12 @@ fn small_tx(s: u32, nonce: u64, variant: u8) -> VerifiedTx {
             TxBody::Transfer {
                 to: account(SMALL, 1_000 + s * 1_000 + n as u32 % 50),
                 amount: 2,
+            },
+        ),
+        7 => (
+            1 + n % 2,
+            TxBody::Opaque {
+                len: 100 + (n % 3) as u32,
             },
         ),
         _ => (

@@ -54,6 +54,7 @@ async fn status(State(n): State<Arc<NodeHandle>>) -> Json<serde_json::Value> {
         "in_flight_txs": p.in_flight.load(Ordering::Relaxed),
         "uptime_s": n.started.elapsed().as_secs_f64(),
         "validators": n.validators,
+        "benchmark": serde_json::to_value(n.shared.benchmark).unwrap_or_default(),
         "validator_index": n.validator_index,
         "round": n.consensus.round.load(Ordering::Relaxed),
         "peers_alive": n.peers_alive(),

@@ -63,6 +63,10 @@ enum Cmd {
         /// Also write the report as JSON here.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// BENCHMARK: send unsigned opaque transactions of this many bytes (e.g. 512) instead of
+        /// signed transfers; only a node with [benchmark] skip_signature_checks accepts them.
+        #[arg(long)]
+        opaque_unsigned_bytes: Option<usize>,
     },
     /// Start a local devnet of validator processes, load it, and report.
     Devnet {
@@ -80,6 +84,10 @@ enum Cmd {
         /// Keep the devnet's directory (configs, logs, data) afterwards.
         #[arg(long)]
         keep: bool,
+        /// BENCHMARK (like-for-like with published DAG-BFT figures): 512-byte unsigned opaque
+        /// transactions, with signature checks and execution switched off on every validator.
+        #[arg(long)]
+        bench_unsigned_opaque: bool,
         /// Fault injection: kill-restart (SIGKILL the last validator at 30% of the load,
         /// restart it at 50%, report its catch-up time); needs at least 4 validators.
         #[arg(long)]
@@ -196,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             api,
             connections,
             report,
+            opaque_unsigned_bytes,
         } => {
             if !cert.is_empty() && cert.len() != target.len() {
                 anyhow::bail!(
@@ -223,6 +232,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 connections,
                 grace: Duration::from_secs(30),
                 progress: true,
+                opaque_bytes: opaque_unsigned_bytes,
             };
             let r = crate::load::run_load(&args)?;
             let text = serde_json::to_string_pretty(&r)?;
@@ -239,8 +249,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             report,
             keep,
             chaos,
+            bench_unsigned_opaque,
         } => {
             let args = crate::devnet::DevnetArgs {
+                bench_unsigned_opaque,
                 validators,
                 rate,
                 duration: Duration::from_secs(duration),

@@ -39,6 +39,10 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub genesis: GenesisConfig,
+    /// Benchmark-only switches (off by default; a node with any of them on
+    /// says so loudly in its log and in /status).
+    #[serde(default)]
+    pub benchmark: BenchmarkConfig,
     /// Which tiles run on which cores. Absent: a layout for this machine.
     pub layout: Option<Layout>,
 }
@@ -121,6 +125,26 @@ impl Default for StorageConfig {
             sync_writes: false,
             block_cache_bytes: 64 << 20,
         }
+    }
+}
+
+/// Switches for like-for-like comparison with published DAG-BFT benchmarks
+/// (unsigned dummy transactions, no execution). Never for a real network:
+/// with `skip_signature_checks` anyone can send as anyone.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BenchmarkConfig {
+    /// Accept transactions without checking their signatures (ingress and
+    /// peers' batches).
+    pub skip_signature_checks: bool,
+    /// Order and store transactions without executing them: every receipt
+    /// is success and the state (and its root) never changes.
+    pub skip_execution: bool,
+}
+
+impl BenchmarkConfig {
+    pub fn any(&self) -> bool {
+        self.skip_signature_checks || self.skip_execution
     }
 }
 

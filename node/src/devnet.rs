@@ -30,7 +30,14 @@ pub struct DevnetArgs {
     /// Keep the temporary directory (logs, data) after the run.
     pub keep: bool,
     pub chaos: Option<String>,
+    /// Benchmark mode: 512-byte unsigned opaque transactions; validators
+    /// skip signature checks and execution.
+    pub bench_unsigned_opaque: bool,
 }
+
+/// Transaction size of the `--bench-unsigned-opaque` load (the size most
+/// published DAG-BFT benchmarks use).
+pub const BENCH_OPAQUE_BYTES: usize = 512;
 
 /// A validator process of the devnet.
 pub struct DevnetNode {
@@ -370,8 +377,16 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
         args.validators,
         tmp.path().display()
     );
-    let prepared = prepare_network(tmp.path(), args.validators, args.accounts, &|_| {
+    let bench_toml = if args.bench_unsigned_opaque {
+        eprintln!(
+            "devnet: BENCHMARK MODE: {BENCH_OPAQUE_BYTES}-byte unsigned opaque transactions; validators skip signature checks and execution"
+        );
+        "\n[benchmark]\nskip_signature_checks = true\nskip_execution = true\n".to_string()
+    } else {
         String::new()
+    };
+    let prepared = prepare_network(tmp.path(), args.validators, args.accounts, &|_| {
+        bench_toml.clone()
     })?;
     let mut nodes = Vec::new();
     for p in &prepared {
@@ -418,6 +433,7 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
         connections: 2,
         grace: Duration::from_secs(30),
         progress: true,
+        opaque_bytes: args.bench_unsigned_opaque.then_some(BENCH_OPAQUE_BYTES),
     };
     let start = Instant::now();
     let chaos_thread = if chaos {
@@ -473,7 +489,15 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
     );
     o.insert("state_root".into(), json!(roots[0]));
     o.insert("cores".into(), json!(crate::config::available_cores()));
-    o.insert("signed".into(), json!(true));
+    o.insert("signed".into(), json!(!args.bench_unsigned_opaque));
+    o.insert("executed".into(), json!(!args.bench_unsigned_opaque));
+    if args.bench_unsigned_opaque {
+        o.insert(
+            "benchmark_mode".into(),
+            json!("unsigned-opaque: signature checks and execution off"),
+        );
+        o.insert("tx_bytes".into(), json!(BENCH_OPAQUE_BYTES));
+    }
     if let Some(c) = chaos_report {
         o.insert("catch_up_s".into(), json!(c.catch_up_s));
         o.insert("chaos".into(), serde_json::to_value(&c)?);

@@ -57,6 +57,35 @@ pub struct LoadArgs {
     pub grace: Duration,
     /// Print progress each second to stderr.
     pub progress: bool,
+    /// Benchmark load: unsigned opaque transactions of this many bytes, each
+    /// from a fresh sender (nonce 0), instead of signed transfers. Only a
+    /// node in benchmark mode (`[benchmark] skip_signature_checks`) accepts
+    /// them.
+    pub opaque_bytes: Option<usize>,
+}
+
+/// Size of an opaque transaction's fixed parts (header and signature).
+pub const OPAQUE_OVERHEAD_BYTES: usize =
+    velox_exec::tx::TX_HEADER_BYTES + velox_exec::tx::TX_SIGNATURE_BYTES;
+
+/// `n` unsigned opaque transactions of `bytes` bytes, each from its own
+/// sender (derived from `seed` and its index).
+pub fn opaque_unsigned(n: usize, bytes: usize, seed: &str, chain_id: u64) -> Vec<Vec<u8>> {
+    let len = bytes.saturating_sub(OPAQUE_OVERHEAD_BYTES) as u32;
+    (0..n)
+        .map(|i| {
+            let mut h = blake3::Hasher::new();
+            h.update(seed.as_bytes());
+            h.update(&(i as u64).to_le_bytes());
+            TxBuilder {
+                chain_id,
+                nonce: 0,
+                fee: 0,
+                body: TxBody::Opaque { len },
+            }
+            .encode_with_zero_signature(AccountId(*h.finalize().as_bytes()))
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -140,18 +169,31 @@ pub fn run_load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     anyhow::ensure!(args.rate > 0, "--rate must be at least 1");
     anyhow::ensure!(!args.targets.is_empty(), "give at least one --target");
     let total = (args.rate as f64 * args.duration.as_secs_f64()).ceil() as usize;
-    let nonces: Vec<u64> = match args.api {
-        Some(api) => (0..args.accounts)
-            .map(|i| {
-                let id = account_of(&dev_key(&args.dev_seed, i));
-                let v = crate::httpc::get_json(api, &format!("/account/{}", id.to_hex()))?;
-                Ok(v["nonce"].as_u64().unwrap_or(0))
-            })
-            .collect::<anyhow::Result<_>>()?,
-        None => vec![0; args.accounts as usize],
+    if let Some(bytes) = args.opaque_bytes {
+        anyhow::ensure!(
+            (OPAQUE_OVERHEAD_BYTES..=velox_exec::tx::TX_BYTES_MAX).contains(&bytes),
+            "opaque transactions are {OPAQUE_OVERHEAD_BYTES}..={} bytes",
+            velox_exec::tx::TX_BYTES_MAX
+        );
+    }
+    let nonces: Vec<u64> = match (args.api, args.opaque_bytes) {
+        (_, Some(_)) => vec![0; args.accounts as usize],
+        (api, None) => match api {
+            Some(api) => (0..args.accounts)
+                .map(|i| {
+                    let id = account_of(&dev_key(&args.dev_seed, i));
+                    let v = crate::httpc::get_json(api, &format!("/account/{}", id.to_hex()))?;
+                    Ok(v["nonce"].as_u64().unwrap_or(0))
+                })
+                .collect::<anyhow::Result<_>>()?,
+            None => vec![0; args.accounts as usize],
+        },
     };
     let t = Instant::now();
-    let txs = presign(total, args.accounts, &args.dev_seed, args.chain_id, &nonces);
+    let txs = match args.opaque_bytes {
+        Some(bytes) => opaque_unsigned(total, bytes, &args.dev_seed, args.chain_id),
+        None => presign(total, args.accounts, &args.dev_seed, args.chain_id, &nonces),
+    };
     if args.progress {
         eprintln!(
             "load: signed {} transfers over {} accounts in {:.1}s",

@@ -143,6 +143,13 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
     // only name cores the planner found.
     let layout = cfg.layout()?;
     log_host_check(&layout);
+    if cfg.benchmark.any() {
+        tracing::warn!(
+            skip_signature_checks = cfg.benchmark.skip_signature_checks,
+            skip_execution = cfg.benchmark.skip_execution,
+            "BENCHMARK MODE: this node does not check what it is sent and/or does not execute it; never use it for a real network"
+        );
+    }
 
     let key = crate::keys::read_key(&cfg.key_file)?;
     let validator = crate::keys::account_of(&key).to_hex();
@@ -235,6 +242,7 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         executor: executor.clone(),
         chain_id: cfg.chain_id,
+        benchmark: cfg.benchmark,
         chain: chain.clone(),
         status: ChainStatus::default(),
         rejects: Arc::new(RejectCounters::default()),
@@ -391,8 +399,9 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         let stats = tile(TileKind::Exec, 0, core);
         let (input, out) = (block_ring.clone(), executed_ring.clone());
         let executor = executor.clone();
+        let skip_execution = cfg.benchmark.skip_execution;
         reactors.push(spawn_reactor("exec-0", Some(core), move || {
-            pipeline::exec_tile(input, out, state, executor, stats)
+            pipeline::exec_tile(input, out, state, executor, skip_execution, stats)
         })?);
     }
     {

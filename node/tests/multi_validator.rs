@@ -73,6 +73,7 @@ impl Net {
             connections: 1,
             grace: Duration::from_secs(30),
             progress: false,
+            opaque_bytes: None,
         })
         .unwrap()
     }

@@ -190,6 +190,7 @@ fn four_validators_commit_over_50ms_lossy_links() {
         connections: 1,
         grace: Duration::from_secs(60),
         progress: false,
+        opaque_bytes: None,
     })
     .unwrap();
     assert_eq!(r.committed, r.submitted, "{r:?}\nv0 log:\n{}", log0());
@@ -204,7 +205,11 @@ fn four_validators_commit_over_50ms_lossy_links() {
     eprintln!(
         "netns: {} committed over {} links, p50 {:.0} ms, p99 {:.0} ms, roots agree at commit {at}",
         r.committed,
-        if topo.netem { "50 ms / 1% loss" } else { "unimpaired (no netem)" },
+        if topo.netem {
+            "50 ms / 1% loss"
+        } else {
+            "unimpaired (no netem)"
+        },
         r.latency_ms_p50,
         r.latency_ms_p99
     );
