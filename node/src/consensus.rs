@@ -769,15 +769,25 @@ impl ConsensusTile {
             }
             out.insert(k, bytes);
         }
-        // Lowest rounds first (the receiver accepts them in order), split to
-        // bound frame size.
+        // Lowest rounds first (the receiver accepts them in order).
+        self.respond_chunked(to, out.into_values(), PeerMessage::BlockResponse);
+    }
+
+    /// Sends `items` to `to` in as many responses as keep each frame under
+    /// [`RESPONSE_BYTES_MAX`].
+    fn respond_chunked(
+        &mut self,
+        to: u32,
+        items: impl IntoIterator<Item = Vec<u8>>,
+        wrap: fn(Vec<Vec<u8>>) -> PeerMessage,
+    ) {
         let mut chunk = Vec::new();
         let mut size = 0;
-        for (_, b) in out {
+        for b in items {
             if size + b.len() > RESPONSE_BYTES_MAX && !chunk.is_empty() {
                 self.sends.push(Outbound {
                     to: Dest::One(to),
-                    msg: PeerMessage::BlockResponse(std::mem::take(&mut chunk)),
+                    msg: wrap(std::mem::take(&mut chunk)),
                 });
                 size = 0;
             }
@@ -787,38 +797,21 @@ impl ConsensusTile {
         if !chunk.is_empty() {
             self.sends.push(Outbound {
                 to: Dest::One(to),
-                msg: PeerMessage::BlockResponse(chunk),
+                msg: wrap(chunk),
             });
         }
     }
 
     fn serve_batches(&mut self, to: u32, ds: &[[u8; 32]]) {
-        let mut chunk = Vec::new();
-        let mut size = 0;
-        for d in ds.iter().take(BATCH_REQUEST_DIGESTS_MAX) {
-            let bytes = match self.held.get(d) {
-                Some(h) => h.bytes.to_vec(),
-                None => match self.chain.batch(d) {
-                    Ok(Some(b)) => b,
-                    _ => continue,
-                },
-            };
-            if size + bytes.len() > RESPONSE_BYTES_MAX && !chunk.is_empty() {
-                self.sends.push(Outbound {
-                    to: Dest::One(to),
-                    msg: PeerMessage::BatchResponse(std::mem::take(&mut chunk)),
-                });
-                size = 0;
-            }
-            size += bytes.len();
-            chunk.push(bytes);
-        }
-        if !chunk.is_empty() {
-            self.sends.push(Outbound {
-                to: Dest::One(to),
-                msg: PeerMessage::BatchResponse(chunk),
-            });
-        }
+        let found: Vec<Vec<u8>> = ds
+            .iter()
+            .take(BATCH_REQUEST_DIGESTS_MAX)
+            .filter_map(|d| match self.held.get(d) {
+                Some(h) => Some(h.bytes.to_vec()),
+                None => self.chain.batch(d).ok().flatten(),
+            })
+            .collect();
+        self.respond_chunked(to, found, PeerMessage::BatchResponse);
     }
 
     fn drain_core_outputs(&mut self) {
