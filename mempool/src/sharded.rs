@@ -13,7 +13,7 @@
 //!                      │
 //!                      ▼        handle_inbox(out)      ── per shard: lock the core,
 //!   ┌──────────── shard core (one Mutex, never taken by producers) ─────────┐
-//!   │ slots (chunked slab: bytes, digest, meta, stamp, arrival links)       │
+//!   │ slots (chunked slab: bytes, digest tag, meta, stamp, arrival links)   │
 //!   │ by_digest: digest → slot        (dedup; pending and in flight)        │
 //!   │ by_nonce:  (sender, nonce) → slot  (nonce order, replacement)         │
 //!   │ senders:   committed, next_nonce, pending, in_flight                  │
@@ -51,7 +51,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crossbeam::queue::ArrayQueue;
 use hashbrown::HashTable;
-use velox_exec::tx::TX_HEADER_BYTES;
+use velox_exec::tx::{TX_HEADER_BYTES, TX_SIGNATURE_BYTES};
 use velox_exec::{AccountId, RejectReason, Tx, TxDigest, VerifiedTx};
 
 use crate::budget::{Bound, Budget};
@@ -66,8 +66,9 @@ const SENDER_AT: usize = 32;
 const _: () = assert!(SENDER_AT + 32 == TX_HEADER_BYTES);
 
 /// Transactions per slab chunk: growth allocates one chunk and moves
-/// nothing; an idle shard wastes at most one chunk (~40–80 KiB).
-const SLAB_CHUNK: usize = 512;
+/// nothing; a shard leaves at most one chunk partly unused (256 × 48 bytes
+/// = 12 KiB with an 8-byte `M`).
+const SLAB_CHUNK: usize = 256;
 /// "No slot" in the arrival list.
 const NIL: u32 = u32::MAX;
 /// Marks an in-flight slot in `Slot::sender`.
@@ -75,6 +76,9 @@ const IN_FLIGHT: u32 = 1 << 31;
 /// Hash-table bytes charged per entry and table: 4-byte index + 1 control
 /// byte, doubled for the worst load factor after growth (7/16).
 const TABLE_BYTES_PER_ENTRY: usize = 12;
+/// Ready-queue and slab free-list bytes charged per entry: a 4-byte index
+/// in each, doubled for `Vec`/`VecDeque` growth.
+const QUEUE_BYTES_PER_ENTRY: usize = 16;
 
 /// Sharded pool bounds. Every field is a bound or a tuning knob; see
 /// docs/mempool.md for how they relate.
@@ -85,7 +89,8 @@ pub struct ShardedPoolConfig {
     pub shards: usize,
     /// Inbox depth per shard: transactions queued between `insert` and the
     /// next `handle_inbox`. Allocated up front: `shards × inbox_depth ×`
-    /// ~80 bytes (16 × 1024 → 1.3 MiB).
+    /// ~72 bytes (16 × 512 → 576 KiB); 8,192 queued transactions is ~8 ms
+    /// of input at 1 M/s, several drainer turns.
     pub inbox_depth: usize,
     /// Most transactions held (queued, pending and in flight).
     pub txs_max: usize,
@@ -109,7 +114,7 @@ impl Default for ShardedPoolConfig {
     fn default() -> Self {
         Self {
             shards: 16,
-            inbox_depth: 1024,
+            inbox_depth: 512,
             txs_max: 200_000,
             bytes_max: 128 << 20,
             nonce_ahead_max: 1024,
@@ -203,11 +208,14 @@ struct Incoming<M> {
     stamp: u32,
 }
 
-/// One held transaction. 64 bytes plus `M` (checked in tests).
+/// One held transaction. 40 bytes plus `M` (checked in tests).
 struct Slot<M> {
     /// `None` when the slot is free.
     tx: Option<(Box<[u8]>, M)>,
-    digest: TxDigest,
+    /// The first 8 bytes of the digest. The full digest is a blake3 of the
+    /// bytes, recomputed where it is needed (a tag match, a pop, an
+    /// eviction): keeping it would cost 24 more bytes per transaction.
+    tag: u64,
     /// Sender index in `Core::senders`, `| IN_FLIGHT` once handed out.
     sender: u32,
     /// `now_ms` at admission as wrapping u32, non-decreasing along the
@@ -222,7 +230,7 @@ impl<M> Slot<M> {
     fn vacant() -> Self {
         Self {
             tx: None,
-            digest: TxDigest([0; 32]),
+            tag: 0,
             sender: 0,
             stamp: 0,
             prev: NIL,
@@ -234,6 +242,9 @@ impl<M> Slot<M> {
     }
     fn nonce(&self) -> u64 {
         read_u64(self.bytes(), NONCE_AT)
+    }
+    fn digest(&self) -> TxDigest {
+        digest_of(self.bytes())
     }
     fn sender_index(&self) -> u32 {
         self.sender & !IN_FLIGHT
@@ -364,8 +375,18 @@ fn words32(b: &[u8; 32]) -> [u64; 4] {
     std::array::from_fn(|i| read_u64(b, i * 8))
 }
 
-fn hash_digest(seed: u64, d: &TxDigest) -> u64 {
-    mix(seed, &words32(&d.0))
+/// The digest's first 8 bytes: what a slot keeps of it.
+fn tag_of(d: &TxDigest) -> u64 {
+    read_u64(&d.0, 0)
+}
+/// Recomputes a held transaction's digest from its bytes (header and
+/// payload; see `velox_exec::tx`).
+fn digest_of(b: &[u8]) -> TxDigest {
+    TxDigest(*blake3::hash(&b[..b.len() - TX_SIGNATURE_BYTES]).as_bytes())
+}
+/// Table hash of a digest, from its tag only (so a rehash needs no blake3).
+fn hash_tag(seed: u64, tag: u64) -> u64 {
+    mix(seed, &[tag])
 }
 fn hash_id(seed: u64, id: &AccountId) -> u64 {
     mix(seed ^ 0x1D, &words32(&id.0))
@@ -428,8 +449,13 @@ impl<M> Core<M> {
 
     fn find_digest(&self, d: &TxDigest) -> Option<u32> {
         let slots = &self.slots;
+        let tag = tag_of(d);
+        // A tag match is (all but) always the transaction itself; the
+        // re-hash makes a crafted 64-bit prefix collision harmless.
         self.by_digest
-            .find(hash_digest(self.seed, d), |&i| slots[i].digest == *d)
+            .find(hash_tag(self.seed, tag), |&i| {
+                slots[i].tag == tag && slots[i].digest() == *d
+            })
             .copied()
     }
 
@@ -568,26 +594,23 @@ impl<M> Core<M> {
                 // so its place in the sender's nonce order (and the ready
                 // queue) is unchanged; it moves to the young end of the
                 // arrival list.
-                let old_digest = self.slots[old].digest;
-                let slots = &self.slots;
+                let old_digest = self.slots[old].digest();
                 self.by_digest
-                    .find_entry(hash_digest(self.seed, &old_digest), |&i| {
-                        slots[i].digest == old_digest
-                    })
+                    .find_entry(hash_tag(self.seed, self.slots[old].tag), |&i| i == old)
                     .expect("live slot is indexed")
                     .remove();
                 let (old_bytes, old_meta) = self.slots[old]
                     .tx
                     .replace((inc.bytes, inc.meta))
                     .expect("live slot");
-                self.slots[old].digest = inc.digest;
+                self.slots[old].tag = tag_of(&inc.digest);
                 self.slots[old].stamp = stamp;
                 self.unlink(old);
                 self.link_tail(old);
                 let (seed, slots) = (self.seed, &self.slots);
                 self.by_digest
-                    .insert_unique(hash_digest(seed, &inc.digest), old, |&i| {
-                        hash_digest(seed, &slots[i].digest)
+                    .insert_unique(hash_tag(seed, tag_of(&inc.digest)), old, |&i| {
+                        hash_tag(seed, slots[i].tag)
                     });
                 t.replaced += 1;
                 t.freed_txs += 1;
@@ -599,10 +622,10 @@ impl<M> Core<M> {
                 });
             }
             Ok(None) => {
-                let digest = inc.digest;
+                let tag = tag_of(&inc.digest);
                 let i = self.slots.alloc(Slot {
                     tx: Some((inc.bytes, inc.meta)),
-                    digest,
+                    tag,
                     sender: si,
                     stamp,
                     prev: NIL,
@@ -611,9 +634,7 @@ impl<M> Core<M> {
                 self.link_tail(i);
                 let (seed, slots) = (self.seed, &self.slots);
                 self.by_digest
-                    .insert_unique(hash_digest(seed, &digest), i, |&j| {
-                        hash_digest(seed, &slots[j].digest)
-                    });
+                    .insert_unique(hash_tag(seed, tag), i, |&j| hash_tag(seed, slots[j].tag));
                 self.by_nonce
                     .insert_unique(hash_nonce(seed, si, nonce), i, |&j| {
                         hash_nonce(seed, slots[j].sender_index(), slots[j].nonce())
@@ -685,8 +706,8 @@ impl<M> Core<M> {
                 *bytes += len;
                 let slot = &mut self.slots[i];
                 slot.sender |= IN_FLIGHT;
-                let tx = Tx::decode_with_digest(slot.bytes().into(), slot.digest)
-                    .expect("pool holds only bytes that decoded before");
+                let tx =
+                    Tx::decode(slot.bytes()).expect("pool holds only bytes that decoded before");
                 out.push(VerifiedTx::from_trusted(tx));
                 let s = &mut self.senders[si];
                 s.next_nonce += 1;
@@ -706,14 +727,17 @@ impl<M> Core<M> {
         false
     }
 
-    /// Removes a live slot from every index; returns its bytes and meta.
-    fn remove_slot(&mut self, i: u32) -> (Box<[u8]>, M, TxDigest) {
-        let digest = self.slots[i].digest;
+    /// Removes a live slot from every index; returns its bytes, meta and
+    /// digest (`known` if the caller has it, else recomputed).
+    fn remove_slot(&mut self, i: u32, known: Option<TxDigest>) -> (Box<[u8]>, M, TxDigest) {
+        let digest = known.unwrap_or_else(|| self.slots[i].digest());
+        debug_assert_eq!(digest, self.slots[i].digest());
+        let tag = self.slots[i].tag;
         let si = self.slots[i].sender_index();
         let nonce = self.slots[i].nonce();
         let flying = self.slots[i].in_flight();
         self.by_digest
-            .find_entry(hash_digest(self.seed, &digest), |&j| j == i)
+            .find_entry(hash_tag(self.seed, tag), |&j| j == i)
             .expect("live slot is indexed by digest")
             .remove();
         self.by_nonce
@@ -766,7 +790,7 @@ impl<M> Core<M> {
                 new_lo = new_lo.min(n);
                 continue;
             }
-            let (bytes, meta, digest) = self.remove_slot(i);
+            let (bytes, meta, digest) = self.remove_slot(i, None);
             t.evicted += 1;
             t.freed_txs += 1;
             t.freed_bytes += entry_bytes(bytes.len());
@@ -820,7 +844,8 @@ impl<M> ShardedPool<M> {
             + std::mem::size_of::<Slot<M>>()
             + 2 * TABLE_BYTES_PER_ENTRY
             + std::mem::size_of::<Sender>()
-            + TABLE_BYTES_PER_ENTRY) as u64
+            + TABLE_BYTES_PER_ENTRY
+            + QUEUE_BYTES_PER_ENTRY) as u64
     }
 
     fn shard_of(&self, id: &AccountId) -> usize {
@@ -1023,7 +1048,7 @@ impl<M> ShardedPool<M> {
                     };
                     let si = core.slots[slot].sender_index();
                     let nonce = core.slots[slot].nonce();
-                    let (bytes, meta, digest) = core.remove_slot(slot);
+                    let (bytes, meta, digest) = core.remove_slot(slot, Some(digest));
                     let s = &mut core.senders[si];
                     match outcome {
                         Ok(()) => s.committed = s.committed.max(nonce + 1),
@@ -1114,7 +1139,7 @@ impl<M> ShardedPool<M> {
                     }
                     if !core.slots[cur].in_flight() {
                         touched.push(core.slots[cur].sender_index());
-                        let (bytes, meta, digest) = core.remove_slot(cur);
+                        let (bytes, meta, digest) = core.remove_slot(cur, None);
                         t.expired += 1;
                         t.freed_txs += 1;
                         t.freed_bytes += Self::entry_bytes(bytes.len());
@@ -1212,7 +1237,8 @@ impl<M> ShardedPool<M> {
                 } else {
                     e.0 += 1;
                 }
-                assert_eq!(core.find_digest(&s.digest), Some(cur));
+                assert_eq!(s.tag, tag_of(&s.digest()));
+                assert_eq!(core.find_digest(&s.digest()), Some(cur));
                 assert_eq!(core.find_nonce(s.sender_index(), s.nonce()), Some(cur));
                 let snd = &core.senders[s.sender_index()];
                 assert!(s.nonce() >= snd.lo && s.nonce() < snd.hi, "nonce window");

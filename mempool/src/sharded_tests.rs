@@ -119,8 +119,8 @@ fn layout_matches_the_wire_format_and_stays_compact() {
     );
     assert_eq!(u64::from_le_bytes(b[f..f + 8].try_into().unwrap()), t.fee());
     assert_eq!(&b[s..s + 32], &t.sender().0);
-    assert_eq!(slot_size::<()>(), 64);
-    assert_eq!(slot_size::<u64>(), 72);
+    assert_eq!(slot_size::<()>(), 40);
+    assert_eq!(slot_size::<u64>(), 48);
 }
 
 #[test]
