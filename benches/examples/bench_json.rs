@@ -4,6 +4,11 @@
 
 use velox_benches::{run_suite, BenchOpts, SUITES};
 
+/// Counts live heap bytes, so that suites measuring memory (mempool) report
+/// exact heap figures rather than resident set size.
+#[global_allocator]
+static ALLOC: velox_benches::alloc::CountingAlloc = velox_benches::alloc::CountingAlloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
+pub mod alloc;
 pub mod exec;
+pub mod mempool;
 pub mod plot;
 pub mod verify;
 
@@ -96,13 +98,14 @@ impl SuiteReport {
 }
 
 /// Suites `run_suite` knows, in the order `velox bench all` runs them.
-pub const SUITES: &[&str] = &["verify", "exec"];
+pub const SUITES: &[&str] = &["verify", "exec", "mempool"];
 
 /// Runs one suite by name.
 pub fn run_suite(name: &str, opts: &BenchOpts) -> Result<SuiteReport, String> {
     match name {
         "verify" => Ok(verify::run(opts)),
         "exec" => Ok(exec::run(opts)),
+        "mempool" => Ok(mempool::run(opts)),
         other => Err(format!(
             "unknown suite '{other}'; known suites: {}",
             SUITES.join(", ")

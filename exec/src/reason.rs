@@ -38,6 +38,10 @@ pub enum RejectReason {
     ShuttingDown = 204,
     #[error("another transaction with this sender and nonce is pending")]
     NonceTaken = 205,
+    #[error("waited in the pool longer than its maximum age")]
+    Expired = 206,
+    #[error("replaced by a transaction with the same sender and nonce and a higher fee")]
+    Replaced = 207,
     // 300..399: execution.
     #[error("nonce does not match the account's next nonce")]
     BadNonce = 300,
@@ -55,7 +59,7 @@ impl RejectReason {
     }
 
     /// All reasons, for metrics and round-trip tests.
-    pub const ALL: [RejectReason; 19] = [
+    pub const ALL: [RejectReason; 21] = [
         Self::Malformed,
         Self::TooLarge,
         Self::UnknownVersion,
@@ -71,6 +75,8 @@ impl RejectReason {
         Self::NonceTooFarAhead,
         Self::ShuttingDown,
         Self::NonceTaken,
+        Self::Expired,
+        Self::Replaced,
         Self::BadNonce,
         Self::InsufficientBalance,
         Self::BalanceOverflow,
@@ -99,6 +105,8 @@ impl RejectReason {
             Self::NonceTooFarAhead => "nonce_too_far_ahead",
             Self::ShuttingDown => "shutting_down",
             Self::NonceTaken => "nonce_taken",
+            Self::Expired => "expired",
+            Self::Replaced => "replaced",
             Self::BadNonce => "bad_nonce",
             Self::InsufficientBalance => "insufficient_balance",
             Self::BalanceOverflow => "balance_overflow",

@@ -221,6 +221,47 @@ impl Tx {
     /// Decodes exactly one transaction from `bytes`. Never panics, never
     /// allocates more than `bytes.len()`.
     pub fn decode(bytes: &[u8]) -> Result<Tx, TxDecodeError> {
+        let (header, body, signature, signed_len) = Self::parse(bytes)?;
+        let digest = TxDigest(*blake3::hash(&bytes[..signed_len]).as_bytes());
+        Ok(Tx {
+            header,
+            body,
+            signature,
+            digest,
+            bytes: bytes.into(),
+        })
+    }
+
+    /// Decodes bytes that were already decoded once as a [`Tx`] whose digest
+    /// is `digest`, taking ownership of them: no hashing, no copy. For stores
+    /// that keep only a transaction's bytes and digest (the sharded pool) and
+    /// rebuild the `Tx` when it leaves. The format checks still run (they
+    /// cost a header read); the digest is trusted and re-checked only in
+    /// debug builds.
+    pub fn decode_with_digest(bytes: Box<[u8]>, digest: TxDigest) -> Result<Tx, TxDecodeError> {
+        let (header, body, signature, signed_len) = Self::parse(&bytes)?;
+        debug_assert_eq!(
+            digest.0,
+            *blake3::hash(&bytes[..signed_len]).as_bytes(),
+            "decode_with_digest given a digest that does not match the bytes"
+        );
+        Ok(Tx {
+            header,
+            body,
+            signature,
+            digest,
+            bytes,
+        })
+    }
+
+    /// Gives up the transaction, keeping only its encoded bytes (no copy).
+    pub fn into_bytes(self) -> Box<[u8]> {
+        self.bytes
+    }
+
+    /// Checks the format; returns the header, body, signature and the length
+    /// of the signed part (header and payload).
+    fn parse(bytes: &[u8]) -> Result<(TxHeader, TxBody, [u8; 64], usize), TxDecodeError> {
         if bytes.len() > TX_BYTES_MAX {
             return Err(TxDecodeError::TooLarge {
                 len: bytes.len(),
@@ -260,14 +301,7 @@ impl Tx {
         let body = decode_body(kind, payload)?;
         let mut signature = [0u8; 64];
         signature.copy_from_slice(&rest[payload_len..payload_len + TX_SIGNATURE_BYTES]);
-        let digest = TxDigest(*blake3::hash(&bytes[..TX_HEADER_BYTES + payload_len]).as_bytes());
-        Ok(Tx {
-            header,
-            body,
-            signature,
-            digest,
-            bytes: bytes.into(),
-        })
+        Ok((header, body, signature, TX_HEADER_BYTES + payload_len))
     }
 
     pub fn header(&self) -> &TxHeader {
@@ -478,6 +512,14 @@ mod tests {
         let unsigned = b.encode_with_zero_signature(AccountId([3; 32]));
         assert_eq!(Tx::decode(&unsigned).unwrap().sender(), AccountId([3; 32]));
         assert!(crate::verify_one(Tx::decode(&unsigned).unwrap(), 7).is_err());
+    }
+
+    #[test]
+    fn decode_with_digest_matches_decode() {
+        let tx = Tx::decode(&transfer(4).sign(&key(3))).unwrap();
+        let digest = tx.digest();
+        let again = Tx::decode_with_digest(tx.clone().into_bytes(), digest).unwrap();
+        assert_eq!(again, tx);
     }
 
     #[test]

@@ -1,6 +1,18 @@
 //! The transaction pool: verified transactions wait here, per sender in
 //! nonce order, until a block takes them.
 //!
+//! Two pools share the same rules (dedup by digest, per-sender nonce order,
+//! count and byte bounds, in-flight tracking until commit):
+//!
+//! - [`Pool`]: a single-owner state machine, below; the mempool tile owns it.
+//! - [`ShardedPool`] ([`sharded`]): a concurrent pool that many verify
+//!   threads insert into without locks (a CAS on a shared [`budget`] and a
+//!   push on a per-shard lock-free inbox) while batch builders drain it;
+//!   it adds fee replacement, expiry and returning uncommitted batches.
+//!   docs/mempool.md describes its design and bounds.
+//!
+//! The single-owner pool:
+//!
 //! ```text
 //!  insert(tx, ticket) ──▶ per-sender queue (BTreeMap nonce → tx)
 //!                              │ nonce == next_nonce
@@ -29,6 +41,12 @@ pub mod batch;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use velox_exec::{AccountId, RejectReason, TxDigest, VerifiedTx};
+
+pub mod budget;
+pub mod sharded;
+
+pub use budget::{Bound, Budget};
+pub use sharded::{Full, NonceSource, ShardedPool, ShardedPoolConfig, ShardedPoolCounters};
 
 /// Pool bounds.
 #[derive(Clone, Copy, Debug)]
@@ -78,7 +96,9 @@ pub struct Pool<M> {
     bytes: usize,
 }
 
-/// What happened to an in-flight transaction.
+/// What happened to a transaction the pool had taken: settled by a commit,
+/// or (with an error) rejected at admission, evicted, expired or replaced.
+#[derive(Debug)]
 pub struct Settled<M> {
     pub meta: M,
     pub digest: TxDigest,
@@ -338,5 +358,7 @@ impl<M> Pool<M> {
     }
 }
 
+#[cfg(test)]
+mod sharded_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,275 @@
+//! `mempool`: pre-verified transfers through the sharded pool
+//! (`velox_mempool::ShardedPool`) against a crossbeam `ArrayQueue` carrying
+//! the same items, at 1, 2 and all cores, plus the pool's memory per pending
+//! transaction at 100k and 1M.
+//!
+//! Each thread loops over its own set of transactions (distinct senders,
+//! one transaction each), inserting clones in chunks of
+//! [`CHUNK`]. When the pool answers `Full`, that thread drains it: admits
+//! the inboxes, pops every ready batch and commits it at once, then retries.
+//! So a counted insert is a transaction that went all the way through:
+//! reservation, inbox, admission (dedup, nonce order), pop, settlement. The
+//! baseline does the same with an `ArrayQueue` of the same depth: push the
+//! clones, and on `Full` pop a batch and drop it. Signatures are not checked
+//! (`VerifiedTx::from_trusted`): that cost belongs to the verify suite.
+
+use std::time::Duration;
+
+use crossbeam::queue::ArrayQueue;
+use serde_json::{json, Map};
+use velox_exec::{AccountId, Tx, VerifiedTx};
+use velox_mempool::{Settled, ShardedPool, ShardedPoolConfig};
+
+use crate::alloc::{live_bytes, rss_bytes};
+use crate::{measure_parallel, BenchOpts, SuiteReport};
+
+const CHAIN: u64 = 1;
+/// Inserts per timed call.
+pub const CHUNK: usize = 256;
+/// Pool and queue depth in the throughput runs.
+pub const DEPTH_TXS: usize = 16_384;
+/// Distinct transactions each thread cycles through: twice the depth, so a
+/// transaction's previous copy has left the pool when it comes round again.
+pub const SET_TXS: usize = 2 * DEPTH_TXS;
+/// Nonces per sender in the throughput sets: one, so that the pool's
+/// nonce source can truthfully answer 0 for every sender on every pass (a
+/// sender's record is freed once its transaction commits, and the next pass
+/// re-inserts the same transaction). Nonce chains are exercised by the
+/// memory runs and the tests.
+pub const NONCES_PER_SENDER: u64 = 1;
+const _: () = assert!(
+    NONCES_PER_SENDER == 1,
+    "thread_set builds one nonce per sender"
+);
+/// Transactions per popped batch.
+pub const BATCH_TXS: usize = 1_000;
+/// The memory target: 2.5 MB per 10,000 pending transactions.
+pub const MEM_TARGET_BYTES_PER_TX: usize = 250;
+
+/// A transfer from sender number `sender`, unsigned (trusted as verified).
+pub fn raw_tx(sender: u64, nonce: u64) -> VerifiedTx {
+    let mut b = Vec::with_capacity(velox_exec::tx::TRANSFER_TX_BYTES);
+    b.extend_from_slice(&[1, 1, 0, 0]);
+    b.extend_from_slice(&40u32.to_le_bytes());
+    b.extend_from_slice(&CHAIN.to_le_bytes());
+    b.extend_from_slice(&nonce.to_le_bytes());
+    b.extend_from_slice(&1u64.to_le_bytes());
+    b.extend_from_slice(&sender_id(sender).0);
+    b.extend_from_slice(&[0xEE; 32]);
+    b.extend_from_slice(&1u64.to_le_bytes());
+    b.extend_from_slice(&[0; 64]);
+    VerifiedTx::from_trusted(Tx::decode(&b).expect("well-formed"))
+}
+
+fn sender_id(sender: u64) -> AccountId {
+    let mut b = [0x5Au8; 32];
+    b[..8].copy_from_slice(&sender.to_le_bytes());
+    AccountId(b)
+}
+
+/// Thread `t`'s transactions: its own senders, nonce 0 each.
+pub fn thread_set(t: usize, n: usize) -> Vec<VerifiedTx> {
+    (0..n as u64)
+        .map(|i| raw_tx(((t as u64) << 32) | i, 0))
+        .collect()
+}
+
+/// The pool as the throughput runs configure it.
+pub fn bench_pool(txs_max: usize) -> ShardedPool<u64> {
+    ShardedPool::new(
+        ShardedPoolConfig {
+            txs_max,
+            bytes_max: 1 << 39,
+            nonce_ahead_max: 1 << 20,
+            ..ShardedPoolConfig::default()
+        },
+        Box::new(|_| 0),
+    )
+}
+
+/// Admits what is queued, pops every ready batch and commits it. Returns
+/// how many transactions were committed.
+pub fn drain(pool: &ShardedPool<u64>, out: &mut Vec<Settled<u64>>) -> usize {
+    pool.handle_inbox(out);
+    let mut n = 0;
+    loop {
+        let b = pool.pop_batch(BATCH_TXS, usize::MAX);
+        if b.is_empty() {
+            break;
+        }
+        n += b.len();
+        pool.handle_committed(b.iter().map(|t| (t.sender(), t.digest(), Ok(()))), out);
+    }
+    out.clear();
+    n
+}
+
+/// Inserts one transaction, draining while the pool is full.
+pub fn insert_or_drain(
+    pool: &ShardedPool<u64>,
+    tx: VerifiedTx,
+    meta: u64,
+    out: &mut Vec<Settled<u64>>,
+) {
+    let mut item = (tx, meta);
+    while let Err(f) = pool.insert(item.0, item.1, 0) {
+        item = (f.tx, f.meta);
+        drain(pool, out);
+    }
+}
+
+/// Pool transactions per second on `threads` threads; and the fraction
+/// refused at admission (a copy still held when its turn came round).
+pub fn pool_ops_per_s(threads: usize, time: Duration) -> (f64, f64) {
+    let pool = bench_pool(DEPTH_TXS);
+    let rate = measure_parallel(threads, time, CHUNK as u64, |t| {
+        let set = thread_set(t, SET_TXS);
+        let pool = &pool;
+        let mut next = 0;
+        let mut out = Vec::new();
+        move || {
+            for _ in 0..CHUNK {
+                insert_or_drain(pool, set[next].clone(), next as u64, &mut out);
+                next = (next + 1) % set.len();
+            }
+        }
+    });
+    let c = pool.counters();
+    (rate, c.rejected as f64 / c.queued.max(1) as f64)
+}
+
+/// The baseline: the same items through an `ArrayQueue` of the same depth.
+pub fn queue_ops_per_s(threads: usize, time: Duration) -> f64 {
+    let q: ArrayQueue<VerifiedTx> = ArrayQueue::new(DEPTH_TXS);
+    measure_parallel(threads, time, CHUNK as u64, |t| {
+        let set = thread_set(t, SET_TXS);
+        let q = &q;
+        let mut next = 0;
+        move || {
+            for _ in 0..CHUNK {
+                let mut item = set[next].clone();
+                while let Err(back) = q.push(item) {
+                    item = back;
+                    for _ in 0..BATCH_TXS {
+                        if q.pop().is_none() {
+                            break;
+                        }
+                    }
+                }
+                next = (next + 1) % set.len();
+            }
+        }
+    })
+}
+
+fn heap_now() -> (usize, &'static str) {
+    match live_bytes() {
+        Some(b) => (b, "counting_allocator"),
+        None => (rss_bytes().unwrap_or(0), "rss"),
+    }
+}
+
+/// Memory of a pool holding `n` pending transfers, `per_sender` nonces per
+/// sender, per transaction: (heap bytes per tx, budget-charged bytes per
+/// tx, method). The pool's fixed inbox allocation is included.
+pub fn memory_per_tx(n: usize, per_sender: u64) -> (f64, f64, &'static str) {
+    let (before, method) = heap_now();
+    let pool = bench_pool(n);
+    let mut out = Vec::new();
+    for i in 0..n as u64 {
+        insert_or_drain_admit_only(&pool, raw_tx(i / per_sender, i % per_sender), i, &mut out);
+    }
+    pool.handle_inbox(&mut out);
+    assert!(out.is_empty(), "every transaction admitted");
+    assert_eq!(pool.len(), n);
+    let (after, _) = heap_now();
+    let charged = pool.held().1 as f64 / n as f64;
+    drop(pool);
+    (
+        after.saturating_sub(before) as f64 / n as f64,
+        charged,
+        method,
+    )
+}
+
+/// Inserts, admitting (never popping) when an inbox is full.
+fn insert_or_drain_admit_only(
+    pool: &ShardedPool<u64>,
+    tx: VerifiedTx,
+    meta: u64,
+    out: &mut Vec<Settled<u64>>,
+) {
+    let mut item = (tx, meta);
+    while let Err(f) = pool.insert(item.0, item.1, 0) {
+        item = (f.tx, f.meta);
+        pool.handle_inbox(out);
+    }
+}
+
+pub fn run(opts: &BenchOpts) -> SuiteReport {
+    let time = opts.measure_time();
+    let mut per_cores = Vec::new();
+    let (mut best, mut best_base) = (0.0, 0.0);
+    for &c in &opts.core_counts {
+        let (pool, refused) = pool_ops_per_s(c, time);
+        let queue = queue_ops_per_s(c, time);
+        per_cores.push(json!({
+            "cores": c,
+            "pool_ops_per_s": pool.round(),
+            "queue_ops_per_s": queue.round(),
+            "ratio": (pool / queue * 1000.0).round() / 1000.0,
+            "refused_at_admission": (refused * 10_000.0).round() / 10_000.0,
+        }));
+        best = pool;
+        best_base = queue;
+    }
+    let mut extra = Map::new();
+    extra.insert("per_core_count".into(), json!(per_cores));
+    extra.insert("chunk_txs".into(), json!(CHUNK));
+    extra.insert("depth_txs".into(), json!(DEPTH_TXS));
+    extra.insert("batch_txs".into(), json!(BATCH_TXS));
+    extra.insert("nonces_per_sender".into(), json!(NONCES_PER_SENDER));
+    extra.insert("shards".into(), json!(ShardedPoolConfig::default().shards));
+    let mut method = "";
+    for (key, n, per_sender) in [
+        ("mem_bytes_per_tx_100k", 100_000, 16),
+        ("mem_bytes_per_tx_1m", 1_000_000, 16),
+        ("mem_bytes_per_tx_100k_one_per_sender", 100_000, 1),
+    ] {
+        let (heap, charged, m) = memory_per_tx(n, per_sender);
+        method = m;
+        extra.insert(key.into(), json!(heap.round()));
+        extra.insert(format!("{key}_charged"), json!(charged.round()));
+    }
+    extra.insert("mem_method".into(), json!(method));
+    extra.insert(
+        "mem_target_bytes_per_tx".into(),
+        json!(MEM_TARGET_BYTES_PER_TX),
+    );
+    SuiteReport {
+        suite: "mempool".into(),
+        ops_per_s: best,
+        baseline: "crossbeam ArrayQueue push/pop of the same transactions, same depth".into(),
+        baseline_ops_per_s: best_base,
+        extra,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throughput_loops_commit_and_measure() {
+        let (rate, refused) = pool_ops_per_s(2, Duration::from_millis(50));
+        assert!(rate > 0.0);
+        assert!(refused < 0.5, "refused {refused}");
+        assert!(queue_ops_per_s(2, Duration::from_millis(50)) > 0.0);
+    }
+
+    #[test]
+    fn memory_is_measured() {
+        let (heap, charged, _) = memory_per_tx(2_000, 16);
+        assert!(heap > 0.0 && charged > 0.0);
+    }
+}
