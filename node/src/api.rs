@@ -237,7 +237,19 @@ pub fn render_metrics(n: &NodeHandle) -> String {
     }
     let s = &n.shared;
     let (index, _) = s.status.head();
-    let gauges: [(&str, &str, &str, f64); 9] = [
+    let gauges: [(&str, &str, &str, f64); 11] = [
+        (
+            "velox_storage_write_seconds_sum",
+            "counter",
+            "Time spent in commit writes (one RocksDB write batch each).",
+            s.storage_write_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        ),
+        (
+            "velox_storage_write_seconds_count",
+            "counter",
+            "Commit writes in the sum.",
+            s.storage_writes.load(Ordering::Relaxed) as f64,
+        ),
         (
             "velox_commit_index",
             "gauge",
@@ -536,7 +548,7 @@ fn render_peers(o: &mut String, s: &velox_net::peer::PeerCountersSnapshot) {
 
 fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-    let m: [(&str, &str, &str, f64); 23] = [
+    let m: [(&str, &str, &str, f64); 27] = [
         (
             "velox_consensus_round",
             "gauge",
@@ -674,6 +686,30 @@ fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
             "counter",
             "Blocks served to lagging peers from the consensus log.",
             g(&c.blocks_served_from_disk),
+        ),
+        (
+            "velox_consensus_log_write_seconds_sum",
+            "counter",
+            "Time spent writing the consensus log (accepted blocks, stored batches).",
+            g(&c.log_write_ns) / 1e9,
+        ),
+        (
+            "velox_consensus_log_write_seconds_count",
+            "counter",
+            "Consensus log writes in the sum.",
+            g(&c.log_writes),
+        ),
+        (
+            "velox_consensus_blocks_parked",
+            "gauge",
+            "Peers' blocks waiting for their batches before the core sees them.",
+            g(&c.blocks_parked),
+        ),
+        (
+            "velox_consensus_blocks_parked_dropped_total",
+            "counter",
+            "Parked blocks dropped (bound or age).",
+            g(&c.blocks_parked_dropped),
         ),
     ];
     scalars(o, &m);

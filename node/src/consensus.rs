@@ -107,6 +107,9 @@ pub struct ConsensusCounters {
     /// Peers' blocks waiting for their batches before the core sees them.
     pub blocks_parked: AtomicU64,
     pub blocks_parked_dropped: AtomicU64,
+    /// Consensus-log writes: time (ns) and count.
+    pub log_write_ns: AtomicU64,
+    pub log_writes: AtomicU64,
 }
 
 /// A batch this node holds, its transactions checked.
@@ -401,7 +404,13 @@ impl ConsensusTile {
         if !self.persist_blocks.is_empty() || !self.persist_batches.is_empty() {
             let blocks = std::mem::take(&mut self.persist_blocks);
             let batches = std::mem::take(&mut self.persist_batches);
-            if let Err(e) = self.chain.write_consensus(&blocks, &batches) {
+            let t = Instant::now();
+            let written = self.chain.write_consensus(&blocks, &batches);
+            self.counters
+                .log_write_ns
+                .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.counters.log_writes.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = written {
                 tracing::error!(error = %e, "writing the consensus log failed; stopping the node");
                 eprintln!("velox: fatal: the consensus log could not be written: {e}");
                 std::process::exit(70);

@@ -357,6 +357,55 @@ fn chaos_kill_restart(
     })
 }
 
+/// A validator's parsed /metrics, if it answers.
+fn scrape(api: SocketAddr) -> Option<velox_tuning::monitor::Snapshot> {
+    let (code, body) = crate::httpc::get(api, "/metrics").ok()?;
+    if code != 200 {
+        return None;
+    }
+    let fams = velox_tuning::monitor::parse_exposition(&body).ok()?;
+    Some(velox_tuning::monitor::Snapshot::from_families(&fams))
+}
+
+/// Per validator and tile, the fraction of the load window the tile was
+/// busy: (validator, tile, index, core, fraction). A validator restarted in
+/// the window (its counters went back) is left out.
+fn busy_fractions(
+    before: &[Option<velox_tuning::monitor::Snapshot>],
+    after: &[Option<velox_tuning::monitor::Snapshot>],
+) -> Vec<(usize, String, String, String, f64)> {
+    let mut out = Vec::new();
+    for (v, (b, a)) in before.iter().zip(after).enumerate() {
+        let (Some(b), Some(a)) = (b, a) else { continue };
+        let (Some(u0), Some(u1)) = (b.uptime_s, a.uptime_s) else {
+            continue;
+        };
+        let dt = u1 - u0;
+        if dt <= 0.0 {
+            continue;
+        }
+        for t in &a.tiles {
+            let prev = b
+                .tiles
+                .iter()
+                .find(|p| p.tile == t.tile && p.index == t.index)
+                .and_then(|p| p.busy_seconds);
+            if let (Some(p), Some(n)) = (prev, t.busy_seconds) {
+                if n >= p {
+                    out.push((
+                        v,
+                        t.tile.clone(),
+                        t.index.clone(),
+                        t.core.clone(),
+                        ((n - p) / dt).min(1.0),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
 pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(args.validators >= 1, "--validators must be at least 1");
     let chaos = match args.chaos.as_deref() {
@@ -435,6 +484,7 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
         progress: true,
         opaque_bytes: args.bench_unsigned_opaque.then_some(BENCH_OPAQUE_BYTES),
     };
+    let scraped_before: Vec<_> = apis.iter().map(|a| scrape(*a)).collect();
     let start = Instant::now();
     let chaos_thread = if chaos {
         let victim = nodes.pop().expect("at least 4 validators");
@@ -460,6 +510,8 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
         chaos_report = Some(r);
     }
     let report = report?;
+    let scraped_after: Vec<_> = apis.iter().map(|a| scrape(*a)).collect();
+    let busy = busy_fractions(&scraped_before, &scraped_after);
     // Let every validator reach the highest index any had after the load,
     // so the comparison covers the whole run.
     let top = apis
@@ -498,6 +550,13 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
         );
         o.insert("tx_bytes".into(), json!(BENCH_OPAQUE_BYTES));
     }
+    o.insert(
+        "tile_busy".into(),
+        json!(busy
+            .iter()
+            .map(|(v, t, i, c, f)| json!({"validator": v, "tile": t, "index": i, "core": c, "busy_fraction": f}))
+            .collect::<Vec<_>>()),
+    );
     if let Some(c) = chaos_report {
         o.insert("catch_up_s".into(), json!(c.catch_up_s));
         o.insert("chaos".into(), serde_json::to_value(&c)?);
@@ -512,5 +571,19 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
         .with_context(|| format!("writing --report {}", args.report.display()))?;
     println!("{text}");
     eprintln!("devnet: report written to {}", args.report.display());
+    if !busy.is_empty() {
+        let bars: Vec<(String, f64)> = busy
+            .iter()
+            .map(|(v, t, i, c, f)| (format!("v{v} {t}.{i}@{c}"), f * 100.0))
+            .collect();
+        let svg = velox_benches::plot::bar_chart(
+            "Per-tile busy fraction during the load",
+            "busy %",
+            &bars,
+        );
+        let path = args.report.with_extension("tiles.svg");
+        std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("devnet: per-tile busy plot written to {}", path.display());
+    }
     Ok(v)
 }

@@ -142,6 +142,10 @@ pub struct Shared {
     /// Sum of commit latencies (block cut to durable), ns, and count.
     pub commit_latency_ns: AtomicU64,
     pub commit_latency_count: AtomicU64,
+    /// Time the storage tile spent in commit writes (RocksDB write batch),
+    /// ns, and how many.
+    pub storage_write_ns: AtomicU64,
+    pub storage_writes: AtomicU64,
 }
 
 /// A transaction's committed nonce as storage has it.
@@ -386,7 +390,13 @@ pub async fn storage_tile(
             timestamp_ms: b.timestamp_ms,
             txs: b.txs.iter().map(|t| t.bytes().to_vec()).collect(),
         };
-        let meta = match stats.busy(|| shared.chain.commit(&record, &o)) {
+        let write_started = Instant::now();
+        let written = stats.busy(|| shared.chain.commit(&record, &o));
+        shared
+            .storage_write_ns
+            .fetch_add(write_started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        shared.storage_writes.fetch_add(1, Ordering::Relaxed);
+        let meta = match written {
             Ok(m) => m,
             Err(e) => {
                 // Continuing would acknowledge commits that are not durable.

@@ -250,6 +250,8 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         pool: PoolGauges::default(),
         commit_latency_ns: AtomicU64::new(0),
         commit_latency_count: AtomicU64::new(0),
+        storage_write_ns: AtomicU64::new(0),
+        storage_writes: AtomicU64::new(0),
     });
     shared.status.update(&meta);
 

@@ -332,6 +332,16 @@ fn devnet_main_job_writes_a_report() {
     assert_eq!(v["rejected"], 0);
     assert_eq!(v["state_roots_agree"], true);
     assert!(v["latency_ms_p99"].as_f64().unwrap() > 0.0);
+    // Per-tile busy fractions over the load, and their plot next to the report.
+    let busy = v["tile_busy"].as_array().expect("tile_busy");
+    let verify = busy
+        .iter()
+        .find(|t| t["tile"] == "verify")
+        .expect("a verify tile row");
+    let f = verify["busy_fraction"].as_f64().unwrap();
+    assert!(f > 0.0 && f <= 1.0, "{verify}");
+    let svg = std::fs::read_to_string(report.with_extension("tiles.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("v0 verify.0"), "{svg}");
     // Unsupported shapes fail clearly rather than pretending.
     let out = std::process::Command::new(EXE)
         .args(["devnet", "--validators", "2", "--chaos", "kill-restart"])
