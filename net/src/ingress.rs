@@ -176,7 +176,7 @@ enum StreamError {
     Read(#[from] quinn::ReadError),
     #[error("read: {0}")]
     ReadExact(#[from] quinn::ReadExactError),
-    #[error("write: {0}")]
+    #[error("write: {0:?}")]
     Write(#[from] quinn::WriteError),
     #[error("framing: {0}")]
     Frame(#[from] FrameError),
@@ -329,11 +329,13 @@ pub enum ClientError {
     Connect(#[from] quinn::ConnectError),
     #[error("connection: {0}")]
     Connection(#[from] quinn::ConnectionError),
-    #[error("write: {0}")]
+    #[error("write: {0:?}")]
     Write(#[from] quinn::WriteError),
-    #[error("read: {0}")]
+    #[error("read: {0:?}")]
     Read(#[from] quinn::ReadToEndError),
-    #[error("read: {0}")]
+    // Debug shows why a connection was lost (timed out, reset, closed by
+    // the peer with a code), which Display hides.
+    #[error("read: {0:?}")]
     ReadChunk(#[from] quinn::ReadError),
     #[error("stream closed: {0}")]
     Closed(#[from] quinn::ClosedStream),
