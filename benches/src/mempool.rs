@@ -111,10 +111,23 @@ pub fn insert_or_drain(
     meta: u64,
     out: &mut Vec<Settled<u64>>,
 ) {
+    insert_or(pool, tx, meta, out, |p, o| {
+        drain(p, o);
+    });
+}
+
+/// Inserts one transaction; while the pool is full, calls `make_room`.
+fn insert_or(
+    pool: &ShardedPool<u64>,
+    tx: VerifiedTx,
+    meta: u64,
+    out: &mut Vec<Settled<u64>>,
+    make_room: impl Fn(&ShardedPool<u64>, &mut Vec<Settled<u64>>),
+) {
     let mut item = (tx, meta);
     while let Err(f) = pool.insert(item.0, item.1, 0) {
         item = (f.tx, f.meta);
-        drain(pool, out);
+        make_room(pool, out);
     }
 }
 
@@ -177,7 +190,16 @@ pub fn memory_per_tx(n: usize, per_sender: u64) -> (f64, f64, &'static str) {
     let pool = bench_pool(n);
     let mut out = Vec::new();
     for i in 0..n as u64 {
-        insert_or_drain_admit_only(&pool, raw_tx(i / per_sender, i % per_sender), i, &mut out);
+        // Admit (never pop) when an inbox is full.
+        insert_or(
+            &pool,
+            raw_tx(i / per_sender, i % per_sender),
+            i,
+            &mut out,
+            |p, o| {
+                p.handle_inbox(o);
+            },
+        );
     }
     pool.handle_inbox(&mut out);
     assert!(out.is_empty(), "every transaction admitted");
@@ -190,20 +212,6 @@ pub fn memory_per_tx(n: usize, per_sender: u64) -> (f64, f64, &'static str) {
         charged,
         method,
     )
-}
-
-/// Inserts, admitting (never popping) when an inbox is full.
-fn insert_or_drain_admit_only(
-    pool: &ShardedPool<u64>,
-    tx: VerifiedTx,
-    meta: u64,
-    out: &mut Vec<Settled<u64>>,
-) {
-    let mut item = (tx, meta);
-    while let Err(f) = pool.insert(item.0, item.1, 0) {
-        item = (f.tx, f.meta);
-        pool.handle_inbox(out);
-    }
 }
 
 pub fn run(opts: &BenchOpts) -> SuiteReport {
