@@ -583,11 +583,14 @@ impl Core {
                     parents.push(own);
                     continue;
                 }
-                // The first block of the slot at r-1, else a weak link to a
-                // recent older block so slow validators still get ordered.
-                let pick = (0..3u64)
-                    .map(|d| Round(prev.0.saturating_sub(d)))
-                    .filter(|r| r.0 >= 1)
+                // The first block of the slot at r-1, else a weak link to
+                // the author's latest older block above the GC round, so a
+                // validator that lags any number of rounds still gets its
+                // blocks (and their transactions) ordered.
+                let floor = self.dag.gc_round().0.max(1);
+                let pick = (floor..=prev.0)
+                    .rev()
+                    .map(Round)
                     .find_map(|r| self.dag.slot(r, v).first());
                 if let Some(b) = pick {
                     parents.push(b.reference());

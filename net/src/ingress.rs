@@ -377,6 +377,26 @@ impl IngressClient {
         &self,
         mode: AckMode,
         txs: &[&[u8]],
+        on_response: impl FnMut(Response),
+    ) -> Result<usize, ClientError> {
+        self.submit_streaming_gated((), mode, txs, on_response)
+            .await
+    }
+
+    /// [`Self::submit_streaming`], holding `gate` until the stream is open.
+    ///
+    /// A client that pipelines several streams with dependent transactions
+    /// (one sender's consecutive nonces) must open them in nonce order: a
+    /// stream is answered only when all its transactions are, a transaction
+    /// waits in the pool for its sender's earlier nonces, and a connection
+    /// has at most 64 open streams. Opening later nonces first can use up the
+    /// stream credit that the earlier ones need. Passing a guard of a FIFO
+    /// lock taken in submission order as `gate` orders the openings.
+    pub async fn submit_streaming_gated<G>(
+        &self,
+        gate: G,
+        mode: AckMode,
+        txs: &[&[u8]],
         mut on_response: impl FnMut(Response),
     ) -> Result<usize, ClientError> {
         assert!(txs.len() <= STREAM_TXS_MAX);
@@ -386,6 +406,7 @@ impl IngressClient {
             crate::frame::encode_frame(t, &mut wire);
         }
         let (mut send, mut recv) = self.conn.open_bi().await?;
+        drop(gate);
         send.write_all(&wire).await?;
         send.finish()?;
         let mut buf: Vec<u8> = Vec::with_capacity(crate::frame::RESPONSE_BYTES * 64);

@@ -226,6 +226,9 @@ struct Lane {
     /// How many of `order` were sent.
     sent: usize,
     endpoint: quinn::Endpoint,
+    /// Streams to this target open in submission order (one sender's nonces
+    /// spread over several streams; see `submit_streaming_gated`).
+    open_order: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 async fn drive(
@@ -252,6 +255,7 @@ async fn drive(
             order: Vec::new(),
             sent: 0,
             endpoint,
+            open_order: Default::default(),
         });
     }
     for i in 0..txs.len() {
@@ -279,18 +283,22 @@ async fn drive(
                 let end = (lane.sent + LOAD_STREAM_TXS_MAX).min(lane_due);
                 let idx: Vec<usize> = lane.order[lane.sent..end].to_vec();
                 lane.sent = end;
-                let (conn, txs, tally, hist) = (
+                let (conn, txs, tally, hist, order) = (
                     lane.conns[conn_i % lane.conns.len()].clone(),
                     txs.clone(),
                     tally.clone(),
                     hist.clone(),
+                    lane.open_order.clone(),
                 );
                 conn_i += 1;
                 tasks.push(tokio::task::spawn_local(async move {
                     let slice: Vec<&[u8]> = idx.iter().map(|&i| txs[i].as_slice()).collect();
+                    // Tasks start in spawn order, so the FIFO lock is taken
+                    // in submission order and held until the stream is open.
+                    let gate = order.lock_owned().await;
                     let t0 = Instant::now();
                     let r = conn
-                        .submit_streaming(AckMode::Commit, &slice, |resp| {
+                        .submit_streaming_gated(gate, AckMode::Commit, &slice, |resp| {
                             let mut t = tally.borrow_mut();
                             t.last_answer = Some(Instant::now());
                             match resp.status {
