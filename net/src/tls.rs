@@ -18,6 +18,10 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 pub const CLIENT_STREAMS_PER_CONN_MAX: u32 = 64;
 /// Idle time after which a connection is closed.
 pub const IDLE_TIMEOUT_MS: u32 = 30_000;
+/// Clients ping this often, so a connection whose streams wait longer than
+/// the idle timeout for their commits (a validator catching up, a long
+/// overload) stays open. Servers do not ping: an idle client is let go.
+pub const CLIENT_KEEP_ALIVE_MS: u64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -43,14 +47,24 @@ pub fn self_signed_cert(pkcs8_der: &[u8]) -> Result<Vec<u8>, TlsError> {
     Ok(params.self_signed(&key)?.der().to_vec())
 }
 
+fn client_transport() -> Arc<quinn::TransportConfig> {
+    let mut t = transport_config();
+    t.keep_alive_interval(Some(std::time::Duration::from_millis(CLIENT_KEEP_ALIVE_MS)));
+    Arc::new(t)
+}
+
 fn transport() -> Arc<quinn::TransportConfig> {
+    Arc::new(transport_config())
+}
+
+fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(CLIENT_STREAMS_PER_CONN_MAX.into());
     t.max_concurrent_uni_streams(0u32.into());
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
         IDLE_TIMEOUT_MS,
     ))));
-    Arc::new(t)
+    t
 }
 
 /// Server configuration for `alpn` with the given certificate and key.
@@ -93,7 +107,7 @@ pub fn client_config(
     tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(transport());
+    cfg.transport_config(client_transport());
     Ok(cfg)
 }
 
