@@ -901,39 +901,35 @@ impl ConsensusTile {
         self.locate_batches();
     }
 
-    /// For queued commits, finds each batch in memory, else on disk, else
-    /// marks it wanted from peers.
+    /// For the commit just queued, finds each batch in memory, else on
+    /// disk, else marks it wanted from peers. (Earlier commits were located
+    /// when they were queued; their batches stay held until delivered.)
     fn locate_batches(&mut self) {
-        let mut want: Vec<(BatchDigest, Vec<ValidatorIndex>)> = Vec::new();
-        let mut load: Vec<BatchDigest> = Vec::new();
-        for c in &self.commits {
-            for (d, src) in c.digests.iter().zip(&c.sources) {
-                if self.held.contains_key(d) || self.wanted.contains_key(d) {
-                    continue;
+        let Some(c) = self.commits.back() else { return };
+        let todo: Vec<(BatchDigest, Vec<ValidatorIndex>)> = c
+            .digests
+            .iter()
+            .zip(&c.sources)
+            .filter(|(d, _)| !self.held.contains_key(*d) && !self.wanted.contains_key(*d))
+            .map(|(d, src)| (*d, src.clone()))
+            .collect();
+        for (d, sources) in todo {
+            match self.chain.batch(&d) {
+                Ok(Some(bytes)) => {
+                    // Disk is a boundary: check it again (it was checked
+                    // when stored, so all of it should pass).
+                    let txs = self.check_batch(&bytes, true).unwrap_or_default();
+                    self.held.insert(
+                        d,
+                        HeldBatch {
+                            bytes: bytes.into(),
+                            txs: Arc::new(txs),
+                            since: Instant::now(),
+                        },
+                    );
                 }
-                match self.chain.batch(d) {
-                    Ok(Some(_)) => load.push(*d),
-                    _ => want.push((*d, src.clone())),
-                }
+                _ => self.want(d, sources),
             }
-        }
-        for d in load {
-            if let Ok(Some(bytes)) = self.chain.batch(&d) {
-                // Disk is a boundary: check it again (it was checked when
-                // stored, so all of it should pass).
-                let txs = self.check_batch(&bytes, true).unwrap_or_default();
-                self.held.insert(
-                    d,
-                    HeldBatch {
-                        bytes: bytes.into(),
-                        txs: Arc::new(txs),
-                        since: Instant::now(),
-                    },
-                );
-            }
-        }
-        for (d, sources) in want {
-            self.want(d, sources);
         }
     }
 
