@@ -881,9 +881,6 @@ impl ConsensusTile {
                 }
             }
         }
-        self.counters
-            .leaders_committed
-            .store(self.core.metrics().leaders_committed, Ordering::Relaxed);
         if index <= self.applied {
             // Replayed by recovery: applied before the restart.
             for d in &digests {
@@ -938,11 +935,7 @@ impl ConsensusTile {
             return;
         }
         let now = Instant::now();
-        let needed: HashSet<BatchDigest> = self
-            .commits
-            .iter()
-            .flat_map(|c| c.digests.iter().copied())
-            .collect();
+        let needed = self.needed_batches();
         // A batch only parked blocks want, that nobody could serve after
         // many tries: give up (its blocks age out of the parking).
         self.wanted
@@ -969,6 +962,14 @@ impl ConsensusTile {
                 });
             }
         }
+    }
+
+    /// Digests of the batches the queued commits still need.
+    fn needed_batches(&self) -> HashSet<BatchDigest> {
+        self.commits
+            .iter()
+            .flat_map(|c| c.digests.iter().copied())
+            .collect()
     }
 
     fn front_commit_ready(&self) -> bool {
@@ -1033,11 +1034,7 @@ impl ConsensusTile {
         if self.held.len() < self.params.batches_held_max / 2 {
             return;
         }
-        let needed: HashSet<BatchDigest> = self
-            .commits
-            .iter()
-            .flat_map(|c| c.digests.iter().copied())
-            .collect();
+        let needed = self.needed_batches();
         self.held
             .retain(|d, h| needed.contains(d) || h.since.elapsed() < HELD_MAX_AGE);
     }

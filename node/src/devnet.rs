@@ -161,6 +161,20 @@ pub fn wait_healthy(child: &mut Child, api: SocketAddr, dir: &Path) -> anyhow::R
     }
 }
 
+/// Where a devnet validator in `dir` writes its TLS certificate (clients
+/// pin it).
+pub fn node_cert(dir: &Path) -> PathBuf {
+    dir.join("data").join(crate::run::TLS_CERT_FILE)
+}
+
+/// A load-generator target for the validator in `dir` serving `ingress`.
+pub fn load_target(dir: &Path, ingress: SocketAddr) -> crate::load::Target {
+    crate::load::Target {
+        addr: ingress,
+        cert: Some(node_cert(dir)),
+    }
+}
+
 /// One prepared validator of a network.
 #[derive(Clone, Debug)]
 pub struct PreparedNode {
@@ -468,10 +482,7 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
     let load = LoadArgs {
         targets: nodes[..loaded]
             .iter()
-            .map(|n| crate::load::Target {
-                addr: n.ingress,
-                cert: Some(n.dir.join("data").join(crate::run::TLS_CERT_FILE)),
-            })
+            .map(|n| load_target(&n.dir, n.ingress))
             .collect(),
         rate: args.rate,
         duration: args.duration,

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use common::{metric, EXE};
 use velox_node::devnet::{
-    head, prepare_network, roots_agree, spawn_node, stop_child, wait_commit_index, wait_healthy,
-    PreparedNode, DEVNET_CHAIN_ID, DEVNET_SEED,
+    head, load_target, prepare_network, roots_agree, spawn_node, stop_child, wait_commit_index,
+    wait_healthy, PreparedNode, DEVNET_CHAIN_ID, DEVNET_SEED,
 };
-use velox_node::load::{run_load, LoadArgs, LoadReport, Target};
+use velox_node::load::{run_load, LoadArgs, LoadReport};
 
 struct Net {
     nodes: Vec<PreparedNode>,
@@ -54,15 +54,7 @@ impl Net {
         run_load(&LoadArgs {
             targets: which
                 .iter()
-                .map(|&i| Target {
-                    addr: self.nodes[i].ingress,
-                    cert: Some(
-                        self.nodes[i]
-                            .dir
-                            .join("data")
-                            .join(velox_node::run::TLS_CERT_FILE),
-                    ),
-                })
+                .map(|&i| load_target(&self.nodes[i].dir, self.nodes[i].ingress))
                 .collect(),
             rate,
             duration: Duration::from_secs(secs),

@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use common::EXE;
 use velox_node::devnet::{
-    prepare_network, roots_agree, stop_child, wait_commit_index, wait_healthy, PreparedNode,
-    DEVNET_CHAIN_ID, DEVNET_SEED,
+    load_target, prepare_network, roots_agree, stop_child, wait_commit_index, wait_healthy,
+    PreparedNode, DEVNET_CHAIN_ID, DEVNET_SEED,
 };
-use velox_node::load::{run_load, LoadArgs, Target};
+use velox_node::load::{run_load, LoadArgs};
 
 const N: usize = 4;
 const SUBNET: &str = "10.77.0";
@@ -176,10 +176,7 @@ fn four_validators_commit_over_50ms_lossy_links() {
     let r = run_load(&LoadArgs {
         targets: nodes
             .iter()
-            .map(|n| Target {
-                addr: n.ingress,
-                cert: Some(n.dir.join("data").join(velox_node::run::TLS_CERT_FILE)),
-            })
+            .map(|n| load_target(&n.dir, n.ingress))
             .collect(),
         rate: 200,
         duration: Duration::from_secs(4),

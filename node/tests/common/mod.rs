@@ -54,7 +54,7 @@ impl TestNode {
     }
 
     pub fn cert(&self) -> Vec<u8> {
-        std::fs::read(self.dir.join("data").join(velox_node::run::TLS_CERT_FILE)).unwrap()
+        std::fs::read(velox_node::devnet::node_cert(&self.dir)).unwrap()
     }
 
     pub fn get(&self, path: &str) -> serde_json::Value {
