@@ -4,12 +4,15 @@
 //! Two pools share the same rules (dedup by digest, per-sender nonce order,
 //! count and byte bounds, in-flight tracking until commit):
 //!
-//! - [`Pool`]: a single-owner state machine, below; the mempool tile owns it.
-//! - [`ShardedPool`] ([`sharded`]): a concurrent pool that many verify
-//!   threads insert into without locks (a CAS on a shared [`budget`] and a
-//!   push on a per-shard lock-free inbox) while batch builders drain it;
-//!   it adds fee replacement, expiry and returning uncommitted batches.
+//! - [`ShardedPool`] ([`sharded`]): the node's pool. Many verify tiles
+//!   insert into it without locks (a CAS on a shared [`budget`] and a push on
+//!   a per-shard lock-free inbox) while the mempool tile drains it; it adds
+//!   fee replacement, expiry and returning uncommitted batches.
 //!   docs/mempool.md describes its design and bounds.
+//! - [`Pool`]: a single-owner state machine, below: the reference model.
+//!   It is simple enough to be obviously right, and the sharded pool is
+//!   checked against it by property tests (as the parallel executor is
+//!   checked against the sequential one).
 //!
 //! The single-owner pool:
 //!
@@ -33,7 +36,7 @@
 //! - `len`/`bytes` count exactly the pending transactions.
 //!
 //! The pool is a plain single-owner state machine (sans-IO, no clock, no
-//! locks): the mempool tile owns it. `M` is whatever the caller attaches to a
+//! locks). `M` is whatever the caller attaches to a
 //! transaction (the ingress ticket that answers the client).
 
 pub mod batch;

@@ -537,12 +537,13 @@ impl<M> Core<M> {
     fn admit(
         &mut self,
         cfg: &ShardedPoolConfig,
-        entry_bytes: &dyn Fn(usize) -> u64,
         nonces: &NonceSource,
-        inc: Incoming<M>,
+        mut inc: Incoming<M>,
         out: &mut Vec<Settled<M>>,
+        on_admit: &mut dyn FnMut(&TxDigest, &mut M),
         t: &mut Tally,
     ) {
+        let entry_bytes = ShardedPool::<M>::entry_bytes;
         let reject =
             |inc: Incoming<M>, r: RejectReason, t: &mut Tally, out: &mut Vec<Settled<M>>| {
                 t.rejected += 1;
@@ -584,6 +585,9 @@ impl<M> Core<M> {
             Ok(None)
         };
         let stamp = self.next_stamp(inc.stamp);
+        if verdict.is_ok() {
+            on_admit(&inc.digest, &mut inc.meta);
+        }
         match verdict {
             Err(r) => {
                 self.maybe_free_sender(si);
@@ -961,6 +965,17 @@ impl<M> ShardedPool<M> {
     /// admission and replaced transactions are appended to `out`. Returns
     /// how many transactions were taken from the inboxes.
     pub fn handle_inbox(&self, out: &mut Vec<Settled<M>>) -> usize {
+        self.handle_inbox_with(out, &mut |_, _| {})
+    }
+
+    /// [`Self::handle_inbox`], calling `on_admit` with each admitted
+    /// transaction's digest and metadata (under its shard's lock: keep it
+    /// short), e.g. to answer a client that asked only for admission.
+    pub fn handle_inbox_with(
+        &self,
+        out: &mut Vec<Settled<M>>,
+        on_admit: &mut dyn FnMut(&TxDigest, &mut M),
+    ) -> usize {
         let mut taken = 0;
         for i in 0..self.shards.len() {
             if self.shards[i].inbox.is_empty() {
@@ -971,7 +986,14 @@ impl<M> ShardedPool<M> {
                 let mut n = 0;
                 while n < self.config.inbox_depth {
                     let Some(inc) = inbox.pop() else { break };
-                    core.admit(&self.config, &Self::entry_bytes, &self.nonces, inc, out, t);
+                    core.admit(
+                        &self.config,
+                        &self.nonces,
+                        inc,
+                        out,
+                        on_admit,
+                        t,
+                    );
                     n += 1;
                 }
                 n

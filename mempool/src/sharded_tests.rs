@@ -220,6 +220,47 @@ fn higher_fee_replaces_pending() {
 }
 
 #[test]
+fn admission_hook_sees_exactly_the_admitted() {
+    let p = pool(config());
+    for (t, m) in [
+        (tx(1, 0), 0),
+        (tx(1, 0), 1),              // duplicate
+        (tx_salted(1, 1, 5, 0), 2), // admitted, then replaced
+        (tx_salted(1, 1, 6, 1), 3), // replaces meta 2
+        (tx(2, 5000), 4),           // too far ahead
+        (tx(3, 0), 5),
+    ] {
+        p.insert(t, m, 0).expect("room");
+    }
+    let mut out = Vec::new();
+    let mut admitted = Vec::new();
+    p.handle_inbox_with(&mut out, &mut |d, m| {
+        admitted.push((*m, *d));
+        // The hook may change what the pool keeps with the transaction.
+        *m += 100;
+    });
+    admitted.sort_by_key(|x| x.0);
+    let metas: Vec<u32> = admitted.iter().map(|x| x.0).collect();
+    assert_eq!(metas, vec![0, 2, 3, 5]);
+    assert_eq!(admitted[0].1, tx(1, 0).digest());
+    assert_eq!(
+        reasons(&out),
+        vec![
+            (1, RejectReason::Duplicate),
+            (4, RejectReason::NonceTooFarAhead),
+            (102, RejectReason::Replaced),
+        ]
+    );
+    let b = p.pop_batch(10, usize::MAX);
+    let mut out = Vec::new();
+    p.handle_committed(receipts(&b), &mut out);
+    let mut settled: Vec<u32> = out.iter().map(|s| s.meta).collect();
+    settled.sort_unstable();
+    assert_eq!(settled, vec![100, 103, 105]);
+    p.check_invariants();
+}
+
+#[test]
 fn expiry_evicts_old_pending_not_in_flight() {
     let p = pool(config()); // age_max 1000 ms
     admit(&p, vec![(tx(1, 0), 0), (tx(2, 0), 1)], 100);

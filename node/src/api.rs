@@ -42,6 +42,7 @@ fn error(code: StatusCode, msg: String) -> Response {
 async fn status(State(n): State<Arc<NodeHandle>>) -> Json<serde_json::Value> {
     let (index, root) = n.shared.status.head();
     let p = &n.shared.pool;
+    let (held_txs, held_bytes) = p.held();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "chain_id": n.shared.chain_id,
@@ -49,9 +50,10 @@ async fn status(State(n): State<Arc<NodeHandle>>) -> Json<serde_json::Value> {
         "commit_index": index,
         "state_root": root.to_hex(),
         "txs_committed": n.shared.status.txs_total.load(Ordering::Relaxed),
-        "mempool_txs": p.txs.load(Ordering::Relaxed),
-        "mempool_bytes": p.bytes.load(Ordering::Relaxed),
-        "in_flight_txs": p.in_flight.load(Ordering::Relaxed),
+        "mempool_txs": p.len(),
+        "mempool_held_txs": held_txs,
+        "mempool_bytes": held_bytes,
+        "in_flight_txs": p.in_flight(),
         "uptime_s": n.started.elapsed().as_secs_f64(),
         "validators": n.validators,
         "benchmark": serde_json::to_value(n.shared.benchmark).unwrap_or_default(),
@@ -237,7 +239,9 @@ pub fn render_metrics(n: &NodeHandle) -> String {
     }
     let s = &n.shared;
     let (index, _) = s.status.head();
-    let gauges: [(&str, &str, &str, f64); 11] = [
+    let pc = s.pool.counters();
+    let (held_txs, held_bytes) = s.pool.held();
+    let gauges = [
         (
             "velox_storage_write_seconds_sum",
             "counter",
@@ -271,20 +275,68 @@ pub fn render_metrics(n: &NodeHandle) -> String {
         (
             "velox_mempool_txs",
             "gauge",
-            "Transactions pending in the pool.",
-            s.pool.txs.load(Ordering::Relaxed) as f64,
+            "Transactions pending in the pool (admitted, not in flight).",
+            s.pool.len() as f64,
+        ),
+        (
+            "velox_mempool_queued_txs",
+            "gauge",
+            "Transactions inserted by verify tiles, waiting in the pool's inboxes for admission.",
+            s.pool.queued() as f64,
+        ),
+        (
+            "velox_mempool_held_txs",
+            "gauge",
+            "Transactions the pool's budget counts: queued, pending and in flight.",
+            held_txs as f64,
         ),
         (
             "velox_mempool_bytes",
             "gauge",
-            "Bytes held by pending transactions.",
-            s.pool.bytes.load(Ordering::Relaxed) as f64,
+            "Bytes the pool's budget counts (transactions and their bookkeeping).",
+            held_bytes as f64,
         ),
         (
             "velox_mempool_in_flight_txs",
             "gauge",
-            "Transactions in blocks not yet durable.",
-            s.pool.in_flight.load(Ordering::Relaxed) as f64,
+            "Transactions handed to consensus and not settled yet.",
+            s.pool.in_flight() as f64,
+        ),
+        (
+            "velox_mempool_admitted_total",
+            "counter",
+            "Transactions admitted to the pool.",
+            pc.admitted as f64,
+        ),
+        (
+            "velox_mempool_replaced_total",
+            "counter",
+            "Pending transactions replaced by a higher fee for the same sender and nonce.",
+            pc.replaced as f64,
+        ),
+        (
+            "velox_mempool_expired_total",
+            "counter",
+            "Pending transactions evicted for age (mempool.expiry_ms).",
+            pc.expired as f64,
+        ),
+        (
+            "velox_mempool_returned_total",
+            "counter",
+            "In-flight transactions returned to pending (their batch could no longer commit).",
+            pc.returned as f64,
+        ),
+        (
+            "velox_mempool_backpressure_waits_total",
+            "counter",
+            "Inserts that found the pool full and held ingress waiting for room.",
+            s.pool_pressure.waits.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_mempool_backpressure_seconds_total",
+            "counter",
+            "Time verify tiles held ingress waiting for room in the pool.",
+            s.pool_pressure.wait_ns.load(Ordering::Relaxed) as f64 / 1e9,
         ),
         (
             "velox_commit_latency_seconds_sum",
@@ -306,6 +358,20 @@ pub fn render_metrics(n: &NodeHandle) -> String {
         ),
     ];
     scalars(&mut o, &gauges);
+    family(
+        &mut o,
+        "velox_mempool_full_total",
+        "counter",
+        "Inserts refused because the pool was full, by the bound that was hit \
+         (each then waited for room or was rejected PoolFull).",
+    );
+    for (bound, v) in [
+        ("txs", pc.full_txs),
+        ("bytes", pc.full_bytes),
+        ("inbox", pc.full_inbox),
+    ] {
+        let _ = writeln!(o, "velox_mempool_full_total{{bound=\"{bound}\"}} {v}");
+    }
     family(
         &mut o,
         "velox_rejected_total",
@@ -548,7 +614,7 @@ fn render_peers(o: &mut String, s: &velox_net::peer::PeerCountersSnapshot) {
 
 fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-    let m: [(&str, &str, &str, f64); 27] = [
+    let m: [(&str, &str, &str, f64); 28] = [
         (
             "velox_consensus_round",
             "gauge",
@@ -626,6 +692,13 @@ fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
             "counter",
             "Own batches stored by f+1 stake and queued for a block.",
             g(&c.batches_available),
+        ),
+        (
+            "velox_batches_returned_total",
+            "counter",
+            "Own batches that could no longer commit (their block fell below the GC round, \
+             or consensus could not queue them); their transactions went back to the pool.",
+            g(&c.batches_returned),
         ),
         (
             "velox_batches_waiting_acks",

@@ -70,9 +70,19 @@ pub struct ApiConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MempoolConfig {
+    /// Most transactions held (waiting to be admitted, pending, in flight).
     pub txs_max: usize,
+    /// Most bytes held, counted per entry with its bookkeeping.
     pub bytes_max: usize,
     pub nonce_ahead_max: u64,
+    /// Pool shards (a power of two); a sender always maps to one shard.
+    pub shards: usize,
+    /// A pending transaction older than this (ms) is evicted, `Expired`.
+    pub expiry_ms: u64,
+    /// When the pool is full, how long ingress holds a transaction (and,
+    /// through flow control, its client) waiting for room before rejecting
+    /// it `PoolFull` (ms).
+    pub full_wait_ms: u64,
     /// A batch is sealed at this many transactions...
     pub batch_txs_max: usize,
     /// ...or when its first transaction has waited this long (ms).
@@ -84,6 +94,9 @@ impl Default for MempoolConfig {
             txs_max: 200_000,
             bytes_max: 128 << 20,
             nonce_ahead_max: 1024,
+            shards: 16,
+            expiry_ms: 600_000,
+            full_wait_ms: 2_000,
             batch_txs_max: 1000,
             batch_age_ms: 10,
         }
@@ -258,11 +271,47 @@ impl Config {
                 "allow at least 1 transaction and 16 maximum-size transactions' bytes",
             ));
         }
+        use velox_mempool::budget::{BUDGET_BYTES_LIMIT, BUDGET_TXS_LIMIT};
+        if self.mempool.txs_max as u64 > BUDGET_TXS_LIMIT
+            || self.mempool.bytes_max as u64 > BUDGET_BYTES_LIMIT
+        {
+            return Err(err(
+                "mempool.txs_max / mempool.bytes_max",
+                format!(
+                    "too large ({} txs, {} bytes)",
+                    self.mempool.txs_max, self.mempool.bytes_max
+                ),
+                &format!(
+                    "stay within {BUDGET_TXS_LIMIT} transactions and {BUDGET_BYTES_LIMIT} bytes"
+                ),
+            ));
+        }
         if self.mempool.nonce_ahead_max == 0 {
             return Err(err(
                 "mempool.nonce_ahead_max",
                 "is 0".into(),
                 "set it to at least 1 (default 1024)",
+            ));
+        }
+        if !self.mempool.shards.is_power_of_two() || self.mempool.shards > 1024 {
+            return Err(err(
+                "mempool.shards",
+                format!("is {}", self.mempool.shards),
+                "use a power of two from 1 to 1024 (default 16)",
+            ));
+        }
+        if self.mempool.expiry_ms == 0 || self.mempool.expiry_ms >= 1 << 31 {
+            return Err(err(
+                "mempool.expiry_ms",
+                format!("is {}", self.mempool.expiry_ms),
+                "use 1..2147483648 ms (default 600000, ten minutes)",
+            ));
+        }
+        if self.mempool.full_wait_ms > 60_000 {
+            return Err(err(
+                "mempool.full_wait_ms",
+                format!("is {}", self.mempool.full_wait_ms),
+                "use at most 60000 ms (default 2000); 0 rejects at once when full",
             ));
         }
         if self.mempool.batch_txs_max == 0

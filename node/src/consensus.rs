@@ -31,7 +31,7 @@ use velox_dag::{
     Block, BlockRef, CommittedSubDag, Committee, Core, CoreConfig, Digest, Ed25519Verifier, Output,
     Round, Time, ValidatorIndex,
 };
-use velox_exec::{Tx, VerifiedTx};
+use velox_exec::{AccountId, Tx, TxDigest, VerifiedTx};
 use velox_io::{Ring, TileStats};
 use velox_mempool::batch::{batch_digest, decode_batch, encode_batch, Availability, BatchDigest};
 use velox_net::peer::{Dest, Inbound, Outbound, PeerMessage, WireBlockRef};
@@ -89,6 +89,9 @@ pub struct ConsensusCounters {
     pub pending_blocks: AtomicU64,
     pub batches_sealed: AtomicU64,
     pub batches_available: AtomicU64,
+    /// Own batches that can no longer commit, their transactions returned
+    /// to the pool.
+    pub batches_returned: AtomicU64,
     pub batches_received: AtomicU64,
     pub batches_rejected: AtomicU64,
     pub batches_refused_full: AtomicU64,
@@ -220,6 +223,14 @@ pub struct ConsensusRings {
     pub blocks: Arc<Ring<CommittedBlock>>,
 }
 
+/// An own batch until it commits or can no longer commit.
+struct OwnBatch {
+    /// (sender, digest) of its transactions, as the pool knows them.
+    txs: Vec<(AccountId, TxDigest)>,
+    /// Round of the own block that carries it, once proposed.
+    proposed: Option<Round>,
+}
+
 pub struct ConsensusTile {
     core: Core,
     committee: Arc<Committee>,
@@ -243,6 +254,11 @@ pub struct ConsensusTile {
     parked: HashMap<BlockRef, Parked>,
     /// Batch digest -> parked blocks waiting for it.
     parked_on: HashMap<BatchDigest, Vec<BlockRef>>,
+    /// Own batches not committed yet: their transactions (in flight in the
+    /// pool) and the round of the own block that proposed them.
+    own: HashMap<BatchDigest, OwnBatch>,
+    /// The core's GC round when `own` was last checked.
+    own_checked_gc: Round,
     // Work of the current turn.
     persist_blocks: Vec<([u8; DAG_KEY_LEN], Vec<u8>)>,
     persist_batches: Vec<([u8; 32], Arc<[u8]>)>,
@@ -286,6 +302,8 @@ impl ConsensusTile {
             wanted: BTreeMap::new(),
             parked: HashMap::new(),
             parked_on: HashMap::new(),
+            own: HashMap::new(),
+            own_checked_gc: Round(0),
             persist_blocks: Vec::new(),
             persist_batches: Vec::new(),
             sends: Vec::new(),
@@ -424,6 +442,7 @@ impl ConsensusTile {
             }
         }
         self.deliver_commits();
+        self.return_dead_batches();
         self.evict_stale_batches();
         self.publish_counters();
         self.stats
@@ -438,6 +457,13 @@ impl ConsensusTile {
         let bytes: Arc<[u8]> = encode_batch(txs.iter().map(|t| t.bytes())).into();
         let d = batch_digest(&bytes);
         self.counters.batches_sealed.fetch_add(1, Ordering::Relaxed);
+        self.own.insert(
+            d,
+            OwnBatch {
+                txs: txs.iter().map(|t| (t.sender(), t.digest())).collect(),
+                proposed: None,
+            },
+        );
         self.persist_batches.push((d, bytes.clone()));
         if self.multi() {
             self.sends.push(Outbound {
@@ -466,8 +492,14 @@ impl ConsensusTile {
             // The core's payload queue is full: consensus is far behind the
             // pool. The batch stays stored; its transactions stay in flight
             // until the in-flight timeout returns them.
-            tracing::warn!("consensus payload queue full; an available batch was not queued");
+            tracing::warn!(
+                "consensus payload queue full; an available batch was not queued, \
+                 its transactions go back to the pool"
+            );
             self.stats.add_drops(1);
+            if let Some(o) = self.own.remove(&d) {
+                self.return_to_pool(o);
+            }
         }
     }
 
@@ -831,6 +863,13 @@ impl ConsensusTile {
                         .push((dag_key(&b.reference()), b.encode()));
                 }
                 Output::BroadcastBlock(b) => {
+                    if b.author() == self.me {
+                        for d in b.payload() {
+                            if let Some(o) = self.own.get_mut(&d.0) {
+                                o.proposed = Some(b.round());
+                            }
+                        }
+                    }
                     if self.multi() {
                         self.sends.push(Outbound {
                             to: Dest::All,
@@ -870,6 +909,9 @@ impl ConsensusTile {
         let mut sources = Vec::new();
         for b in &sub.blocks {
             for d in b.payload() {
+                if b.author() == self.me {
+                    self.own.remove(&d.0);
+                }
                 if self.include(d.0) {
                     digests.push(d.0);
                     sources.push(vec![b.author()]);
@@ -1013,6 +1055,39 @@ impl ConsensusTile {
 
     /// Peers' batches never committed are dropped from memory after a while
     /// (they stay on disk and are read back if a commit names them).
+    /// Own batches whose block fell below the GC round uncommitted can
+    /// never commit (a commit orders only blocks at or above it): their
+    /// transactions go back to the pool, pending again in nonce order.
+    fn return_dead_batches(&mut self) {
+        let gc = self.core.gc_round();
+        if gc == self.own_checked_gc {
+            return;
+        }
+        self.own_checked_gc = gc;
+        let dead: Vec<BatchDigest> = self
+            .own
+            .iter()
+            .filter(|(_, o)| o.proposed.is_some_and(|r| r < gc))
+            .map(|(d, _)| *d)
+            .collect();
+        for d in dead {
+            if let Some(o) = self.own.remove(&d) {
+                self.return_to_pool(o);
+            }
+        }
+    }
+
+    fn return_to_pool(&mut self, o: OwnBatch) {
+        self.counters
+            .batches_returned
+            .fetch_add(1, Ordering::Relaxed);
+        let mut settled = Vec::new();
+        self.shared.pool.return_uncommitted(o.txs, &mut settled);
+        crate::pipeline::answer(&self.shared, &mut settled);
+        // The pool has ready transactions again.
+        self.shared.pool_work.notify_one();
+    }
+
     fn evict_stale_batches(&mut self) {
         const HELD_MAX_AGE: Duration = Duration::from_secs(120);
         if !self.parked.is_empty() {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!                  peers ◀──QUIC (velox-peer/1)──▶ net ◀──peer rings──▶ consensus
-//!  net ──ingress──▶ verify×N ──verified──▶ mempool ──txs──▶ consensus (batches, DAG core)
+//!  net ──ingress──▶ verify×N ──insert──▶ pool ◀─drains─ mempool ──txs──▶ consensus (batches, DAG core)
 //!   ▲                                        ▲  ▲                  │ committed batches
 //!   │ response records (tickets)             │  └──queries── API   ▼
 //!   └───────────────────────────────── finalized ◀── storage ◀── exec
@@ -17,10 +17,10 @@
 //! (bad signature), mempool (admission result, or the commit result once
 //! storage reports the commit durable).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use velox_exec::reason::RejectCounters;
 use velox_exec::{
@@ -28,7 +28,7 @@ use velox_exec::{
     TxDigest, VerifiedTx,
 };
 use velox_io::{Ring, TileStats};
-use velox_mempool::{Pool, PoolConfig};
+use velox_mempool::{Settled, ShardedPool};
 use velox_net::{IngressTx, Status, Ticket};
 use velox_storage::{BlockRecord, ChainStore, CommitMeta};
 
@@ -61,6 +61,8 @@ pub struct CommittedBlock {
 pub struct Finalized {
     pub index: u64,
     pub receipts: Vec<Receipt>,
+    /// Each receipt's sender (the pool settles per sender).
+    pub senders: Vec<AccountId>,
 }
 
 /// Asks the mempool tile whether a digest is pending.
@@ -120,12 +122,20 @@ impl RecentRejects {
     }
 }
 
-/// Gauges of the pool, written by the mempool tile.
+/// The pool as the tiles share it: verify tiles insert (lock-free), the
+/// mempool tile drains inboxes, builds batches and settles, the consensus
+/// tile returns transactions of batches that can no longer commit.
+pub type TxPool = ShardedPool<Option<Ticket>>;
+
+/// How the pool pushes back on ingress, counted.
 #[derive(Default)]
-pub struct PoolGauges {
-    pub txs: AtomicU64,
-    pub bytes: AtomicU64,
-    pub in_flight: AtomicU64,
+pub struct PoolPressure {
+    /// Inserts that found the pool full and waited for room.
+    pub waits: AtomicU64,
+    /// Time verify tiles spent waiting for room, ns.
+    pub wait_ns: AtomicU64,
+    /// Transactions rejected `PoolFull` after waiting `full_wait` in vain.
+    pub rejected_full: AtomicU64,
 }
 
 /// State shared between tiles and the API (all counters or read-mostly).
@@ -138,7 +148,17 @@ pub struct Shared {
     pub status: ChainStatus,
     pub rejects: Arc<RejectCounters>,
     pub recent_rejects: RecentRejects,
-    pub pool: PoolGauges,
+    pub pool: Arc<TxPool>,
+    /// Signalled when the pool frees room (verify tiles wait on it).
+    pub pool_room: tokio::sync::Notify,
+    /// Signalled when inserts wait in the pool's inboxes (wakes the
+    /// mempool tile).
+    pub pool_work: tokio::sync::Notify,
+    /// Longest a verify tile waits for room before rejecting `PoolFull`.
+    pub pool_full_wait: Duration,
+    pub pool_pressure: PoolPressure,
+    /// The pool's clock origin (`now_ms` for inserts and expiry).
+    pub clock: Instant,
     /// Sum of commit latencies (block cut to durable), ns, and count.
     pub commit_latency_ns: AtomicU64,
     pub commit_latency_count: AtomicU64,
@@ -148,8 +168,15 @@ pub struct Shared {
     pub storage_writes: AtomicU64,
 }
 
+impl Shared {
+    /// Milliseconds on the pool's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+}
+
 /// A transaction's committed nonce as storage has it.
-fn committed_nonce(chain: &ChainStore, id: &AccountId) -> u64 {
+pub fn committed_nonce(chain: &ChainStore, id: &AccountId) -> u64 {
     match chain.account(id) {
         Ok(a) => a.nonce,
         Err(e) => {
@@ -177,10 +204,9 @@ pub fn verify_or_trust(
     velox_exec::verify_batch(txs, shared.chain_id)
 }
 
-/// Verify tile: batch signature checks.
+/// Verify tile: batch signature checks, then straight into the pool.
 pub async fn verify_tile(
     input: Arc<Ring<Vec<IngressTx>>>,
-    output: Arc<Ring<Vec<(VerifiedTx, Ticket)>>>,
     shared: Arc<Shared>,
     stats: Arc<TileStats>,
 ) {
@@ -190,37 +216,94 @@ pub async fn verify_tile(
         let started = Instant::now();
         let (txs, tickets): (Vec<_>, Vec<_>) = batch.into_iter().map(|i| (i.tx, i.ticket)).unzip();
         let results = verify_or_trust(txs, &shared);
-        let mut ok = Vec::with_capacity(results.len());
+        stats.add_busy(started.elapsed());
+        let mut n = 0;
         for (r, t) in results.into_iter().zip(tickets) {
             match r {
-                Ok(v) => ok.push((v, t)),
-                Err(reason) => {
-                    shared.rejects.add(reason);
-                    shared.recent_rejects.insert(t.digest(), reason);
-                    t.reject(reason);
+                Ok(v) => {
+                    insert_or_wait(&shared, v, t, &stats).await;
+                    n += 1;
                 }
+                Err(reason) => reject(&shared, t, reason),
             }
         }
-        stats.add_busy(started.elapsed());
-        let n = ok.len() as u64;
-        if n > 0 && output.push(ok, &stats).await.is_err() {
-            return;
+        if n > 0 {
+            shared.pool_work.notify_one();
         }
         stats.add_out(n);
+    }
+}
+
+fn reject(shared: &Shared, t: Ticket, reason: RejectReason) {
+    shared.rejects.add(reason);
+    shared.recent_rejects.insert(t.digest(), reason);
+    t.reject(reason);
+}
+
+/// Inserts into the pool; when it is full, waits for room (backpressure:
+/// this tile stops taking from the ingress ring, the net tile stops reading
+/// streams, QUIC flow control holds the clients) up to `pool_full_wait`,
+/// then rejects `PoolFull`. Every wait and refusal is counted.
+async fn insert_or_wait(shared: &Shared, tx: VerifiedTx, ticket: Ticket, stats: &TileStats) {
+    let mut item = (tx, Some(ticket));
+    let mut waiting_since: Option<Instant> = None;
+    loop {
+        // Registered before the attempt, so room freed in between wakes us.
+        let room = shared.pool_room.notified();
+        tokio::pin!(room);
+        room.as_mut().enable();
+        match shared.pool.insert(item.0, item.1, shared.now_ms()) {
+            Ok(()) => break,
+            Err(full) => {
+                // Room may only need the inboxes drained.
+                shared.pool_work.notify_one();
+                let now = Instant::now();
+                let since = *waiting_since.get_or_insert_with(|| {
+                    shared.pool_pressure.waits.fetch_add(1, Ordering::Relaxed);
+                    now
+                });
+                let deadline = since + shared.pool_full_wait;
+                if now >= deadline {
+                    shared
+                        .pool_pressure
+                        .rejected_full
+                        .fetch_add(1, Ordering::Relaxed);
+                    if let Some(t) = full.meta {
+                        reject(shared, t, RejectReason::PoolFull);
+                    }
+                    break;
+                }
+                // Re-check at least every 10 ms: room also appears when
+                // another tile's inserts are rejected at admission.
+                let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(10)), room)
+                    .await;
+                item = (full.tx, full.meta);
+            }
+        }
+    }
+    if let Some(since) = waiting_since {
+        let waited = since.elapsed();
+        stats.add_backpressure(waited);
+        shared
+            .pool_pressure
+            .wait_ns
+            .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
     }
 }
 
 /// Mempool tile configuration.
 #[derive(Clone, Copy, Debug)]
 pub struct MempoolTileConfig {
-    pub pool: PoolConfig,
     pub batch_txs_max: usize,
     pub batch_bytes_max: usize,
+    /// How often pending transactions are checked for expiry.
+    pub expiry_every: Duration,
 }
 
-/// Mempool tile: admission, batches for consensus, settlement.
+/// Mempool tile: the pool's single drainer. Admits what verify tiles
+/// queued (answering admission-mode clients and rejections), hands batches
+/// to consensus, settles commits, expires old transactions.
 pub async fn mempool_tile(
-    verified: Arc<Ring<Vec<(VerifiedTx, Ticket)>>>,
     feedback: Arc<Ring<Finalized>>,
     queries: Arc<Ring<PoolQuery>>,
     batches: Arc<Ring<Vec<VerifiedTx>>>,
@@ -228,112 +311,123 @@ pub async fn mempool_tile(
     shared: Arc<Shared>,
     stats: Arc<TileStats>,
 ) {
-    let mut pool: Pool<Option<Ticket>> = Pool::new(cfg.pool);
-    let chain = shared.chain.clone();
+    let pool = shared.pool.clone();
+    let mut settled: Vec<Settled<Option<Ticket>>> = Vec::new();
+    let mut next_expiry = Instant::now() + cfg.expiry_every;
     loop {
-        let room_wanted = pool.has_ready() && batches.len() >= batches.capacity();
+        let room_wanted = !pool.is_empty() && batches.len() >= batches.capacity();
         tokio::select! {
             biased;
             f = feedback.pop() => match f {
-                Some(f) => stats.busy(|| settle(&mut pool, f, &chain, &shared)),
-                None => return,
-            },
-            v = verified.pop() => match v {
-                Some(v) => {
-                    let started = Instant::now();
-                    admit(&mut pool, v, &chain, &shared, &stats);
-                    // Take what else is waiting, bounded per turn.
-                    let mut more = Vec::new();
-                    verified.drain_into(&mut more, MEMPOOL_TURN_ITEMS_MAX);
-                    for v in more {
-                        admit(&mut pool, v, &chain, &shared, &stats);
-                    }
-                    stats.add_busy(started.elapsed());
-                }
+                Some(f) => stats.busy(|| settle(&pool, f, &shared, &mut settled)),
                 None => return,
             },
             q = queries.pop() => if let Some(q) = q {
                 let _ = q.reply.send(pool.contains(&q.digest));
             },
+            _ = shared.pool_work.notified() => {},
             _ = batches.wait_for_room(), if room_wanted => {},
+            _ = tokio::time::sleep_until(next_expiry.into()) => {},
         }
+        let started = Instant::now();
+        let taken = pool.handle_inbox_with(&mut settled, &mut |_, meta| {
+            if meta
+                .as_ref()
+                .is_some_and(|t| t.mode() == velox_net::AckMode::Admission)
+            {
+                if let Some(t) = meta.take() {
+                    t.respond(Status::Accepted, None, 0);
+                }
+            }
+        });
+        stats.add_in(taken as u64);
+        if Instant::now() >= next_expiry {
+            pool.handle_expiry(shared.now_ms(), &mut settled);
+            next_expiry = Instant::now() + cfg.expiry_every;
+        }
+        answer(&shared, &mut settled);
         // Emit batches while consensus has room. This tile is the ring's
         // only producer, so room checked here stays room.
-        while pool.has_ready() && batches.len() < batches.capacity() {
+        while !pool.is_empty() && batches.len() < batches.capacity() {
             let b = pool.pop_batch(cfg.batch_txs_max, cfg.batch_bytes_max);
             if b.is_empty() {
                 break;
             }
             stats.add_out(b.len() as u64);
             if let Err(b) = batches.try_push(b) {
-                // Unreachable with one producer; keep accounting honest anyway.
-                stats.add_drops(b.len() as u64);
+                // Unreachable with one producer; hand them back rather than
+                // lose them.
                 tracing::error!("batch ring full despite room check");
+                let back = b.iter().map(|t| (t.sender(), t.digest()));
+                pool.return_uncommitted(back, &mut settled);
+                answer(&shared, &mut settled);
+                break;
             }
         }
-        stats.set_queue_depth(verified.len());
-        shared.pool.txs.store(pool.len() as u64, Ordering::Relaxed);
-        shared
-            .pool
-            .bytes
-            .store(pool.bytes() as u64, Ordering::Relaxed);
-        shared
-            .pool
-            .in_flight
-            .store(pool.in_flight() as u64, Ordering::Relaxed);
+        // Room may have been freed (admission rejections, commits,
+        // expiry, drained inboxes): wake waiting verify tiles.
+        shared.pool_room.notify_waiters();
+        stats.set_queue_depth(pool.queued());
+        stats.add_busy(started.elapsed());
     }
 }
 
-fn admit(
-    pool: &mut Pool<Option<Ticket>>,
-    items: Vec<(VerifiedTx, Ticket)>,
-    chain: &ChainStore,
-    shared: &Shared,
-    stats: &TileStats,
-) {
-    stats.add_in(items.len() as u64);
-    for (tx, ticket) in items {
-        let (meta, keep) = match ticket.mode() {
-            velox_net::AckMode::Commit => (Some(ticket), None),
-            velox_net::AckMode::Admission => (None, Some(ticket)),
-        };
-        match pool.insert(tx, meta, |id| committed_nonce(chain, id)) {
-            Ok(()) => {
-                if let Some(t) = keep {
-                    t.respond(Status::Accepted, None, 0);
+/// Answers the clients of transactions the pool let go outside a commit:
+/// rejected at admission, replaced, expired or evicted (each counted).
+pub fn answer(shared: &Shared, settled: &mut Vec<Settled<Option<Ticket>>>) {
+    for s in settled.drain(..) {
+        match s.outcome {
+            // Only commits settle with success.
+            Ok(()) => debug_assert!(false, "success outside a commit"),
+            Err(reason) => {
+                shared.rejects.add(reason);
+                shared.recent_rejects.insert(s.digest, reason);
+                if let Some(t) = s.meta {
+                    t.reject(reason);
                 }
             }
-            Err((reason, meta)) => {
-                shared.rejects.add(reason);
-                let t = meta.or(keep).expect("the ticket is in meta or kept");
-                shared.recent_rejects.insert(t.digest(), reason);
-                t.reject(reason);
-            }
         }
     }
 }
 
-fn settle(pool: &mut Pool<Option<Ticket>>, f: Finalized, chain: &ChainStore, shared: &Shared) {
-    let (settled, evicted) = pool
-        .handle_committed(f.receipts.iter().map(|r| (r.digest, r.outcome)), |id| {
-            committed_nonce(chain, id)
-        });
-    for s in settled {
-        if let Some(t) = s.meta {
-            match s.outcome {
-                Ok(()) => t.respond(Status::Committed, None, f.index),
-                Err(r) => t.respond(Status::Rejected, Some(r), f.index),
+/// Settles a durable commit: its transactions' clients hear the outcome
+/// with the commit index (execution failures were counted by the
+/// executor); pending transactions it made stale are evicted and answered.
+fn settle(
+    pool: &TxPool,
+    f: Finalized,
+    shared: &Shared,
+    settled: &mut Vec<Settled<Option<Ticket>>>,
+) {
+    let failed: HashSet<TxDigest> = f
+        .receipts
+        .iter()
+        .filter(|r| r.outcome.is_err())
+        .map(|r| r.digest)
+        .collect();
+    pool.handle_committed(
+        f.receipts
+            .iter()
+            .zip(&f.senders)
+            .map(|(r, s)| (*s, r.digest, r.outcome)),
+        settled,
+    );
+    settled.retain_mut(|s| match s.outcome {
+        Ok(()) => {
+            if let Some(t) = s.meta.take() {
+                t.respond(Status::Committed, None, f.index);
             }
+            false
         }
-    }
-    for e in evicted {
-        let reason = e.outcome.err().unwrap_or(RejectReason::NonceTooLow);
-        shared.rejects.add(reason);
-        shared.recent_rejects.insert(e.digest, reason);
-        if let Some(t) = e.meta {
-            t.reject(reason);
+        Err(r) if failed.contains(&s.digest) => {
+            if let Some(t) = s.meta.take() {
+                t.respond(Status::Rejected, Some(r), f.index);
+            }
+            false
         }
-    }
+        Err(_) => true,
+    });
+    answer(shared, settled);
 }
 
 /// Exec tile: the parallel executor (which falls back to the sequential
@@ -417,6 +511,7 @@ pub async fn storage_tile(
                 Finalized {
                     index: b.index,
                     receipts: o.receipts,
+                    senders: b.txs.iter().map(|t| t.sender()).collect(),
                 },
                 &stats,
             )

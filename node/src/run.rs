@@ -3,13 +3,13 @@
 use std::net::{TcpListener, UdpSocket};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use velox_exec::reason::RejectCounters;
 use velox_exec::{execute_sequential, ExecContext, State};
 use velox_io::{spawn_reactor, spawn_reactor_with, ReactorHandle, Ring, TileRegistry, TileStats};
-use velox_mempool::PoolConfig;
+use velox_mempool::{ShardedPool, ShardedPoolConfig};
 use velox_net::{IngressCounters, IngressLimits};
 use velox_storage::rocks::RocksConfig;
 use velox_storage::{BlockRecord, ChainStore, RocksStore};
@@ -247,7 +247,26 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         status: ChainStatus::default(),
         rejects: Arc::new(RejectCounters::default()),
         recent_rejects: RecentRejects::default(),
-        pool: PoolGauges::default(),
+        pool: Arc::new(ShardedPool::new(
+            ShardedPoolConfig {
+                shards: cfg.mempool.shards,
+                txs_max: cfg.mempool.txs_max,
+                bytes_max: cfg.mempool.bytes_max,
+                nonce_ahead_max: cfg.mempool.nonce_ahead_max,
+                age_max_ms: cfg.mempool.expiry_ms,
+                hash_seed: rand::random(),
+                ..ShardedPoolConfig::default()
+            },
+            {
+                let chain = chain.clone();
+                Box::new(move |id| pipeline::committed_nonce(&chain, id))
+            },
+        )),
+        pool_room: tokio::sync::Notify::new(),
+        pool_work: tokio::sync::Notify::new(),
+        pool_full_wait: Duration::from_millis(cfg.mempool.full_wait_ms),
+        pool_pressure: Default::default(),
+        clock: Instant::now(),
         commit_latency_ns: AtomicU64::new(0),
         commit_latency_count: AtomicU64::new(0),
         storage_write_ns: AtomicU64::new(0),
@@ -256,7 +275,6 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
     shared.status.update(&meta);
 
     let ingress_ring = Ring::new("ingress", INGRESS_RING_DEPTH);
-    let verified_ring = Ring::new("verified", VERIFIED_RING_DEPTH);
     let batch_ring = Ring::new("batches", BATCH_RING_DEPTH);
     let peer_in_ring = Ring::new("peer-in", PEER_RING_DEPTH);
     let peer_out_ring = Ring::new("peer-out", PEER_RING_DEPTH);
@@ -344,35 +362,29 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
     }
     for (i, &core) in layout.verify.iter().enumerate() {
         let stats = tile(TileKind::Verify, i, core);
-        let (input, output, shared) = (ingress_ring.clone(), verified_ring.clone(), shared.clone());
+        let (input, shared) = (ingress_ring.clone(), shared.clone());
         reactors.push(spawn_reactor(
             &format!("verify-{i}"),
             Some(core),
-            move || pipeline::verify_tile(input, output, shared, stats),
+            move || pipeline::verify_tile(input, shared, stats),
         )?);
     }
     {
         let core = layout.mempool[0];
         let stats = tile(TileKind::Mempool, 0, core);
         let tile_cfg = MempoolTileConfig {
-            pool: PoolConfig {
-                txs_max: cfg.mempool.txs_max,
-                bytes_max: cfg.mempool.bytes_max,
-                nonce_ahead_max: cfg.mempool.nonce_ahead_max,
-                ..PoolConfig::default()
-            },
             batch_txs_max: cfg.mempool.batch_txs_max,
             batch_bytes_max: cfg.mempool.batch_txs_max * velox_exec::tx::TX_BYTES_MAX,
+            expiry_every: Duration::from_millis((cfg.mempool.expiry_ms / 10).clamp(10, 1000)),
         };
-        let (v, f, q, b, shared) = (
-            verified_ring.clone(),
+        let (f, q, b, shared) = (
             feedback_ring.clone(),
             query_ring.clone(),
             batch_ring.clone(),
             shared.clone(),
         );
         reactors.push(spawn_reactor("mempool-0", Some(core), move || {
-            pipeline::mempool_tile(v, f, q, b, tile_cfg, shared, stats)
+            pipeline::mempool_tile(f, q, b, tile_cfg, shared, stats)
         })?);
     }
     {

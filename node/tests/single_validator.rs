@@ -266,6 +266,74 @@ fn bad_input_gets_typed_errors_while_valid_traffic_commits() {
 }
 
 #[test]
+fn a_full_pool_holds_ingress_back_and_loses_nothing() {
+    // 40 transactions at most; a full pool holds a transaction up to 1 s.
+    let node = TestNode::start(4, "\n[mempool]\ntxs_max = 40\nfull_wait_ms = 1000\n");
+    let to = AccountId([0xCD; 32]);
+    let submit = |mode: AckMode, txs: Vec<Vec<u8>>| {
+        rt().block_on(async {
+            let ep = velox_net::ingress::client_endpoint(Some(node.cert())).unwrap();
+            let c = IngressClient::connect(&ep, node.ingress).await.unwrap();
+            let refs: Vec<&[u8]> = txs.iter().map(|t| t.as_slice()).collect();
+            c.submit(mode, &refs).await.unwrap()
+        })
+    };
+    // 30 of sender 0's transactions wait behind a nonce gap: they hold 30
+    // of the 40 places.
+    let gapped: Vec<Vec<u8>> = (1..=30).map(|n| transfer(&dev(0), n, to, 1)).collect();
+    let r = submit(AckMode::Admission, gapped);
+    assert_eq!(r.len(), 30);
+    assert!(r.iter().all(|x| x.status == Status::Accepted), "{r:?}");
+
+    // 30 commit-mode transfers of sender 1 share the last 10 places: the
+    // verify tile holds the stream until commits free room, and every one
+    // commits.
+    let flowing: Vec<Vec<u8>> = (0..30).map(|n| transfer(&dev(1), n, to, 1)).collect();
+    let r = submit(AckMode::Commit, flowing);
+    assert_eq!(r.len(), 30);
+    for (i, x) in r.iter().enumerate() {
+        assert_eq!(x.status, Status::Committed, "tx {i}: {x:?}");
+    }
+    let m = node.metrics();
+    assert!(
+        metric(&m, "velox_mempool_backpressure_waits_total") >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "velox_mempool_full_total{bound=\"txs\"}") >= 1.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "velox_mempool_held_txs"), 30.0, "{m}");
+
+    // 20 more gapped transactions (sender 2): 10 fit, 10 wait 1 s for room
+    // that never comes and are rejected pool_full. Nothing is silently lost.
+    let more: Vec<Vec<u8>> = (1..=20).map(|n| transfer(&dev(2), n, to, 1)).collect();
+    let r = submit(AckMode::Admission, more);
+    assert_eq!(r.len(), 20);
+    let accepted = r.iter().filter(|x| x.status == Status::Accepted).count();
+    let full = r
+        .iter()
+        .filter(|x| x.status == Status::Rejected && x.reason == Some(RejectReason::PoolFull))
+        .count();
+    assert_eq!((accepted, full), (10, 10), "{r:?}");
+    let status = node.get("/status");
+    assert_eq!(status["mempool_held_txs"], 40);
+    assert_eq!(status["mempool_txs"], 40);
+    let m = node.metrics();
+    assert_eq!(
+        metric(&m, "velox_rejected_total{reason=\"pool_full\"}"),
+        10.0,
+        "{m}"
+    );
+
+    // The bound holds for everyone: even the transaction that would fill
+    // a gap waits, then is refused (room comes back as waiting
+    // transactions expire after mempool.expiry_ms).
+    let r = submit(AckMode::Commit, vec![transfer(&dev(2), 0, to, 1)]);
+    assert_eq!(r[0].reason, Some(RejectReason::PoolFull), "{r:?}");
+}
+
+#[test]
 fn wrong_config_is_refused_with_the_field_named() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
