@@ -658,6 +658,29 @@ impl<M> Core<M> {
         }
     }
 
+    /// Makes in-flight `slot` pending again; the sender's next nonce moves
+    /// back to it, so its transactions leave again in nonce order. Returns
+    /// the sender's index (reconcile it afterwards).
+    fn back_to_pending(&mut self, slot: u32) -> u32 {
+        let nonce = self.slots[slot].nonce();
+        let si = self.slots[slot].sender_index();
+        self.slots[slot].sender = si;
+        let s = &mut self.senders[si];
+        s.in_flight -= 1;
+        s.pending += 1;
+        s.next_nonce = s.next_nonce.min(nonce);
+        self.in_flight -= 1;
+        self.pending += 1;
+        si
+    }
+
+    /// Whether `nonce` lies past the sender's committed nonce and the pool
+    /// holds the transaction at the committed nonce (the gap will fill).
+    fn waits_on_held_gap(&self, si: u32, nonce: u64) -> bool {
+        let committed = self.senders[si].committed;
+        nonce > committed && self.find_nonce(si, committed).is_some()
+    }
+
     /// Moves `next_nonce` past in-flight slots (left there by
     /// `return_uncommitted` of an earlier nonce); true if the sender then
     /// has a pending transaction at `next_nonce`.
@@ -986,14 +1009,7 @@ impl<M> ShardedPool<M> {
                 let mut n = 0;
                 while n < self.config.inbox_depth {
                     let Some(inc) = inbox.pop() else { break };
-                    core.admit(
-                        &self.config,
-                        &self.nonces,
-                        inc,
-                        out,
-                        on_admit,
-                        t,
-                    );
+                    core.admit(&self.config, &self.nonces, inc, out, on_admit, t);
                     n += 1;
                 }
                 n
@@ -1070,6 +1086,21 @@ impl<M> ShardedPool<M> {
                     };
                     let si = core.slots[slot].sender_index();
                     let nonce = core.slots[slot].nonce();
+                    if outcome == Err(RejectReason::BadNonce)
+                        && core.slots[slot].in_flight()
+                        && core.waits_on_held_gap(si, nonce)
+                    {
+                        // It failed only because an earlier nonce of its
+                        // sender, which this pool holds, had not committed
+                        // yet (that one's batch was returned). A rejected
+                        // transaction wrote nothing, so it goes back to
+                        // pending and leaves again after the gap; its client
+                        // hears the final outcome then.
+                        core.back_to_pending(slot);
+                        t.returned += 1;
+                        touched.push(si);
+                        continue;
+                    }
                     let (bytes, meta, digest) = core.remove_slot(slot, Some(digest));
                     let s = &mut core.senders[si];
                     match outcome {
@@ -1120,17 +1151,8 @@ impl<M> ShardedPool<M> {
                     if !core.slots[slot].in_flight() {
                         continue;
                     }
-                    let nonce = core.slots[slot].nonce();
-                    let si = core.slots[slot].sender_index();
-                    core.slots[slot].sender = si;
-                    let s = &mut core.senders[si];
-                    s.in_flight -= 1;
-                    s.pending += 1;
-                    s.next_nonce = s.next_nonce.min(nonce);
-                    core.in_flight -= 1;
-                    core.pending += 1;
+                    touched.push(core.back_to_pending(slot));
                     t.returned += 1;
-                    touched.push(si);
                 }
                 touched.sort_unstable();
                 touched.dedup();

@@ -431,6 +431,68 @@ fn return_uncommitted_restores_nonce_order() {
 }
 
 #[test]
+fn failing_behind_a_returned_gap_goes_back_to_pending() {
+    let (p, chain) = pool_on_chain(ShardedPoolConfig {
+        sender_burst_max: 16,
+        ..config()
+    });
+    admit(&p, (0..6).map(|n| (tx(1, n), n as u32)).collect(), 0);
+    let b1 = p.pop_batch(2, usize::MAX); // 0, 1: will never commit
+    let b2 = p.pop_batch(2, usize::MAX); // 2, 3: commits first
+    let mut out = Vec::new();
+    let back: Vec<_> = b1.iter().map(|t| (t.sender(), t.digest())).collect();
+    assert_eq!(p.return_uncommitted(back, &mut out), 2);
+    let b3 = p.pop_batch(10, usize::MAX);
+    assert_eq!(nonces(&b3), vec![0, 1, 4, 5]);
+    // b2 commits before b3: 2 and 3 fail (nonce 0 has not executed). The
+    // pool holds nonce 0, so they were only early: back to pending, no
+    // client answered.
+    let bad = |b: &[VerifiedTx]| -> Vec<(AccountId, TxDigest, Result<(), RejectReason>)> {
+        b.iter()
+            .map(|t| (t.sender(), t.digest(), Err(RejectReason::BadNonce)))
+            .collect()
+    };
+    p.handle_committed(bad(&b2), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(p.counters().returned, 4);
+    p.check_invariants();
+    // Then b3: 0 and 1 commit, 4 and 5 fail the same way and wait too.
+    commit_on_chain(&chain, &b3[..2]);
+    let mut r = receipts(&b3[..2]);
+    r.extend(bad(&b3[2..]));
+    p.handle_committed(r, &mut out);
+    assert_eq!(out.iter().map(|s| s.meta).collect::<Vec<_>>(), vec![0, 1]);
+    p.check_invariants();
+    // 2..5 leave again, in order, and commit.
+    let b4 = p.pop_batch(10, usize::MAX);
+    assert_eq!(nonces(&b4), vec![2, 3, 4, 5]);
+    commit_on_chain(&chain, &b4);
+    let mut out = Vec::new();
+    p.handle_committed(receipts(&b4), &mut out);
+    assert!(out.iter().all(|s| s.outcome.is_ok()));
+    assert_eq!(out.len(), 4);
+    assert_eq!(p.held(), (0, 0));
+    // A failure with no held gap below it is final: its client hears it.
+    admit(&p, vec![(tx(1, 7), 7)], 0); // nonce 6 never came
+    admit(&p, vec![(tx(1, 6), 6)], 0);
+    let b5 = p.pop_batch(10, usize::MAX);
+    assert_eq!(nonces(&b5), vec![6, 7]);
+    let mut out = Vec::new();
+    p.handle_committed(bad(&b5[1..]), &mut out);
+    assert_eq!(out.len(), 0, "6 is held: 7 waits");
+    p.handle_committed(
+        vec![(
+            b5[0].sender(),
+            b5[0].digest(),
+            Err(RejectReason::InsufficientBalance),
+        )],
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    p.check_invariants();
+}
+
+#[test]
 fn failed_execution_resyncs_and_evicts_stale() {
     let committed = Arc::new(Mutex::new(0u64));
     let c2 = committed.clone();

@@ -24,8 +24,13 @@ struct Net {
 
 impl Net {
     fn prepare(n: u32, accounts: u32) -> Net {
+        Net::prepare_with(n, accounts, "")
+    }
+
+    /// `extra_toml` is appended to every validator's config.
+    fn prepare_with(n: u32, accounts: u32, extra_toml: &str) -> Net {
         let tmp = tempfile::tempdir().unwrap();
-        let nodes = prepare_network(tmp.path(), n, accounts, &|_| String::new()).unwrap();
+        let nodes = prepare_network(tmp.path(), n, accounts, &|_| extra_toml.to_string()).unwrap();
         Net {
             children: nodes.iter().map(|_| None).collect(),
             nodes,
@@ -51,7 +56,11 @@ impl Net {
     }
 
     fn load(&self, which: &[usize], rate: u64, secs: u64, accounts: u32) -> LoadReport {
-        run_load(&LoadArgs {
+        run_load(&self.load_args(which, rate, secs, accounts)).unwrap()
+    }
+
+    fn load_args(&self, which: &[usize], rate: u64, secs: u64, accounts: u32) -> LoadArgs {
+        LoadArgs {
             targets: which
                 .iter()
                 .map(|&i| load_target(&self.nodes[i].dir, self.nodes[i].ingress))
@@ -66,8 +75,15 @@ impl Net {
             grace: Duration::from_secs(30),
             progress: false,
             opaque_bytes: None,
-        })
-        .unwrap()
+        }
+    }
+
+    /// SIGSTOP (`pause`) or SIGCONT validator `i`.
+    fn signal(&self, i: usize, pause: bool) {
+        let pid = self.children[i].as_ref().expect("running").id();
+        let sig = if pause { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, sig) }, 0);
     }
 
     fn log(&self, i: usize) -> String {
@@ -440,4 +456,51 @@ mod byzantine {
             thread: Some(thread),
         }
     }
+}
+
+#[test]
+fn a_paused_validators_stranded_batches_return_to_its_pool_and_commit() {
+    // A short GC depth, so blocks proposed while behind fall below the GC
+    // round of the others quickly.
+    let accounts = 40;
+    let mut net = Net::prepare_with(4, accounts, "\n[consensus]\ngc_depth_rounds = 10\n");
+    for i in 0..4 {
+        net.start(i);
+    }
+    let all = net.apis(&[0, 1, 2, 3]);
+    assert!(wait_commit_index(&all, 1, Duration::from_secs(60)));
+    // Commit-mode load into v3 only; v3 is paused three times. Each time
+    // it wakes it may propose, from far behind, blocks the others have
+    // already garbage collected: their batches can never commit.
+    let args = net.load_args(&[3], 200, 8, accounts);
+    let load = std::thread::spawn(move || run_load(&args).unwrap());
+    for (run_ms, pause_ms) in [(1000, 1500), (500, 1500), (500, 1000)] {
+        std::thread::sleep(Duration::from_millis(run_ms));
+        net.signal(3, true);
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        net.signal(3, false);
+    }
+    let r = load.join().unwrap();
+    let m = net.metrics(3);
+    let returned = metric(&m, "velox_batches_returned_total");
+    let returned_txs = metric(&m, "velox_mempool_returned_total");
+    eprintln!("v3 returned {returned} batches, {returned_txs} transactions");
+    // Every transaction v3 took commits: those whose batches were stranded
+    // in blocks the others had garbage collected came back to v3's pool and
+    // went out again.
+    assert_eq!(
+        r.committed,
+        r.submitted,
+        "{r:?}\nmetrics of v3:\n{}",
+        m.lines()
+            .filter(|l| l.starts_with("velox_batches")
+                || l.starts_with("velox_mempool")
+                || l.starts_with("velox_consensus"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(metric(&m, "velox_mempool_in_flight_txs"), 0.0, "{m}");
+    let top = all.iter().map(|a| index_of(*a)).max().unwrap();
+    assert!(wait_commit_index(&all, top, Duration::from_secs(30)));
+    assert_same_history(&all);
 }
