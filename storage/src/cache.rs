@@ -7,8 +7,19 @@
 //! of every account a commit touched into it, right after the commit's write
 //! batch returned.
 //!
-//! Eviction is CLOCK (second chance): a hit sets the entry's reference bit;
-//! the hand clears set bits and evicts the first entry whose bit is clear.
+//! The cache is set-associative: an account's id picks one set of [`WAYS`]
+//! entries, and only that set can hold it. A lookup or an update touches
+//! one set (a few adjacent cache lines) instead of a hash index, a slot
+//! array and an eviction queue in different places. The set is chosen by
+//! the id's leading bytes, scaled: ids are public keys or recipients' hashes,
+//! spread uniformly, and a commit's state diff is sorted by key, so the
+//! ~2,000 accounts of a 1000-transfer block are updated sweeping the sets in
+//! address order (a keyed hash scattered them, and the cache misses made the
+//! update ~10% of a commit). The price: ids crafted to share leading bytes
+//! crowd one set, which only costs the accounts of that set their caching
+//! (misses read the store: slower, never wrong). Within a set, eviction is
+//! CLOCK (second chance): a hit sets the entry's reference bit; the set's
+//! hand clears set bits and evicts the first entry whose bit is clear.
 //! Entries enter with the bit clear (whether a read missed or a commit wrote
 //! them), so a block's one-off recipients go before accounts read twice.
 //!
@@ -31,22 +42,22 @@
 //! returned yet, so nothing else in the node (head, receipts) shows it
 //! either. A failed write invalidates the touched accounts instead.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use velox_exec::hash::KeyHashBuilder;
 use velox_exec::{Account, AccountId};
 
 /// Default of `[storage] account_cache_entries`: 65,536 accounts, about
-/// 7 MiB (key, value, slot and index entry are ~110 bytes each), enough for
-/// the senders of several seconds of traffic at 10k tx/s.
+/// 3 MiB (49 bytes each: id, balance, nonce and a share of the set's
+/// bits), enough for the senders of several seconds of traffic at 10k tx/s.
 pub const ACCOUNT_CACHE_ENTRIES_DEFAULT: usize = 65_536;
-/// Largest accepted `account_cache_entries` (slots are indexed by `u32`;
-/// 16M entries take ~1.7 GiB).
+/// Largest accepted `account_cache_entries` (16M entries take ~800 MiB).
 pub const ACCOUNT_CACHE_ENTRIES_MAX: usize = 1 << 24;
+/// Entries per set: 4 keeps a set within a few cache lines while making
+/// conflicts between hot accounts rare.
+pub const WAYS: usize = 4;
 const _: () = assert!(ACCOUNT_CACHE_ENTRIES_DEFAULT <= ACCOUNT_CACHE_ENTRIES_MAX);
-const _: () = assert!(ACCOUNT_CACHE_ENTRIES_MAX <= u32::MAX as usize);
+const _: () = assert!(WAYS <= u8::BITS as usize);
 
 /// Counters and size of an [`AccountCache`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,23 +83,58 @@ pub enum Lookup {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FillTicket(u64);
 
-struct Slot {
+#[derive(Clone, Copy, Default)]
+struct Entry {
     id: AccountId,
     account: Account,
-    /// Set by a hit, cleared by the passing CLOCK hand.
-    referenced: bool,
+}
+
+/// One set: up to [`WAYS`] entries. Invariant: an id appears in at most one
+/// valid way of one set, the set its hash picks.
+#[derive(Clone, Copy, Default)]
+struct Set {
+    ways: [Entry; WAYS],
+    /// Bit `w`: way `w` holds an entry.
+    valid: u8,
+    /// Bit `w`: way `w` was hit since the hand last passed it.
+    referenced: u8,
+    /// The CLOCK hand: next way to consider for eviction.
+    hand: u8,
+}
+
+impl Set {
+    fn find(&self, ways: usize, id: &AccountId) -> Option<usize> {
+        (0..ways).find(|&w| self.valid & (1 << w) != 0 && self.ways[w].id == *id)
+    }
+
+    /// Puts `e` into a free way or evicts one; returns true if the set
+    /// holds one more entry than before.
+    fn insert(&mut self, ways: usize, e: Entry) -> bool {
+        let free = (0..ways).find(|&w| self.valid & (1 << w) == 0);
+        let (w, grew) = match free {
+            Some(w) => (w, true),
+            None => loop {
+                // Within two turns: the first clears every reference bit.
+                let w = usize::from(self.hand);
+                self.hand = ((w + 1) % ways) as u8;
+                if self.referenced & (1 << w) != 0 {
+                    self.referenced &= !(1 << w);
+                } else {
+                    break (w, false);
+                }
+            },
+        };
+        self.ways[w] = e;
+        self.valid |= 1 << w;
+        self.referenced &= !(1 << w);
+        grew
+    }
 }
 
 struct Inner {
-    /// Account → its slot. Invariant: `index.len() == slots.len() -
-    /// free.len()`, and `index[slots[i].id] == i` for every slot not in
-    /// `free`.
-    index: HashMap<AccountId, u32, KeyHashBuilder>,
-    slots: Vec<Slot>,
-    /// Slots emptied by invalidation, reused before the hand evicts.
-    free: Vec<u32>,
-    /// The CLOCK hand: next slot to consider for eviction.
-    hand: usize,
+    sets: Vec<Set>,
+    /// Valid entries over all sets.
+    entries: usize,
     /// Bumped by every commit (and invalidation); see the module docs.
     generation: u64,
 }
@@ -96,42 +142,54 @@ struct Inner {
 /// See the module docs.
 pub struct AccountCache {
     inner: Mutex<Inner>,
+    /// Ways used per set: [`WAYS`], or fewer for a cache smaller than one set.
+    ways: usize,
     entries_max: usize,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
 impl AccountCache {
-    /// A cache of at most `entries_max` accounts (1..=[`ACCOUNT_CACHE_ENTRIES_MAX`]).
+    /// A cache of at most `entries_max` accounts
+    /// (1..=[`ACCOUNT_CACHE_ENTRIES_MAX`]; rounded down to a multiple of
+    /// [`WAYS`] above one set).
     pub fn new(entries_max: usize) -> Self {
         assert!(
             (1..=ACCOUNT_CACHE_ENTRIES_MAX).contains(&entries_max),
             "account cache entries {entries_max} outside 1..={ACCOUNT_CACHE_ENTRIES_MAX}"
         );
+        let ways = entries_max.min(WAYS);
+        let sets = entries_max / ways;
         Self {
+            // Allocated up front: the cache's memory is what the
+            // configuration asks for, not what traffic grows it to.
             inner: Mutex::new(Inner {
-                // Allocated up front: growing the index rehashes it while a
-                // commit holds the lock.
-                index: HashMap::with_capacity_and_hasher(entries_max, KeyHashBuilder::default()),
-                slots: Vec::with_capacity(entries_max),
-                free: Vec::new(),
-                hand: 0,
+                sets: vec![Set::default(); sets],
+                entries: 0,
                 generation: 0,
             }),
-            entries_max,
+            ways,
+            entries_max: sets * ways,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
+    /// The set `id` belongs in, of `n`: its leading 8 bytes scaled onto
+    /// `0..n` (multiply-shift, no division), so sets follow key order.
+    fn set_of(id: &AccountId, n: usize) -> usize {
+        let lead = u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"));
+        ((u128::from(lead) * n as u128) >> 64) as usize
+    }
+
     pub fn get(&self, id: &AccountId) -> Lookup {
         let mut g = self.inner.lock().expect("poisoned");
-        let found = g.index.get(id).copied();
-        match found {
-            Some(i) => {
-                let s = &mut g.slots[i as usize];
-                s.referenced = true;
-                let a = s.account;
+        let si = Self::set_of(id, g.sets.len());
+        let set = &mut g.sets[si];
+        match set.find(self.ways, id) {
+            Some(w) => {
+                set.referenced |= 1 << w;
+                let a = set.ways[w].account;
                 drop(g);
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 Lookup::Hit(a)
@@ -149,10 +207,14 @@ impl AccountCache {
     /// `ticket`, unless a commit or invalidation happened since.
     pub fn fill(&self, id: &AccountId, account: Account, ticket: FillTicket) {
         let mut g = self.inner.lock().expect("poisoned");
-        if g.generation != ticket.0 || g.index.contains_key(id) {
+        if g.generation != ticket.0 {
             return;
         }
-        g.insert(self.entries_max, *id, account, false);
+        let si = Self::set_of(id, g.sets.len());
+        let set = &mut g.sets[si];
+        if set.find(self.ways, id).is_none() && set.insert(self.ways, Entry { id: *id, account }) {
+            g.entries += 1;
+        }
     }
 
     /// Writes the values a durable commit gave to the accounts it touched.
@@ -160,12 +222,20 @@ impl AccountCache {
     pub fn apply_commit(&self, accounts: impl IntoIterator<Item = (AccountId, Account)>) {
         let mut g = self.inner.lock().expect("poisoned");
         g.generation += 1;
-        for (id, a) in accounts {
-            match g.index.get(&id).copied() {
-                Some(i) => g.slots[i as usize].account = a,
-                None => g.insert(self.entries_max, id, a, false),
+        let n = g.sets.len();
+        let mut grew = 0;
+        for (id, account) in accounts {
+            let set = &mut g.sets[Self::set_of(&id, n)];
+            match set.find(self.ways, &id) {
+                Some(w) => set.ways[w].account = account,
+                None => grew += usize::from(set.insert(self.ways, Entry { id, account })),
             }
         }
+        g.entries += grew;
+        assert!(
+            g.entries <= self.entries_max,
+            "account cache over its bound"
+        );
     }
 
     /// Forgets `accounts` (after a failed write, whose outcome on disk is
@@ -173,9 +243,12 @@ impl AccountCache {
     pub fn invalidate(&self, accounts: impl IntoIterator<Item = AccountId>) {
         let mut g = self.inner.lock().expect("poisoned");
         g.generation += 1;
+        let n = g.sets.len();
         for id in accounts {
-            if let Some(i) = g.index.remove(&id) {
-                g.free.push(i);
+            let set = &mut g.sets[Self::set_of(&id, n)];
+            if let Some(w) = set.find(self.ways, &id) {
+                set.valid &= !(1 << w);
+                g.entries -= 1;
             }
         }
     }
@@ -185,67 +258,17 @@ impl AccountCache {
     pub fn clear(&self) {
         let mut g = self.inner.lock().expect("poisoned");
         g.generation += 1;
-        g.index.clear();
-        g.slots.clear();
-        g.free.clear();
-        g.hand = 0;
+        g.sets.fill(Set::default());
+        g.entries = 0;
     }
 
     pub fn stats(&self) -> AccountCacheStats {
-        let entries = self.inner.lock().expect("poisoned").index.len();
+        let entries = self.inner.lock().expect("poisoned").entries;
         AccountCacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             entries,
             entries_max: self.entries_max,
-        }
-    }
-}
-
-impl Inner {
-    /// Inserts an account not cached yet, evicting one if full.
-    fn insert(&mut self, entries_max: usize, id: AccountId, account: Account, referenced: bool) {
-        debug_assert!(!self.index.contains_key(&id));
-        let slot = Slot {
-            id,
-            account,
-            referenced,
-        };
-        let i = if let Some(i) = self.free.pop() {
-            self.slots[i as usize] = slot;
-            i
-        } else if self.slots.len() < entries_max {
-            self.slots.push(slot);
-            (self.slots.len() - 1) as u32
-        } else {
-            let i = self.evict();
-            self.slots[i] = slot;
-            i as u32
-        };
-        self.index.insert(id, i);
-        assert!(
-            self.index.len() <= entries_max,
-            "account cache over its bound"
-        );
-    }
-
-    /// Frees the slot the CLOCK hand settles on and returns it. Only called
-    /// when every slot is live (no free slot), so the hand finds one within
-    /// two turns: the first clears every reference bit.
-    fn evict(&mut self) -> usize {
-        let n = self.slots.len();
-        assert!(n > 0 && self.free.is_empty());
-        loop {
-            let i = self.hand;
-            self.hand = (i + 1) % n;
-            let s = &mut self.slots[i];
-            if s.referenced {
-                s.referenced = false;
-            } else {
-                let removed = self.index.remove(&s.id);
-                debug_assert_eq!(removed, Some(i as u32));
-                return i;
-            }
         }
     }
 }
