@@ -272,15 +272,27 @@ impl ChainStore {
             + KEY_LAST_COMMIT.len()
             + meta_key.len()
             + 2 * meta_bytes.len();
-        let written = self.store.write_with(bytes_hint, &mut |w| {
-            w.put(Cf::Blocks, &block_key, &block_bytes);
-            for (pos, r) in out.receipts.iter().enumerate() {
+        // Transaction locations in digest order: RocksDB's memtable inserts
+        // keys that follow the previous one faster than random ones (measured
+        // ~5% of a 1000-transfer commit); the state diff is sorted already.
+        let mut locations: Vec<(&[u8; 32], [u8; 14])> = out
+            .receipts
+            .iter()
+            .enumerate()
+            .map(|(pos, r)| {
                 let loc = TxLocation {
                     index: block.index,
                     position: pos as u32,
                     outcome: r.outcome,
                 };
-                w.put(Cf::Txs, &r.digest.0, &encode_location(&loc));
+                (&r.digest.0, encode_location(&loc))
+            })
+            .collect();
+        locations.sort_unstable_by_key(|(d, _)| *d);
+        let written = self.store.write_with(bytes_hint, &mut |w| {
+            w.put(Cf::Blocks, &block_key, &block_bytes);
+            for (digest, loc) in &locations {
+                w.put(Cf::Txs, *digest, loc);
             }
             for (k, v) in &out.diff.entries {
                 match v {

@@ -18,6 +18,13 @@
 //! A commit is *acknowledged* (clients told, pool settled) only after its
 //! write batch returned from the store: with the WAL on, it then survives a
 //! process crash; with `sync_writes` it also survives power loss.
+//!
+//! Committed accounts are read through a bounded cache ([`cache`]):
+//!
+//! ```text
+//!  ChainStore::account ──▶ AccountCache ──miss──▶ state[key] ──▶ fill (if no commit since)
+//!  ChainStore::commit  ──▶ write returned ──▶ AccountCache ◀── the touched accounts' new values
+//! ```
 
 pub mod cache;
 pub mod chain;
