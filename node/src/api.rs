@@ -358,6 +358,7 @@ pub fn render_metrics(n: &NodeHandle) -> String {
         ),
     ];
     scalars(&mut o, &gauges);
+    render_account_cache(&mut o, &s.chain);
     family(
         &mut o,
         "velox_mempool_full_total",
@@ -494,6 +495,40 @@ pub fn render_metrics(n: &NodeHandle) -> String {
         render_peers(&mut o, &p.counters().snapshot());
     }
     o
+}
+
+/// The storage account cache's counters (all 0 when it is off).
+fn render_account_cache(o: &mut String, chain: &velox_storage::ChainStore) {
+    let c = chain.account_cache_stats().unwrap_or_default();
+    scalars(
+        o,
+        &[
+            (
+                "velox_storage_account_cache_hits_total",
+                "counter",
+                "Committed-account reads answered by the account cache.",
+                c.hits as f64,
+            ),
+            (
+                "velox_storage_account_cache_misses_total",
+                "counter",
+                "Committed-account reads that went to the state column.",
+                c.misses as f64,
+            ),
+            (
+                "velox_storage_account_cache_entries",
+                "gauge",
+                "Accounts in the account cache.",
+                c.entries as f64,
+            ),
+            (
+                "velox_storage_account_cache_entries_max",
+                "gauge",
+                "Bound of the account cache ([storage] account_cache_entries; 0: off).",
+                c.entries_max as f64,
+            ),
+        ],
+    );
 }
 
 /// Validator-network metrics from the peer network's counters.

@@ -131,12 +131,16 @@ pub struct StorageConfig {
     /// fsync every commit (survives power loss; costs latency).
     pub sync_writes: bool,
     pub block_cache_bytes: usize,
+    /// Committed accounts cached in front of the state column for
+    /// admission's nonce reads (~110 bytes each); 0 turns the cache off.
+    pub account_cache_entries: usize,
 }
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             sync_writes: false,
             block_cache_bytes: 64 << 20,
+            account_cache_entries: velox_storage::ACCOUNT_CACHE_ENTRIES_DEFAULT,
         }
     }
 }
@@ -342,6 +346,13 @@ impl Config {
                 "consensus.leader_timeout_ms",
                 format!("is {}", self.consensus.leader_timeout_ms),
                 "use 10..=60000 milliseconds (default 300)",
+            ));
+        }
+        if self.storage.account_cache_entries > velox_storage::cache::ACCOUNT_CACHE_ENTRIES_MAX {
+            return Err(err(
+                "storage.account_cache_entries",
+                format!("is {}", self.storage.account_cache_entries),
+                "use 0 (off) to 16777216 accounts (default 65536)",
             ));
         }
         if self.consensus.gc_depth_rounds < 10 {

@@ -105,7 +105,7 @@ pub fn open_chain(cfg: &Config) -> anyhow::Result<(ChainStore, State, velox_stor
             db_path.display()
         )
     })?;
-    let chain = ChainStore::new(Arc::new(store));
+    let chain = ChainStore::with_account_cache(Arc::new(store), cfg.storage.account_cache_entries);
     let genesis = crate::genesis::build(cfg.chain_id, &cfg.genesis);
     chain.check_genesis(&genesis.hash, &cfg.data_dir.display().to_string())?;
     let meta = match chain.last_commit()? {

@@ -18,11 +18,20 @@
 //! A commit is *acknowledged* (clients told, pool settled) only after its
 //! write batch returned from the store: with the WAL on, it then survives a
 //! process crash; with `sync_writes` it also survives power loss.
+//!
+//! Committed accounts are read through a bounded cache ([`cache`]):
+//!
+//! ```text
+//!  ChainStore::account ──▶ AccountCache ──miss──▶ state[key] ──▶ fill (if no commit since)
+//!  ChainStore::commit  ──▶ write returned ──▶ AccountCache ◀── the touched accounts' new values
+//! ```
 
+pub mod cache;
 pub mod chain;
 pub mod mem;
 pub mod rocks;
 
+pub use cache::{AccountCache, AccountCacheStats, ACCOUNT_CACHE_ENTRIES_DEFAULT};
 pub use chain::{BlockRecord, ChainStore, CommitMeta, TxLocation, DAG_KEY_LEN};
 pub use mem::MemStore;
 pub use rocks::RocksStore;
@@ -52,6 +61,10 @@ impl Cf {
         Cf::Dag,
         Cf::Batches,
     ];
+    /// Position in [`Cf::ALL`], for tables indexed by column family.
+    pub fn index(self) -> usize {
+        self as usize
+    }
     pub fn name(self) -> &'static str {
         match self {
             Cf::Blocks => "blocks",
@@ -76,6 +89,24 @@ impl WriteBatch {
     }
     pub fn delete(&mut self, cf: Cf, k: impl Into<Vec<u8>>) {
         self.ops.push((cf, k.into(), None));
+    }
+}
+
+/// Receives a batch's operations as they are produced. [`Store::write_with`]
+/// hands out one that writes straight into the engine's own batch, so the
+/// commit path does not copy every key and value into an intermediate
+/// [`WriteBatch`] first.
+pub trait BatchWriter {
+    fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]);
+    fn delete(&mut self, cf: Cf, key: &[u8]);
+}
+
+impl BatchWriter for WriteBatch {
+    fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
+        WriteBatch::put(self, cf, key, value);
+    }
+    fn delete(&mut self, cf: Cf, key: &[u8]) {
+        WriteBatch::delete(self, cf, key);
     }
 }
 
@@ -112,4 +143,39 @@ pub trait Store: Send + Sync {
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
     /// Visits every entry of `cf` in key order without loading them all.
     fn for_each(&self, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError>;
+
+    /// Builds one atomic batch with `fill` and applies it, all ops or none.
+    /// `bytes_hint` is the expected size of the keys and values, so the
+    /// engine can size its buffer once. The default collects a
+    /// [`WriteBatch`]; engines override it to skip that copy.
+    fn write_with(
+        &self,
+        bytes_hint: usize,
+        fill: &mut dyn FnMut(&mut dyn BatchWriter),
+    ) -> Result<(), StoreError> {
+        let _ = bytes_hint;
+        let mut wb = WriteBatch::default();
+        fill(&mut wb);
+        self.write(wb)
+    }
+
+    /// Visits the entries of `cf` with `from <= key < to` (no upper bound
+    /// when `to` is `None`) in key order, without loading them all. The
+    /// visitor may read from the store. The default filters
+    /// [`Store::for_each`]; engines override it to seek.
+    fn for_each_range(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: Option<&[u8]>,
+        f: &mut Visitor<'_>,
+    ) -> Result<(), StoreError> {
+        self.for_each(cf, &mut |k, v| {
+            if k >= from && to.is_none_or(|t| k < t) {
+                f(k, v)
+            } else {
+                Ok(())
+            }
+        })
+    }
 }

@@ -1,12 +1,18 @@
 //! An in-memory [`Store`] for tests.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Mutex;
 
 use crate::{Cf, Store, StoreError, Visitor, WriteBatch};
 
 /// Entries keyed by (column family, key).
 type Entries = BTreeMap<(Cf, Vec<u8>), Vec<u8>>;
+
+/// Entries copied out per lock hold while iterating: the visitor runs
+/// without the lock (so it may read the store), and memory stays bounded by
+/// this many entries whatever the column's size.
+const SCAN_CHUNK_ENTRIES: usize = 256;
 
 #[derive(Default)]
 pub struct MemStore {
@@ -45,13 +51,38 @@ impl Store for MemStore {
     }
 
     fn for_each(&self, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError> {
-        let m = self.map.lock().expect("poisoned");
-        for ((c, k), v) in m.range((cf, Vec::new())..) {
-            if *c != cf {
-                break;
+        self.for_each_range(cf, &[], None, f)
+    }
+
+    fn for_each_range(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: Option<&[u8]>,
+        f: &mut Visitor<'_>,
+    ) -> Result<(), StoreError> {
+        let mut start = Bound::Included((cf, from.to_vec()));
+        let mut chunk = Vec::with_capacity(SCAN_CHUNK_ENTRIES);
+        loop {
+            {
+                let m = self.map.lock().expect("poisoned");
+                let range = m
+                    .range((start.clone(), Bound::Unbounded))
+                    .take_while(|((c, k), _)| *c == cf && to.is_none_or(|t| k.as_slice() < t))
+                    .take(SCAN_CHUNK_ENTRIES);
+                chunk.extend(range.map(|((_, k), v)| (k.clone(), v.clone())));
             }
-            f(k, v)?;
+            let Some((last, _)) = chunk.last() else {
+                return Ok(());
+            };
+            start = Bound::Excluded((cf, last.clone()));
+            let full = chunk.len() == SCAN_CHUNK_ENTRIES;
+            for (k, v) in chunk.drain(..) {
+                f(&k, &v)?;
+            }
+            if !full {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 }
