@@ -275,23 +275,33 @@ impl ChainStore {
         // Transaction locations in digest order: RocksDB's memtable inserts
         // keys that follow the previous one faster than random ones (measured
         // ~5% of a 1000-transfer commit); the state diff is sorted already.
-        let mut locations: Vec<(&[u8; 32], [u8; 14])> = out
-            .receipts
-            .iter()
-            .enumerate()
-            .map(|(pos, r)| {
-                let loc = TxLocation {
-                    index: block.index,
-                    position: pos as u32,
-                    outcome: r.outcome,
-                };
-                (&r.digest.0, encode_location(&loc))
-            })
-            .collect();
-        locations.sort_unstable_by_key(|(d, _)| *d);
+        //
+        // A transaction that committed keeps its successful location: a
+        // later copy of it (sent to two validators, or left behind a nonce
+        // gap) fails with a bad nonce and must not hide the success. So a
+        // failed receipt is written only where no success is stored, and
+        // within one commit a success sorts after (overwrites) a failure.
+        let mut locations: Vec<(&[u8; 32], bool, [u8; 14])> =
+            Vec::with_capacity(out.receipts.len());
+        for (pos, r) in out.receipts.iter().enumerate() {
+            if r.outcome.is_err()
+                && self
+                    .tx_location(&r.digest)?
+                    .is_some_and(|l| l.outcome.is_ok())
+            {
+                continue;
+            }
+            let loc = TxLocation {
+                index: block.index,
+                position: pos as u32,
+                outcome: r.outcome,
+            };
+            locations.push((&r.digest.0, r.outcome.is_ok(), encode_location(&loc)));
+        }
+        locations.sort_unstable_by_key(|(d, ok, _)| (*d, *ok));
         let written = self.store.write_with(bytes_hint, &mut |w| {
             w.put(Cf::Blocks, &block_key, &block_bytes);
-            for (digest, loc) in &locations {
+            for (digest, _, loc) in &locations {
                 w.put(Cf::Txs, *digest, loc);
             }
             for (k, v) in &out.diff.entries {
@@ -498,7 +508,8 @@ mod tests {
     use crate::{MemStore, RocksStore};
     use ed25519_dalek::SigningKey;
     use velox_exec::{
-        execute_sequential, AccountId, ExecContext, Tx, TxBody, TxBuilder, VerifiedTx,
+        execute_sequential, AccountId, ExecContext, Receipt, RejectReason, Tx, TxBody, TxBuilder,
+        VerifiedTx,
     };
 
     fn genesis_block(to: AccountId) -> (BlockRecord, Vec<VerifiedTx>) {
@@ -627,6 +638,46 @@ mod tests {
             RocksStore::open(dir.path(), Default::default()).unwrap(),
         ));
         assert_eq!(chain.last_commit().unwrap().unwrap().index, 1);
+    }
+
+    #[test]
+    fn a_later_failed_copy_never_hides_a_committed_transaction() {
+        let chain = ChainStore::new(Arc::new(MemStore::new()));
+        let (a, b) = (TxDigest([1; 32]), TxDigest([2; 32]));
+        let commit = |index: u64, receipts: Vec<(TxDigest, Result<(), RejectReason>)>| {
+            let block = BlockRecord {
+                index,
+                timestamp_ms: index,
+                txs: receipts.iter().map(|_| vec![0u8]).collect(),
+            };
+            let out = BlockOutput {
+                receipts: receipts
+                    .into_iter()
+                    .map(|(digest, outcome)| Receipt { digest, outcome })
+                    .collect(),
+                diff: Default::default(),
+                root: StateRoot([0; 32]),
+            };
+            chain.commit(&block, &out).unwrap();
+        };
+        // b fails first (too early), then commits; a commits, then a copy
+        // fails; within commit 3 a failed copy precedes the success.
+        commit(0, vec![]);
+        commit(1, vec![(b, Err(RejectReason::BadNonce)), (a, Ok(()))]);
+        commit(2, vec![(a, Err(RejectReason::BadNonce)), (b, Ok(()))]);
+        let loc = |d| chain.tx_location(&d).unwrap().unwrap();
+        assert_eq!((loc(a).index, loc(a).outcome), (1, Ok(())));
+        assert_eq!((loc(b).index, loc(b).outcome), (2, Ok(())));
+        let c = TxDigest([3; 32]);
+        commit(3, vec![(c, Err(RejectReason::BadNonce)), (c, Ok(()))]);
+        assert_eq!(
+            (loc(c).index, loc(c).position, loc(c).outcome),
+            (3, 1, Ok(()))
+        );
+        // A failure alone is recorded.
+        let d = TxDigest([4; 32]);
+        commit(4, vec![(d, Err(RejectReason::InsufficientBalance))]);
+        assert_eq!(loc(d).outcome, Err(RejectReason::InsufficientBalance));
     }
 
     /// A commit of `diff` alone (no transactions).
