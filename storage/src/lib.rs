@@ -125,8 +125,8 @@ pub enum StoreError {
     /// MANIFEST, CURRENT or WAL file): found at open or on a checksummed
     /// read. Nothing was changed; the way out is a restore.
     #[error(
-        "the database in {dir} is corrupt{}: {detail}; the node cannot start on it. \
-         Move {dir} aside and restore from a snapshot \
+        "the database in {dir} is corrupt{}: {detail}. \
+         Stop the node, move {dir} aside and restore from a snapshot \
          (`velox snapshot restore --file DATA_DIR/snapshots/<newest>.vsnap --data-dir <new dir> --config <config>`), \
          or resync; docs/storage.md, \"Recovery procedures\"",
         .file.as_ref().map(|f| format!(" (file {f})")).unwrap_or_default()
@@ -213,6 +213,25 @@ pub trait Store: Send + Sync {
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// Reads every entry of every column family from one consistent view, so
+/// every data block's checksum is verified; returns the entries read. A
+/// damaged table file comes back as [`StoreError::DatabaseCorrupt`] naming
+/// it. The node runs it once in the background after start (the state
+/// column is read in full at start anyway).
+pub fn scan_all(store: &dyn Store) -> Result<u64, StoreError> {
+    let mut n = 0u64;
+    store.with_view(&mut |v| {
+        for cf in Cf::ALL {
+            v.for_each(cf, &mut |_, _| {
+                n += 1;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    })?;
+    Ok(n)
 }
 
 /// A consistent read-only view of a [`Store`] (see [`Store::with_view`]).

@@ -38,7 +38,12 @@ impl Default for RocksConfig {
 pub struct RocksStore {
     db: DB,
     sync: bool,
+    /// The database directory, for error messages.
+    dir: String,
 }
+
+/// RocksDB info-log files kept (LOG.old.*): bounds their disk use.
+pub const INFO_LOG_FILES_KEPT: usize = 5;
 
 /// Reads that verify block checksums (RocksDB's default, stated here so it
 /// stays so); `fill_cache` off for scans that would evict the hot set.
@@ -78,6 +83,7 @@ impl RocksStore {
         // Open every table file at start: a damaged footer or index is found
         // now, not at the first read of that file.
         opts.set_max_open_files(-1);
+        opts.set_keep_log_file_num(INFO_LOG_FILES_KEPT);
         let cache = rocksdb::Cache::new_lru_cache(cfg.block_cache_bytes);
         let cfs = Cf::ALL.iter().map(|cf| {
             let mut o = Options::default();
@@ -92,7 +98,21 @@ impl RocksStore {
         Ok(Self {
             db,
             sync: cfg.sync_writes,
+            dir,
         })
+    }
+
+    /// A read error: damaged files become [`StoreError::DatabaseCorrupt`].
+    fn read_error(&self, e: rocksdb::Error) -> StoreError {
+        if e.kind() == ErrorKind::Corruption {
+            let msg = e.to_string();
+            return StoreError::DatabaseCorrupt {
+                dir: self.dir.clone(),
+                file: damaged_file(&msg),
+                detail: msg,
+            };
+        }
+        StoreError::Rocks(e)
     }
 
     fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
@@ -195,7 +215,9 @@ pub fn damaged_file(msg: &str) -> Option<String> {
 
 impl Store for RocksStore {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf_opt(self.cf(cf), key, &read_options(true))?)
+        self.db
+            .get_cf_opt(self.cf(cf), key, &read_options(true))
+            .map_err(|e| self.read_error(e))
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
@@ -233,7 +255,7 @@ impl Store for RocksStore {
         }
         let mode = IteratorMode::From(from, Direction::Forward);
         for item in self.db.iterator_cf_opt(self.cf(cf), ro, mode) {
-            let (k, v) = item?;
+            let (k, v) = item.map_err(|e| self.read_error(e))?;
             f(&k, &v)?;
         }
         Ok(())
@@ -266,9 +288,9 @@ struct RocksView<'a> {
 
 impl StoreView for RocksView<'_> {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .snap
-            .get_cf_opt(self.store.cf(cf), key, read_options(true))?)
+        self.snap
+            .get_cf_opt(self.store.cf(cf), key, read_options(true))
+            .map_err(|e| self.store.read_error(e))
     }
 
     fn for_each(&self, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError> {
@@ -277,7 +299,7 @@ impl StoreView for RocksView<'_> {
             self.snap
                 .iterator_cf_opt(self.store.cf(cf), read_options(false), IteratorMode::Start)
         {
-            let (k, v) = item?;
+            let (k, v) = item.map_err(|e| self.store.read_error(e))?;
             f(&k, &v)?;
         }
         Ok(())
