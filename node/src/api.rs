@@ -85,6 +85,7 @@ async fn account(State(n): State<Arc<NodeHandle>>, Path(id): Path<String>) -> Re
 
 async fn commit(State(n): State<Arc<NodeHandle>>, Path(index): Path<u64>) -> Response {
     let chain = n.shared.chain.clone();
+    let pruned_below = n.durability.commits_pruned_below.load(Ordering::Relaxed);
     match tokio::task::spawn_blocking(move || chain.commit_meta(index)).await {
         Ok(Ok(Some(m))) => Json(json!({
             "commit_index": m.index,
@@ -93,6 +94,12 @@ async fn commit(State(n): State<Arc<NodeHandle>>, Path(index): Path<u64>) -> Res
             "txs_committed": m.txs_total,
         }))
         .into_response(),
+        Ok(Ok(None)) if index < pruned_below => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "commit {index} was pruned here (commits below {pruned_below} are; storage.retention_commits)"
+            ),
+        ),
         Ok(Ok(None)) => error(
             StatusCode::NOT_FOUND,
             format!("commit {index} is not stored here (yet)"),

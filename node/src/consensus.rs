@@ -184,7 +184,7 @@ pub enum RecoverError {
          lacks what resuming after that commit needs ({detail}). A validator cannot join consensus from a state \
          snapshot alone yet: it needs the DAG blocks of rounds >= {from_round} (from peers, or from its own log). \
          Use this directory for `velox replay --from <its snapshot>`, or start the validator on its own data directory \
-         (docs/storage.md, \"Restoring from a snapshot\")"
+         (docs/storage.md, `velox snapshot restore`)"
     )]
     LogIncomplete {
         index: u64,

@@ -39,24 +39,6 @@ fn submit(node: &TestNode, txs: &[Vec<u8>]) -> Vec<Response> {
     })
 }
 
-/// `text` without terminal colour sequences (the log is coloured).
-fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn commit_index(node: &TestNode) -> u64 {
     node.get("/status")["commit_index"].as_u64().unwrap()
 }
