@@ -196,6 +196,25 @@ pub enum RecoverError {
     Store(#[from] velox_storage::StoreError),
 }
 
+/// The consensus log's blocks of rounds `>= from_round`.
+fn read_log(chain: &ChainStore, from_round: u64) -> Result<Vec<Block>, velox_storage::StoreError> {
+    let mut blocks = Vec::new();
+    chain.for_each_consensus_block_from(from_round, &mut |bytes| {
+        match Block::decode(bytes) {
+            Ok(b) => blocks.push(b),
+            Err(e) => {
+                return Err(velox_storage::StoreError::Corrupt {
+                    cf: "dag",
+                    key: String::new(),
+                    what: format!("undecodable block: {e}"),
+                })
+            }
+        }
+        Ok(())
+    })?;
+    Ok(blocks)
+}
+
 /// Reads the consensus log and builds the core.
 ///
 /// When the last commit records its leader (every commit made by this
@@ -220,20 +239,7 @@ pub fn recover_core(
             .map_or(0, |l| l.round.saturating_sub(params.core.gc_depth_rounds)),
         None => 0,
     };
-    let mut blocks = Vec::new();
-    chain.for_each_consensus_block_from(from_round, &mut |bytes| {
-        match Block::decode(bytes) {
-            Ok(b) => blocks.push(b),
-            Err(e) => {
-                return Err(velox_storage::StoreError::Corrupt {
-                    cf: "dag",
-                    key: String::new(),
-                    what: format!("undecodable block: {e}"),
-                })
-            }
-        }
-        Ok(())
-    })?;
+    let blocks = read_log(chain, from_round)?;
     let n = blocks.len();
     let Some(m) = resume else {
         if let Some(m) = last.filter(|m| m.index > 0) {
@@ -263,7 +269,32 @@ pub fn recover_core(
         author: ValidatorIndex(l.author),
         digest: Digest(l.digest),
     };
-    let recent = chain.recent_leaders(&m, from_round)?;
+    let Some(recent) = chain.recent_leaders(&m, from_round)? else {
+        // The commits of the last gc_depth_rounds rounds do not all record
+        // their leader (a data directory upgraded within that window): the
+        // whole log decides them again, if it is still whole.
+        if chain.consensus_pruned_below()? > 0 || chain.restored_from()?.is_some() {
+            return Err(RecoverError::LogIncomplete {
+                index: m.index,
+                restored: chain.restored_from()?.is_some(),
+                from_round,
+                detail: "the commit records of the last gc_depth_rounds rounds are incomplete"
+                    .into(),
+            });
+        }
+        let all = read_log(chain, 0)?;
+        let n = all.len();
+        let core = Core::recover(
+            params.core,
+            committee,
+            me,
+            key,
+            Box::new(Ed25519Verifier),
+            all,
+            Time(now_ms()),
+        );
+        return Ok((core, n, false));
+    };
     let point = velox_dag::ResumePoint {
         next_commit_index: m.index, // commit 0 is genesis: sub-DAG indices are one behind
         last_leader: as_ref(&leader),

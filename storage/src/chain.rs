@@ -66,6 +66,10 @@ pub struct CommitConsensus {
     pub batches: Vec<[u8; 32]>,
 }
 
+/// One commit's included batch digests, with how many digests all earlier
+/// commits included.
+pub type BatchList = (u64, Vec<[u8; 32]>);
+
 /// What one pruning pass deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PruneStats {
@@ -381,7 +385,7 @@ impl ChainStore {
 
     /// Commit `index`'s included batch digests and how many digests all
     /// earlier commits included, if stored.
-    pub fn commit_batches(&self, index: u64) -> Result<Option<(u64, Vec<[u8; 32]>)>, StoreError> {
+    pub fn commit_batches(&self, index: u64) -> Result<Option<BatchList>, StoreError> {
         let key = index.to_be_bytes();
         match self.store.get(Cf::CommitBatches, &key)? {
             None => Ok(None),
@@ -408,23 +412,27 @@ impl ChainStore {
 
     /// The leaders of the commits at or below `last` whose rounds are at
     /// least `min_round`, newest first (read from the per-commit meta).
+    /// `None` if that set cannot be known: a record on the way is missing
+    /// (pruned) or has no leader (written before leaders were recorded)
+    /// before a leader below `min_round` or genesis is reached.
     pub fn recent_leaders(
         &self,
         last: &CommitMeta,
         min_round: u64,
-    ) -> Result<Vec<LeaderPosition>, StoreError> {
+    ) -> Result<Option<Vec<LeaderPosition>>, StoreError> {
         let mut out = Vec::new();
         let mut i = last.index;
         while i >= 1 {
-            let Some(m) = self.commit_meta(i)? else { break };
-            let Some(l) = m.leader else { break };
+            let Some(l) = self.commit_meta(i)?.and_then(|m| m.leader) else {
+                return Ok(None);
+            };
             if l.round < min_round {
                 break;
             }
             out.push(l);
             i -= 1;
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Writes consensus-log blocks and batches in one atomic batch. The
@@ -738,7 +746,7 @@ fn stopped_is_ok(e: StoreError) -> Result<(), StoreError> {
     }
 }
 
-fn decode_batch_list(key: &[u8], b: &[u8]) -> Result<(u64, Vec<[u8; 32]>), StoreError> {
+fn decode_batch_list(key: &[u8], b: &[u8]) -> Result<BatchList, StoreError> {
     if key.len() != 8 || b.len() < 8 || (b.len() - 8) % 32 != 0 {
         return Err(corrupt(
             Cf::CommitBatches,

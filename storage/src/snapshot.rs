@@ -268,12 +268,15 @@ pub fn write_snapshot(view: &dyn StoreView, dir: &Path) -> Result<SnapshotInfo, 
     })
 }
 
+/// Receives a snapshot's entries (key, value) in order.
+pub type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), SnapshotError> + 'a;
+
 /// Reads a snapshot, handing each entry to `f` in order, and checks
 /// everything the format promises. `f` sees entries before the checksum
 /// is known good: callers that write somewhere verify first.
 pub fn read_snapshot(
     path: &Path,
-    f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), SnapshotError>,
+    f: &mut EntryVisitor<'_>,
 ) -> Result<SnapshotHeader, SnapshotError> {
     let file = File::open(path).map_err(io(path, "open"))?;
     let len = file.metadata().map_err(io(path, "stat"))?.len();

@@ -287,11 +287,13 @@ fn pruning_deletes_old_commits_and_consensus_log_only() {
     assert_eq!(store.entries(velox_storage::Cf::Blocks), 40 - 25 + 1);
     // Recent leaders come from the commit meta still stored.
     let last = chain.last_commit().unwrap().unwrap();
-    let leaders = chain.recent_leaders(&last, 74).unwrap();
+    let leaders = chain.recent_leaders(&last, 74).unwrap().unwrap();
     assert_eq!(
         leaders.iter().map(|l| l.round).collect::<Vec<_>>(),
         vec![80, 78, 76, 74]
     );
+    // Not knowable once the records it needs are pruned.
+    assert_eq!(chain.recent_leaders(&last, 10).unwrap(), None);
     // Idempotent, and never past the last commit.
     assert_eq!(chain.prune_commits_below(25).unwrap().commits, 0);
     chain.prune_commits_below(1000).unwrap();
