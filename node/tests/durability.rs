@@ -155,6 +155,11 @@ fn a_pruned_node_stays_bounded_restarts_and_replays_from_its_snapshots() {
         assert!(last >= 500, "last commit {last}");
         let blocks = entries(&chain, Cf::Blocks);
         let dag = entries(&chain, Cf::Dag);
+        eprintln!(
+            "after {last} commits: {blocks} blocks, {} commit records, {dag} consensus-log blocks, {} tx entries kept",
+            entries(&chain, Cf::Meta),
+            entries(&chain, Cf::Txs)
+        );
         assert!(
             blocks <= 100 + 64 + 40 + 20,
             "{blocks} blocks kept of {last}"
