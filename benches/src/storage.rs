@@ -50,8 +50,8 @@ use velox_exec::{
 };
 use velox_storage::rocks::{db_options, write_options, RocksConfig};
 use velox_storage::{
-    BlockRecord, Cf, ChainStore, MemStore, RocksStore, Store, StoreError, Visitor, WriteBatch,
-    ACCOUNT_CACHE_ENTRIES_DEFAULT,
+    BlockRecord, Cf, ChainStore, MemStore, RocksStore, Store, StoreError, StoreView, Visitor,
+    WriteBatch, ACCOUNT_CACHE_ENTRIES_DEFAULT,
 };
 
 use crate::{available_cores, BenchOpts, SuiteReport};
@@ -227,6 +227,12 @@ impl Store for RecordingStore {
     }
     fn for_each(&self, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError> {
         self.inner.for_each(cf, f)
+    }
+    fn with_view(
+        &self,
+        f: &mut dyn FnMut(&dyn StoreView) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.inner.with_view(f)
     }
 }
 

@@ -300,6 +300,18 @@ impl Linearizer {
         }
     }
 
+    /// A linearizer that continues a commit sequence: `next_index` commits
+    /// were made, the last with timestamp `last_timestamp_ms`, and
+    /// `ordered` holds every block above the GC round those commits
+    /// ordered (see [`crate::Core::recover_from`]).
+    pub fn resume(next_index: u64, last_timestamp_ms: u64, ordered: BTreeSet<BlockRef>) -> Self {
+        Linearizer {
+            ordered,
+            next_index,
+            last_timestamp_ms,
+        }
+    }
+
     /// Forgets ordered blocks below `round`.
     pub fn gc_below(&mut self, round: Round) {
         let keep = self.ordered.split_off(&BlockRef {

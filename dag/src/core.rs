@@ -168,6 +168,33 @@ pub struct Core {
     parent_filter: Option<ParentFilter>,
 }
 
+/// Where a recovering core resumes: right after a commit its driver applied
+/// (and stored), so the log below that commit's reach need not be kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// Commits applied so far: the next commit gets this (0-based) index.
+    pub next_commit_index: u64,
+    /// The leader block of the last applied commit.
+    pub last_leader: BlockRef,
+    /// That commit's timestamp (commit timestamps never go back).
+    pub last_timestamp_ms: u64,
+    /// Every committed leader whose round is at least
+    /// `last_leader.round - gc_depth_rounds` (`last_leader` included), in
+    /// any order: their histories above the GC round are what the
+    /// linearizer has already ordered.
+    pub recent_leaders: Vec<BlockRef>,
+}
+
+/// Why [`Core::recover_from`] could not resume.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    /// A block the resume point depends on (a committed leader or its
+    /// history above the GC round) is not among the persisted blocks.
+    #[error("block of round {} by validator {} ({}) is needed to resume but was not persisted",
+        .0.round.0, .0.author.0, hex::encode(&.0.digest.0[..8]))]
+    MissingBlock(BlockRef),
+}
+
 /// Edits the parent list of an own proposal of the given round.
 pub(crate) type ParentFilter = Box<dyn FnMut(Round, &Committee, &mut Vec<BlockRef>) + Send>;
 
@@ -184,18 +211,12 @@ impl Core {
         Self::recover(config, committee, me, key, verifier, Vec::new(), now)
     }
 
-    /// Rebuilds state from every block this validator persisted (from
-    /// `PersistBlock` outputs, any order). Blocks are re-verified (disk is
-    /// a boundary) and replayed; commits are decided again and re-emitted
-    /// from index 0, so the driver skips indices it already applied. The
-    /// highest own round found is never signed again.
-    pub fn recover(
+    fn empty(
         config: CoreConfig,
         committee: Arc<Committee>,
         me: ValidatorIndex,
         key: SigningKey,
         verifier: Box<dyn SignatureVerifier>,
-        mut persisted: Vec<Block>,
         now: Time,
     ) -> Core {
         assert!(committee.contains(me), "own index not in committee");
@@ -204,7 +225,7 @@ impl Core {
             key.verifying_key(),
             "signing key does not match the committee"
         );
-        let mut core = Core {
+        Core {
             config,
             dag: DagState::new(committee.clone()),
             committee,
@@ -229,7 +250,87 @@ impl Core {
             outputs: VecDeque::new(),
             metrics: CoreMetrics::default(),
             parent_filter: None,
-        };
+        }
+    }
+
+    /// Rebuilds state from the blocks this validator persisted, resuming
+    /// the commit sequence after `resume` instead of deciding it again from
+    /// the first round: only blocks of rounds at or above the resume GC
+    /// round (`resume.last_leader.round - gc_depth_rounds`) are needed, so
+    /// the driver may prune its log below that. Commits are emitted from
+    /// index `resume.next_commit_index` on. The highest own round found
+    /// (at any round) is never signed again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn recover_from(
+        config: CoreConfig,
+        committee: Arc<Committee>,
+        me: ValidatorIndex,
+        key: SigningKey,
+        verifier: Box<dyn SignatureVerifier>,
+        mut persisted: Vec<Block>,
+        resume: &ResumePoint,
+        now: Time,
+    ) -> Result<Core, ResumeError> {
+        let mut core = Self::empty(config, committee, me, key, verifier, now);
+        let last_round = resume.last_leader.round;
+        let gc = Round(last_round.0.saturating_sub(config.gc_depth_rounds));
+        core.dag.gc_below(gc);
+        persisted.sort_by_key(|b| b.order_key());
+        for b in persisted {
+            if b.verify(&core.committee, core.verifier.as_ref()).is_err() {
+                core.metrics.blocks_rejected += 1;
+                continue;
+            }
+            let b = Arc::new(b);
+            if b.author() == me && b.round() > core.highest_signed_round {
+                core.highest_signed_round = b.round();
+                core.last_own = Some(b.clone());
+            }
+            if b.round() >= gc {
+                core.insert_accepted(now, b, false);
+            }
+        }
+        // What the applied commits ordered above the GC round: the
+        // histories of the recent committed leaders (each commit ordered
+        // its leader's history above a GC round at or below this one).
+        let mut ordered = BTreeSet::new();
+        let mut stack: Vec<BlockRef> = resume.recent_leaders.clone();
+        stack.push(resume.last_leader);
+        while let Some(r) = stack.pop() {
+            if r.round < gc || ordered.contains(&r) {
+                continue;
+            }
+            let b = core.dag.get(&r).ok_or(ResumeError::MissingBlock(r))?;
+            stack.extend(b.parents().iter().copied());
+            ordered.insert(r);
+        }
+        core.linearizer =
+            Linearizer::resume(resume.next_commit_index, resume.last_timestamp_ms, ordered);
+        core.last_decided_round = last_round;
+        core.last_committed_leader_round = last_round;
+        core.try_commit(now);
+        if let Some(own) = core.last_own.clone() {
+            core.outputs.push_back(Output::BroadcastBlock(own));
+        }
+        core.try_propose(now);
+        Ok(core)
+    }
+
+    /// Rebuilds state from every block this validator persisted (from
+    /// `PersistBlock` outputs, any order). Blocks are re-verified (disk is
+    /// a boundary) and replayed; commits are decided again and re-emitted
+    /// from index 0, so the driver skips indices it already applied. The
+    /// highest own round found is never signed again.
+    pub fn recover(
+        config: CoreConfig,
+        committee: Arc<Committee>,
+        me: ValidatorIndex,
+        key: SigningKey,
+        verifier: Box<dyn SignatureVerifier>,
+        mut persisted: Vec<Block>,
+        now: Time,
+    ) -> Core {
+        let mut core = Self::empty(config, committee, me, key, verifier, now);
         persisted.sort_by_key(|b| b.order_key());
         for b in persisted {
             if b.verify(&core.committee, core.verifier.as_ref()).is_err() {

@@ -48,7 +48,9 @@ pub use crate::block::{
     UnsignedBlock, BLOCK_BYTES_MAX, BLOCK_PARENTS_MAX, BLOCK_PAYLOAD_DIGESTS_MAX,
 };
 pub use crate::commit::{CommitRuleConfig, CommittedSubDag, Committer, LeaderStatus, Linearizer};
-pub use crate::core::{BlockStatus, Core, CoreConfig, CoreMetrics, Output};
+pub use crate::core::{
+    BlockStatus, Core, CoreConfig, CoreMetrics, Output, ResumeError, ResumePoint,
+};
 pub use crate::dag::DagState;
 pub use crate::sim::cli::{parse_seed_range, run_cli, SeedRangeError, SimArgs};
 pub use crate::types::{Authority, Committee, Digest, Epoch, Round, Stake, Time, ValidatorIndex};

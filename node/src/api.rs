@@ -87,6 +87,7 @@ async fn account(State(n): State<Arc<NodeHandle>>, Path(id): Path<String>) -> Re
 
 async fn commit(State(n): State<Arc<NodeHandle>>, Path(index): Path<u64>) -> Response {
     let chain = n.shared.chain.clone();
+    let pruned_below = n.durability.commits_pruned_below.load(Ordering::Relaxed);
     match tokio::task::spawn_blocking(move || chain.commit_meta(index)).await {
         Ok(Ok(Some(m))) => Json(json!({
             "commit_index": m.index,
@@ -95,6 +96,12 @@ async fn commit(State(n): State<Arc<NodeHandle>>, Path(index): Path<u64>) -> Res
             "txs_committed": m.txs_total,
         }))
         .into_response(),
+        Ok(Ok(None)) if index < pruned_below => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "commit {index} was pruned here (commits below {pruned_below} are; storage.retention_commits)"
+            ),
+        ),
         Ok(Ok(None)) => error(
             StatusCode::NOT_FOUND,
             format!("commit {index} is not stored here (yet)"),
@@ -382,6 +389,125 @@ pub fn render_metrics(n: &NodeHandle) -> String {
     for (r, c) in s.rejects.snapshot() {
         let _ = writeln!(o, "velox_rejected_total{{reason=\"{}\"}} {c}", r.label());
     }
+    let d = &n.durability;
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let durability: [(&str, &str, &str, f64); 19] = [
+        (
+            "velox_storage_corruption_detected_total",
+            "counter",
+            "Damaged database files found by the integrity scan after start (see the log).",
+            ld(&d.corruption_detected),
+        ),
+        (
+            "velox_storage_integrity_scan_done",
+            "gauge",
+            "1 once the integrity scan after start has finished.",
+            ld(&d.integrity_scan_done),
+        ),
+        (
+            "velox_snapshots_written_total",
+            "counter",
+            "State snapshots written to DATA_DIR/snapshots.",
+            ld(&d.snapshots_written),
+        ),
+        (
+            "velox_snapshots_skipped_total",
+            "counter",
+            "Snapshots skipped because the previous one was still being written.",
+            ld(&d.snapshots_skipped),
+        ),
+        (
+            "velox_snapshot_failures_total",
+            "counter",
+            "Snapshot writes that failed (see the log).",
+            ld(&d.snapshot_failures),
+        ),
+        (
+            "velox_snapshot_last_index",
+            "gauge",
+            "Commit index of the newest snapshot written.",
+            ld(&d.last_snapshot_index),
+        ),
+        (
+            "velox_snapshot_last_bytes",
+            "gauge",
+            "Size of the newest snapshot written by this process.",
+            ld(&d.last_snapshot_bytes),
+        ),
+        (
+            "velox_snapshot_write_seconds_sum",
+            "counter",
+            "Time spent writing snapshots (background thread).",
+            ld(&d.snapshot_write_ns) / 1e9,
+        ),
+        (
+            "velox_snapshot_write_seconds_count",
+            "counter",
+            "Snapshots in the sum.",
+            ld(&d.snapshots_written),
+        ),
+        (
+            "velox_snapshot_last_write_seconds",
+            "gauge",
+            "Time the newest snapshot took to write.",
+            ld(&d.last_snapshot_write_ns) / 1e9,
+        ),
+        (
+            "velox_snapshot_view_wait_seconds_total",
+            "counter",
+            "Time the storage tile waited for snapshot views (its only snapshot cost).",
+            ld(&d.snapshot_view_wait_ns) / 1e9,
+        ),
+        (
+            "velox_prune_passes_total",
+            "counter",
+            "Pruning passes run.",
+            ld(&d.prune_passes),
+        ),
+        (
+            "velox_prune_failures_total",
+            "counter",
+            "Pruning passes that failed (see the log).",
+            ld(&d.prune_failures),
+        ),
+        (
+            "velox_prune_seconds_total",
+            "counter",
+            "Time spent pruning (background thread).",
+            ld(&d.prune_ns) / 1e9,
+        ),
+        (
+            "velox_pruned_commits_total",
+            "counter",
+            "Commits whose block, transaction index and record were pruned.",
+            ld(&d.pruned_commits),
+        ),
+        (
+            "velox_pruned_txs_total",
+            "counter",
+            "Transaction-index entries pruned.",
+            ld(&d.pruned_txs),
+        ),
+        (
+            "velox_pruned_batches_total",
+            "counter",
+            "Stored batches pruned from the consensus log.",
+            ld(&d.pruned_batches),
+        ),
+        (
+            "velox_commits_pruned_below",
+            "gauge",
+            "Commits below this index are pruned (0: none).",
+            ld(&d.commits_pruned_below),
+        ),
+        (
+            "velox_consensus_log_pruned_below_round",
+            "gauge",
+            "Consensus-log rounds below this are pruned (0: none).",
+            ld(&d.consensus_pruned_below),
+        ),
+    ];
+    scalars(&mut o, &durability);
     let x = &s.executor.metrics;
     let exec: [(&str, &str, &str, f64); 7] = [
         (

@@ -134,6 +134,20 @@ pub struct StorageConfig {
     /// Committed accounts cached in front of the state column for
     /// admission's nonce reads (~110 bytes each); 0 turns the cache off.
     pub account_cache_entries: usize,
+    /// Write a state snapshot to DATA_DIR/snapshots every this many commits
+    /// (0: never). A snapshot costs one pass over the state on a
+    /// background thread and about 80 bytes of disk per state entry.
+    pub snapshot_every_commits: u64,
+    /// Snapshots kept (the newest); older ones are deleted.
+    pub snapshots_kept: usize,
+    /// Commits whose blocks, transaction index and commit record are kept
+    /// (0: keep everything, and never prune the consensus log). Older ones
+    /// are deleted once they are also older than the oldest kept snapshot.
+    pub retention_commits: u64,
+    /// Consensus-log rounds kept below what a restart needs (the last
+    /// commit's leader round minus `consensus.gc_depth_rounds`), for peers
+    /// that fall behind. Only with `retention_commits` > 0.
+    pub consensus_log_margin_rounds: u64,
 }
 impl Default for StorageConfig {
     fn default() -> Self {
@@ -141,6 +155,10 @@ impl Default for StorageConfig {
             sync_writes: false,
             block_cache_bytes: 64 << 20,
             account_cache_entries: velox_storage::ACCOUNT_CACHE_ENTRIES_DEFAULT,
+            snapshot_every_commits: 1000,
+            snapshots_kept: 2,
+            retention_commits: 10_000,
+            consensus_log_margin_rounds: 1000,
         }
     }
 }
@@ -362,6 +380,25 @@ impl Config {
                 "use at least 10 (default 100)",
             ));
         }
+        if self.storage.snapshot_every_commits > 0 && self.storage.snapshots_kept == 0 {
+            return Err(err(
+                "storage.snapshots_kept",
+                "is 0 while snapshot_every_commits > 0".into(),
+                "keep at least 1 snapshot (default 2), or set snapshot_every_commits = 0",
+            ));
+        }
+        if self.storage.retention_commits > 0
+            && self.storage.retention_commits <= self.consensus.gc_depth_rounds
+        {
+            return Err(err(
+                "storage.retention_commits",
+                format!(
+                    "is {}, not above consensus.gc_depth_rounds ({}): a restart needs the commit records of the last gc_depth_rounds rounds",
+                    self.storage.retention_commits, self.consensus.gc_depth_rounds
+                ),
+                "set it above consensus.gc_depth_rounds (default 10000), or 0 to keep everything",
+            ));
+        }
         for (i, a) in self.genesis.allocations.iter().enumerate() {
             if velox_exec::AccountId::from_hex(&a.account).is_err() {
                 return Err(err(
@@ -493,6 +530,28 @@ mod tests {
         let c = Config::parse(DEFAULT_CONFIG, "default").unwrap();
         assert_eq!(c.consensus.min_round_delay_ms, 20);
         assert_eq!(c.committee_file, None);
+    }
+
+    #[test]
+    fn storage_retention_and_snapshot_keys_are_checked() {
+        let c = Config::parse(DEFAULT_CONFIG, "default").unwrap();
+        assert_eq!(c.storage.snapshot_every_commits, 1000);
+        assert_eq!(c.storage.snapshots_kept, 2);
+        assert_eq!(c.storage.retention_commits, 10_000);
+        let bad = DEFAULT_CONFIG.replace("retention_commits = 10000", "retention_commits = 50");
+        let e = Config::parse(&bad, "f.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("storage.retention_commits") && e.contains("fix:"),
+            "{e}"
+        );
+        let bad = DEFAULT_CONFIG.replace("snapshots_kept = 2", "snapshots_kept = 0");
+        let e = Config::parse(&bad, "f.toml").unwrap_err().to_string();
+        assert!(e.contains("storage.snapshots_kept"), "{e}");
+        let off = DEFAULT_CONFIG.replace("retention_commits = 10000", "retention_commits = 0");
+        assert_eq!(
+            Config::parse(&off, "f").unwrap().storage.retention_commits,
+            0
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ use velox_exec::{AccountId, Tx, TxDigest, VerifiedTx};
 use velox_io::{Ring, TileStats};
 use velox_mempool::batch::{batch_digest, decode_batch, encode_batch, Availability, BatchDigest};
 use velox_net::peer::{Dest, Inbound, Outbound, PeerMessage, WireBlockRef};
-use velox_storage::{ChainStore, DAG_KEY_LEN};
+use velox_storage::{ChainStore, CommitConsensus, CommitMeta, LeaderPosition, DAG_KEY_LEN};
 
 use crate::pipeline::{CommittedBlock, Shared};
 
@@ -125,6 +125,7 @@ struct HeldBatch {
 struct PendingCommit {
     index: u64,
     timestamp_ms: u64,
+    leader: BlockRef,
     digests: Vec<BatchDigest>,
     /// Who to ask for each batch (authors of the blocks carrying it).
     sources: Vec<Vec<ValidatorIndex>>,
@@ -178,18 +179,30 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads the consensus log and builds the core, recovering every block this
-/// validator accepted before (the core re-decides the commits from index 0;
-/// the tile skips those already applied).
-pub fn recover_core(
-    chain: &ChainStore,
-    params: &ConsensusParams,
-    committee: Arc<Committee>,
-    me: ValidatorIndex,
-    key: SigningKey,
-) -> anyhow::Result<(Core, usize)> {
+/// Why the consensus core could not be rebuilt from the data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error(
+        "this data directory's last commit is {index} (restored from a snapshot: {restored}), but its consensus log \
+         lacks what resuming after that commit needs ({detail}). A validator cannot join consensus from a state \
+         snapshot alone yet: it needs the DAG blocks of rounds >= {from_round} (from peers, or from its own log). \
+         Use this directory for `velox replay --from <its snapshot>`, or start the validator on its own data directory \
+         (docs/storage.md, `velox snapshot restore`)"
+    )]
+    LogIncomplete {
+        index: u64,
+        restored: bool,
+        from_round: u64,
+        detail: String,
+    },
+    #[error(transparent)]
+    Store(#[from] velox_storage::StoreError),
+}
+
+/// The consensus log's blocks of rounds `>= from_round`.
+fn read_log(chain: &ChainStore, from_round: u64) -> Result<Vec<Block>, velox_storage::StoreError> {
     let mut blocks = Vec::new();
-    chain.for_each_consensus_block(&mut |bytes| {
+    chain.for_each_consensus_block_from(from_round, &mut |bytes| {
         match Block::decode(bytes) {
             Ok(b) => blocks.push(b),
             Err(e) => {
@@ -202,17 +215,112 @@ pub fn recover_core(
         }
         Ok(())
     })?;
+    Ok(blocks)
+}
+
+/// Reads the consensus log and builds the core.
+///
+/// When the last commit records its leader (every commit made by this
+/// version), the core resumes right after it ([`Core::recover_from`]): only
+/// the log's rounds at or above `leader round - gc_depth_rounds` are read,
+/// which is what lets the storage side prune the log below. Otherwise (a
+/// data directory at genesis, or written before positions were recorded)
+/// every block is replayed and commits are decided again from index 0; the
+/// tile skips those already applied.
+pub fn recover_core(
+    chain: &ChainStore,
+    params: &ConsensusParams,
+    committee: Arc<Committee>,
+    me: ValidatorIndex,
+    key: SigningKey,
+) -> Result<(Core, usize, bool), RecoverError> {
+    let last = chain.last_commit()?;
+    let resume: Option<CommitMeta> = last.filter(|m| m.leader.is_some());
+    let from_round = match &resume {
+        Some(m) => m
+            .leader
+            .map_or(0, |l| l.round.saturating_sub(params.core.gc_depth_rounds)),
+        None => 0,
+    };
+    let blocks = read_log(chain, from_round)?;
     let n = blocks.len();
-    let core = Core::recover(
+    let Some(m) = resume else {
+        if let Some(m) = last.filter(|m| m.index > 0) {
+            if chain.consensus_pruned_below()? > 0 || chain.restored_from()?.is_some() {
+                return Err(RecoverError::LogIncomplete {
+                    index: m.index,
+                    restored: chain.restored_from()?.is_some(),
+                    from_round: 1,
+                    detail: "the last commit records no consensus position".into(),
+                });
+            }
+        }
+        let core = Core::recover(
+            params.core,
+            committee,
+            me,
+            key,
+            Box::new(Ed25519Verifier),
+            blocks,
+            Time(now_ms()),
+        );
+        return Ok((core, n, false));
+    };
+    let leader = m.leader.expect("resume needs a leader");
+    let as_ref = |l: &LeaderPosition| BlockRef {
+        round: Round(l.round),
+        author: ValidatorIndex(l.author),
+        digest: Digest(l.digest),
+    };
+    let Some(recent) = chain.recent_leaders(&m, from_round)? else {
+        // The commits of the last gc_depth_rounds rounds do not all record
+        // their leader (a data directory upgraded within that window): the
+        // whole log decides them again, if it is still whole.
+        if chain.consensus_pruned_below()? > 0 || chain.restored_from()?.is_some() {
+            return Err(RecoverError::LogIncomplete {
+                index: m.index,
+                restored: chain.restored_from()?.is_some(),
+                from_round,
+                detail: "the commit records of the last gc_depth_rounds rounds are incomplete"
+                    .into(),
+            });
+        }
+        let all = read_log(chain, 0)?;
+        let n = all.len();
+        let core = Core::recover(
+            params.core,
+            committee,
+            me,
+            key,
+            Box::new(Ed25519Verifier),
+            all,
+            Time(now_ms()),
+        );
+        return Ok((core, n, false));
+    };
+    let point = velox_dag::ResumePoint {
+        next_commit_index: m.index, // commit 0 is genesis: sub-DAG indices are one behind
+        last_leader: as_ref(&leader),
+        last_timestamp_ms: m.timestamp_ms,
+        recent_leaders: recent.iter().map(as_ref).collect(),
+    };
+    let core = Core::recover_from(
         params.core,
         committee,
         me,
         key,
         Box::new(Ed25519Verifier),
         blocks,
+        &point,
         Time(now_ms()),
-    );
-    Ok((core, n))
+    )
+    .map_err(|e| RecoverError::LogIncomplete {
+        index: m.index,
+        restored: chain.restored_from().ok().flatten().is_some(),
+        from_round,
+        detail: e.to_string(),
+    })?;
+    Ok((core, n, true))
 }
 
 /// The tile's rings.
@@ -308,6 +416,17 @@ impl ConsensusTile {
             persist_batches: Vec::new(),
             sends: Vec::new(),
         }
+    }
+
+    /// Seeds the duplicate-batch window with the digests the stored commits
+    /// included, oldest first (see [`ChainStore::included_batches`]): a core
+    /// resumed after the last commit does not re-emit earlier commits, so
+    /// the window would otherwise start empty and differ from the peers'.
+    pub fn with_included(mut self, digests: Vec<BatchDigest>) -> Self {
+        for d in digests {
+            self.include(d);
+        }
+        self
     }
 
     fn multi(&self) -> bool {
@@ -423,7 +542,13 @@ impl ConsensusTile {
             let blocks = std::mem::take(&mut self.persist_blocks);
             let batches = std::mem::take(&mut self.persist_batches);
             let t = Instant::now();
-            let written = self.chain.write_consensus(&blocks, &batches);
+            // The batches' age for pruning: the round consensus is at.
+            let round = self
+                .core
+                .highest_signed_round()
+                .0
+                .max(self.core.threshold_round().0);
+            let written = self.chain.write_consensus(&blocks, &batches, round);
             self.counters
                 .log_write_ns
                 .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -933,6 +1058,7 @@ impl ConsensusTile {
         self.commits.push_back(PendingCommit {
             index,
             timestamp_ms: sub.timestamp_ms,
+            leader: sub.leader,
             digests,
             sources,
             created: Instant::now(),
@@ -1039,6 +1165,14 @@ impl ConsensusTile {
                 timestamp_ms: c.timestamp_ms,
                 txs,
                 created: c.created,
+                consensus: CommitConsensus {
+                    leader: Some(LeaderPosition {
+                        round: c.leader.round.0,
+                        author: c.leader.author.0,
+                        digest: c.leader.digest.0,
+                    }),
+                    batches: c.digests,
+                },
             };
             if let Err(b) = self.rings.blocks.try_push(block) {
                 // Unreachable: this tile is the ring's only producer and

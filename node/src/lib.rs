@@ -13,5 +13,7 @@ pub mod genesis;
 pub mod httpc;
 pub mod keys;
 pub mod load;
+pub mod maintenance;
 pub mod pipeline;
+pub mod replay;
 pub mod run;

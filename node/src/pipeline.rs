@@ -30,7 +30,7 @@ use velox_exec::{
 use velox_io::{Ring, TileStats};
 use velox_mempool::{Settled, ShardedPool};
 use velox_net::{IngressTx, Status, Ticket};
-use velox_storage::{BlockRecord, ChainStore, CommitMeta};
+use velox_storage::{BlockRecord, ChainStore, CommitConsensus, CommitMeta};
 
 /// Ring depths. Items are batches (up to 64 transactions for ingress and
 /// verified rings, up to `batch_txs_max` for batches), so a depth of 1024
@@ -55,6 +55,8 @@ pub struct CommittedBlock {
     pub timestamp_ms: u64,
     pub txs: Vec<VerifiedTx>,
     pub created: Instant,
+    /// The leader it ordered and the batches it included (stored with it).
+    pub consensus: CommitConsensus,
 }
 
 /// Storage's word that a commit is durable.
@@ -430,6 +432,38 @@ fn settle(
     answer(shared, settled);
 }
 
+/// Executes one commit's transactions: the one function the exec tile,
+/// genesis and `velox replay` share, so replay checks the code the node
+/// runs. With `skip_execution` (benchmark mode) nothing is executed: every
+/// receipt is success and the state and its root stay as they are.
+pub fn execute_commit(
+    executor: &ParallelExecutor,
+    state: &mut State,
+    txs: &[VerifiedTx],
+    ctx: ExecContext,
+    skip_execution: bool,
+) -> BlockOutput {
+    if skip_execution {
+        return BlockOutput {
+            receipts: txs
+                .iter()
+                .map(|t| Receipt {
+                    digest: t.digest(),
+                    outcome: Ok(()),
+                })
+                .collect(),
+            diff: Default::default(),
+            root: state.root(),
+        };
+    }
+    executor.execute(state, txs, ctx)
+}
+
+/// Executes the genesis block (commit 0) at first start and in replay.
+pub fn execute_genesis(state: &mut State, txs: &[VerifiedTx]) -> BlockOutput {
+    velox_exec::execute_sequential(state, txs, ExecContext { genesis: true })
+}
+
 /// Exec tile: the parallel executor (which falls back to the sequential
 /// oracle for small, conflicting or unprofitable blocks) over the in-memory
 /// state. Its workers are pinned to the layout's exec cores.
@@ -444,23 +478,15 @@ pub async fn exec_tile(
     while let Some(b) = blocks.pop().await {
         stats.set_queue_depth(blocks.len());
         stats.add_in(b.txs.len() as u64);
-        let o = if skip_execution {
-            // Benchmark mode: ordered and stored, not executed.
-            BlockOutput {
-                receipts: b
-                    .txs
-                    .iter()
-                    .map(|t| Receipt {
-                        digest: t.digest(),
-                        outcome: Ok(()),
-                    })
-                    .collect(),
-                diff: Default::default(),
-                root: state.root(),
-            }
-        } else {
-            stats.busy(|| executor.execute(&mut state, &b.txs, ExecContext { genesis: false }))
-        };
+        let o = stats.busy(|| {
+            execute_commit(
+                &executor,
+                &mut state,
+                &b.txs,
+                ExecContext { genesis: false },
+                skip_execution,
+            )
+        });
         let n = b.txs.len() as u64;
         if out.push((b, o), &stats).await.is_err() {
             return;
@@ -469,12 +495,14 @@ pub async fn exec_tile(
     }
 }
 
-/// Storage tile: one write batch per commit, then tell the pool.
+/// Storage tile: one write batch per commit, then tell the pool; then
+/// hand snapshot and pruning work to the maintenance threads.
 pub async fn storage_tile(
     input: Arc<Ring<(CommittedBlock, BlockOutput)>>,
     feedback: Arc<Ring<Finalized>>,
     shared: Arc<Shared>,
     stats: Arc<TileStats>,
+    maintenance: crate::maintenance::Maintenance,
 ) {
     while let Some((b, o)) = input.pop().await {
         stats.set_queue_depth(input.len());
@@ -485,7 +513,7 @@ pub async fn storage_tile(
             txs: b.txs.iter().map(|t| t.bytes().to_vec()).collect(),
         };
         let write_started = Instant::now();
-        let written = stats.busy(|| shared.chain.commit(&record, &o));
+        let written = stats.busy(|| shared.chain.commit_with(&record, &o, &b.consensus));
         shared
             .storage_write_ns
             .fetch_add(write_started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -521,5 +549,8 @@ pub async fn storage_tile(
             return;
         }
         stats.add_out(n);
+        // After the pool was told: a snapshot's view is taken here, before
+        // the next commit's write, without delaying this one's answer.
+        maintenance.after_commit(&meta);
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use velox_exec::reason::RejectCounters;
-use velox_exec::{execute_sequential, ExecContext, State};
+use velox_exec::State;
 use velox_io::{spawn_reactor, spawn_reactor_with, ReactorHandle, Ring, TileRegistry, TileStats};
 use velox_mempool::{ShardedPool, ShardedPoolConfig};
 use velox_net::{IngressCounters, IngressLimits};
@@ -43,6 +43,8 @@ pub struct NodeHandle {
     pub validators: usize,
     pub validator_index: u32,
     pub consensus: Arc<ConsensusCounters>,
+    /// Snapshot and pruning counters.
+    pub durability: Arc<crate::maintenance::DurabilityCounters>,
     pub peers: Option<velox_net::peer::PeerHandle>,
     pub reactor_flavor: &'static str,
     pub layout: velox_tuning::Layout,
@@ -95,16 +97,9 @@ pub fn open_chain(cfg: &Config) -> anyhow::Result<(ChainStore, State, velox_stor
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("data_dir {}: cannot create", cfg.data_dir.display()))?;
     let db_path = cfg.data_dir.join("db");
-    let store = RocksStore::open(
-        &db_path,
-        RocksConfig { sync_writes: cfg.storage.sync_writes, block_cache_bytes: cfg.storage.block_cache_bytes },
-    )
-    .with_context(|| {
-        format!(
-            "opening the database in {} failed; if it is corrupt, move it aside and restore from a snapshot or resync",
-            db_path.display()
-        )
-    })?;
+    // Corrupt, locked or unreadable databases come back as typed errors
+    // that name the file and the way out (docs/storage.md).
+    let store = RocksStore::open(&db_path, rocks_config(cfg))?;
     let chain = ChainStore::with_account_cache(Arc::new(store), cfg.storage.account_cache_entries);
     let genesis = crate::genesis::build(cfg.chain_id, &cfg.genesis);
     chain.check_genesis(&genesis.hash, &cfg.data_dir.display().to_string())?;
@@ -112,7 +107,7 @@ pub fn open_chain(cfg: &Config) -> anyhow::Result<(ChainStore, State, velox_stor
         Some(m) => m,
         None => {
             let mut state = State::new();
-            let out = execute_sequential(&mut state, &genesis.txs, ExecContext { genesis: true });
+            let out = pipeline::execute_genesis(&mut state, &genesis.txs);
             let record = BlockRecord {
                 index: 0,
                 timestamp_ms: genesis.timestamp_ms,
@@ -127,14 +122,25 @@ pub fn open_chain(cfg: &Config) -> anyhow::Result<(ChainStore, State, velox_stor
     if state.root() != meta.root {
         bail!(
             "the state in {} does not match the root of commit {} ({} != {}): the data is corrupt; \
-             move the data directory aside and restore from a snapshot or resync",
+             move the data directory aside and restore from a snapshot \
+             (`velox snapshot restore --file {}/<newest>.vsnap --data-dir <new dir> --config <config>`) or resync \
+             (docs/storage.md, \"Recovery procedures\")",
             db_path.display(),
             meta.index,
             state.root().to_hex(),
-            meta.root.to_hex()
+            meta.root.to_hex(),
+            cfg.data_dir.join(crate::maintenance::SNAPSHOT_DIR).display(),
         );
     }
     Ok((chain, state, meta))
+}
+
+/// The RocksDB settings of `[storage]`.
+pub fn rocks_config(cfg: &Config) -> RocksConfig {
+    RocksConfig {
+        sync_writes: cfg.storage.sync_writes,
+        block_cache_bytes: cfg.storage.block_cache_bytes,
+    }
 }
 
 /// Runs a validator until SIGINT/SIGTERM or a tile dies.
@@ -169,17 +175,26 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         batch_fetch_retry_ms: 300,
         batches_held_max: BATCHES_HELD_MAX,
     };
-    let (core, recovered) = crate::consensus::recover_core(
+    let (core, recovered, resumed) = crate::consensus::recover_core(
         &chain,
         &params,
         committee.committee.clone(),
         committee.me,
         key.clone(),
     )?;
+    // A resumed core does not re-emit earlier commits: seed the tile's
+    // duplicate-batch window from the stored ones.
+    let included = if resumed {
+        chain.included_batches(crate::consensus::INCLUDED_WINDOW)?
+    } else {
+        Vec::new()
+    };
     tracing::info!(
         validators = committee.committee.size(),
         me = committee.me.0,
         recovered_blocks = recovered,
+        resumed_after_commit = resumed,
+        included_window = included.len(),
         commit_index = meta.index,
         "consensus core ready"
     );
@@ -405,7 +420,8 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
             stats,
             consensus_counters.clone(),
             rings,
-        );
+        )
+        .with_included(included);
         reactors.push(spawn_reactor("consensus-0", Some(cpu), move || t.run())?);
     }
     {
@@ -418,12 +434,29 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
             pipeline::exec_tile(input, out, state, executor, skip_execution, stats)
         })?);
     }
+    let durability = Arc::new(crate::maintenance::DurabilityCounters::default());
     {
         let core = layout.storage[0];
         let stats = tile(TileKind::Storage, 0, core);
         let (input, f, shared) = (executed_ring.clone(), feedback_ring.clone(), shared.clone());
+        let round = consensus_counters.clone();
+        let maintenance = crate::maintenance::Maintenance::start(
+            chain.clone(),
+            crate::maintenance::MaintenanceConfig {
+                snapshot_every_commits: cfg.storage.snapshot_every_commits,
+                snapshots_kept: cfg.storage.snapshots_kept,
+                snapshot_dir: cfg.data_dir.join(crate::maintenance::SNAPSHOT_DIR),
+                retention_commits: cfg.storage.retention_commits,
+                consensus_log_margin_rounds: cfg.storage.consensus_log_margin_rounds,
+                gc_depth_rounds: cfg.consensus.gc_depth_rounds,
+                included_window: crate::consensus::INCLUDED_WINDOW as u64,
+            },
+            durability.clone(),
+            Arc::new(move || round.round.load(std::sync::atomic::Ordering::Relaxed)),
+        )
+        .context("starting the snapshot and pruning threads")?;
         reactors.push(spawn_reactor("storage-0", Some(core), move || {
-            pipeline::storage_tile(input, f, shared, stats)
+            pipeline::storage_tile(input, f, shared, stats, maintenance)
         })?);
     }
 
@@ -445,6 +478,7 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         validators: committee.committee.size(),
         validator_index: committee.me.0,
         consensus: consensus_counters,
+        durability,
         peers: peer_handle,
         reactor_flavor: velox_io::reactor::default_flavor().name(),
         layout: layout.clone(),
@@ -487,6 +521,10 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         }
         // Every acknowledged commit is already durable (one atomic write per
         // commit); pending transactions were never acknowledged as committed.
+        // Flushing the memtables only spares the next start a log replay.
+        if let Err(e) = chain.store().flush() {
+            tracing::warn!(error = %e, "flushing the database at stop failed (the log still holds everything)");
+        }
         Ok(())
     })
 }

@@ -192,6 +192,65 @@ fn four_validators_agree_and_a_killed_one_catches_up() {
 }
 
 #[test]
+fn pruning_validators_agree_and_a_killed_one_resumes_from_its_pruned_log() {
+    // Small windows so pruning runs within seconds: the consensus log keeps
+    // gc 20 + margin 200 rounds, blocks 300 commits.
+    let extra = "\n[consensus]\ngc_depth_rounds = 20\n\n[storage]\nsnapshot_every_commits = 50\n\
+                 retention_commits = 300\nconsensus_log_margin_rounds = 200\n";
+    let accounts = 40;
+    let mut net = Net::prepare_with(4, accounts, extra);
+    for i in 0..4 {
+        net.start(i);
+    }
+    let all = net.apis(&[0, 1, 2, 3]);
+    let r = net.load(&[0, 1, 2, 3], 200, 3, accounts);
+    assert_eq!(r.committed, r.submitted, "{r:?}");
+    // Until every validator pruned both its commits and its consensus log.
+    let t = Instant::now();
+    while !(0..4).all(|i| {
+        let m = net.metrics(i);
+        metric(&m, "velox_commits_pruned_below") > 0.0
+            && metric(&m, "velox_consensus_log_pruned_below_round") > 0.0
+    }) {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no pruning yet; v0 metrics:\n{}",
+            net.metrics(0)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (agree, at, roots) = velox_node::devnet::roots_agree(&all).unwrap();
+    assert!(agree, "roots differ at commit {at}: {roots:?}");
+
+    // Killed and restarted after pruning: it resumes after its last commit
+    // from the recent rounds of its log, fetches the rest, and agrees.
+    net.sigkill(3);
+    let r = net.load(&[0, 1, 2], 200, 2, accounts);
+    assert_eq!(r.committed, r.submitted, "{r:?}");
+    net.start(3);
+    let rest = net.apis(&[0, 1, 2]);
+    let top = rest.iter().map(|a| index_of(*a)).max().unwrap();
+    assert!(
+        wait_commit_index(&all, top, Duration::from_secs(90)),
+        "validator 3 did not catch up to {top} (at {}); its log:\n{}",
+        index_of(all[3]),
+        net.log(3)
+    );
+    let r = net.load(&[0, 1, 2, 3], 200, 2, accounts);
+    assert_eq!(r.committed, r.submitted, "{r:?}");
+    let top = all.iter().map(|a| index_of(*a)).max().unwrap();
+    assert!(wait_commit_index(&all, top, Duration::from_secs(30)));
+    let (agree, at, roots) = velox_node::devnet::roots_agree(&all).unwrap();
+    assert!(agree, "roots differ at commit {at}: {roots:?}");
+    let log3 = common::plain(&net.log(3));
+    assert!(log3.contains("resumed_after_commit=true"), "{log3}");
+    for i in 0..4 {
+        assert!(!net.log(i).contains("panicked"), "v{i} panicked");
+        assert_eq!(metric(&net.metrics(i), "velox_prune_failures_total"), 0.0);
+    }
+}
+
+#[test]
 fn a_key_outside_the_committee_cannot_join() {
     let mut net = Net::prepare(4, 10);
     // A validator whose key is not in the committee file refuses to start,

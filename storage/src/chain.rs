@@ -12,6 +12,17 @@ use crate::{Cf, Store, StoreError, WriteBatch};
 const KEY_LAST_COMMIT: &[u8] = b"last_commit";
 const KEY_GENESIS: &[u8] = b"genesis";
 const KEY_COMMIT_PREFIX: &[u8] = b"commit/";
+/// Commits below this index have been pruned (blocks, txs, commit meta).
+const KEY_COMMITS_PRUNED_BELOW: &[u8] = b"commits_pruned_below";
+/// Consensus-log rounds below this have been pruned (dag, batches).
+const KEY_CONSENSUS_PRUNED_BELOW: &[u8] = b"consensus_pruned_below";
+/// Set by `velox snapshot restore`: the commit index the state came from.
+const KEY_RESTORED_FROM: &[u8] = b"restored_from";
+/// Commits pruned per write batch: bounds one pruning write (and the time
+/// the pruning thread holds nothing the commit path needs).
+pub const PRUNE_COMMITS_PER_BATCH: u64 = 256;
+/// Stored batches pruned per write batch.
+pub const PRUNE_BATCHES_PER_BATCH: usize = 4096;
 /// Length of a consensus-log key: round (8, big-endian) ‖ author (4,
 /// big-endian) ‖ block digest (32), so iteration runs in round order.
 pub const DAG_KEY_LEN: usize = 44;
@@ -32,6 +43,44 @@ pub struct CommitMeta {
     pub timestamp_ms: u64,
     /// Transactions committed successfully since genesis.
     pub txs_total: u64,
+    /// The consensus leader block this commit ordered (None for genesis and
+    /// for commits written before positions were recorded). The consensus
+    /// tile resumes after the last commit's leader at start.
+    pub leader: Option<LeaderPosition>,
+}
+
+/// A committed leader block: (round, author, digest), the consensus
+/// position of a commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LeaderPosition {
+    pub round: u64,
+    pub author: u32,
+    pub digest: [u8; 32],
+}
+
+/// What consensus adds to a commit's record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitConsensus {
+    pub leader: Option<LeaderPosition>,
+    /// Digests of the batches this commit included, in order (after the
+    /// duplicate-batch filter).
+    pub batches: Vec<[u8; 32]>,
+}
+
+/// One commit's included batch digests, with how many digests all earlier
+/// commits included.
+pub type BatchList = (u64, Vec<[u8; 32]>);
+
+/// What one pruning pass deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PruneStats {
+    /// Commits whose block, transaction index and commit meta went.
+    pub commits: u64,
+    pub txs: u64,
+    /// Stored batches deleted from the consensus log.
+    pub batches: u64,
+    /// Per-commit batch-digest lists deleted.
+    pub batch_lists: u64,
 }
 
 /// A committed block as stored: its transactions' exact bytes.
@@ -128,31 +177,65 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn encode_meta(m: &CommitMeta) -> Vec<u8> {
-    let mut v = Vec::with_capacity(56);
+/// Encoded commit meta without a leader position (the original format).
+const META_BYTES: usize = 56;
+/// ...and with one: round (8) ‖ author (4) ‖ digest (32).
+const META_WITH_LEADER_BYTES: usize = META_BYTES + 44;
+
+/// Encodes commit meta (56 bytes, 100 with a leader position).
+pub fn encode_meta(m: &CommitMeta) -> Vec<u8> {
+    let mut v = Vec::with_capacity(META_WITH_LEADER_BYTES);
     v.extend_from_slice(&m.index.to_le_bytes());
     v.extend_from_slice(&m.root.0);
     v.extend_from_slice(&m.timestamp_ms.to_le_bytes());
     v.extend_from_slice(&m.txs_total.to_le_bytes());
+    if let Some(l) = &m.leader {
+        v.extend_from_slice(&l.round.to_le_bytes());
+        v.extend_from_slice(&l.author.to_le_bytes());
+        v.extend_from_slice(&l.digest);
+    }
     v
 }
 
-fn decode_meta(b: &[u8]) -> Result<CommitMeta, StoreError> {
-    if b.len() != 56 {
-        return Err(corrupt(
-            Cf::Meta,
-            KEY_LAST_COMMIT,
-            format!("length {} != 56", b.len()),
+/// Decodes [`encode_meta`]'s bytes; any other length is an error.
+pub fn decode_meta(b: &[u8]) -> Result<CommitMeta, String> {
+    if b.len() != META_BYTES && b.len() != META_WITH_LEADER_BYTES {
+        return Err(format!(
+            "length {} is neither {META_BYTES} nor {META_WITH_LEADER_BYTES}",
+            b.len()
         ));
     }
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
     let mut root = [0u8; 32];
     root.copy_from_slice(&b[8..40]);
+    let leader = (b.len() == META_WITH_LEADER_BYTES).then(|| {
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&b[68..100]);
+        LeaderPosition {
+            round: u64_at(56),
+            author: u32::from_le_bytes(b[64..68].try_into().expect("4")),
+            digest,
+        }
+    });
     Ok(CommitMeta {
-        index: u64::from_le_bytes(b[..8].try_into().expect("8")),
+        index: u64_at(0),
         root: StateRoot(root),
-        timestamp_ms: u64::from_le_bytes(b[40..48].try_into().expect("8")),
-        txs_total: u64::from_le_bytes(b[48..56].try_into().expect("8")),
+        timestamp_ms: u64_at(40),
+        txs_total: u64_at(48),
+        leader,
     })
+}
+
+fn meta_at(key: &[u8], b: &[u8]) -> Result<CommitMeta, StoreError> {
+    decode_meta(b).map_err(|e| corrupt(Cf::Meta, key, e))
+}
+
+fn get_u64(store: &dyn Store, key: &[u8]) -> Result<u64, StoreError> {
+    match store.get(Cf::Meta, key)? {
+        None => Ok(0),
+        Some(b) if b.len() == 8 => Ok(u64::from_le_bytes(b[..].try_into().expect("8"))),
+        Some(b) => Err(corrupt(Cf::Meta, key, format!("length {} != 8", b.len()))),
+    }
 }
 
 fn encode_location(l: &TxLocation) -> [u8; 14] {
@@ -231,10 +314,22 @@ impl ChainStore {
         }
     }
 
+    /// The chain's genesis hash, once recorded.
+    pub fn genesis(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        match self.store.get(Cf::Meta, KEY_GENESIS)? {
+            None => Ok(None),
+            Some(b) => {
+                b.as_slice().try_into().map(Some).map_err(|_| {
+                    corrupt(Cf::Meta, KEY_GENESIS, format!("length {} != 32", b.len()))
+                })
+            }
+        }
+    }
+
     pub fn last_commit(&self) -> Result<Option<CommitMeta>, StoreError> {
         self.store
             .get(Cf::Meta, KEY_LAST_COMMIT)?
-            .map(|b| decode_meta(&b))
+            .map(|b| meta_at(KEY_LAST_COMMIT, &b))
             .transpose()
     }
 
@@ -244,6 +339,18 @@ impl ChainStore {
     /// copies); the account cache learns the touched accounts' new values
     /// once the write returned.
     pub fn commit(&self, block: &BlockRecord, out: &BlockOutput) -> Result<CommitMeta, StoreError> {
+        self.commit_with(block, out, &CommitConsensus::default())
+    }
+
+    /// [`ChainStore::commit`] with consensus's part of the record: the
+    /// leader position (in the commit meta) and the included batch digests
+    /// (`commit_batches`), in the same atomic write.
+    pub fn commit_with(
+        &self,
+        block: &BlockRecord,
+        out: &BlockOutput,
+        consensus: &CommitConsensus,
+    ) -> Result<CommitMeta, StoreError> {
         assert_eq!(
             block.txs.len(),
             out.receipts.len(),
@@ -258,8 +365,28 @@ impl ChainStore {
             root: out.root,
             timestamp_ms: block.timestamp_ms,
             txs_total: prev.map(|p| p.txs_total).unwrap_or(0) + out.accepted() as u64,
+            leader: consensus.leader,
         };
         let block_key = block.index.to_be_bytes();
+        // Consensus's record of the commit: the batch digests it included,
+        // after the running count of digests before it.
+        let commit_batches = match consensus.leader {
+            Some(_) => {
+                let before = match block.index.checked_sub(1) {
+                    Some(p) => self
+                        .commit_batches(p)?
+                        .map_or(0, |(b, d)| b + d.len() as u64),
+                    None => 0,
+                };
+                let mut v = Vec::with_capacity(8 + 32 * consensus.batches.len());
+                v.extend_from_slice(&before.to_le_bytes());
+                for d in &consensus.batches {
+                    v.extend_from_slice(d);
+                }
+                Some(v)
+            }
+            None => None,
+        };
         let block_bytes = block.encode();
         let meta_key = commit_key(meta.index);
         let meta_bytes = encode_meta(&meta);
@@ -271,7 +398,8 @@ impl ChainStore {
             + out.diff.entries.len() * STATE_BYTES
             + KEY_LAST_COMMIT.len()
             + meta_key.len()
-            + 2 * meta_bytes.len();
+            + 2 * meta_bytes.len()
+            + commit_batches.as_ref().map_or(0, |v| 8 + v.len());
         // Transaction locations in digest order: RocksDB's memtable inserts
         // keys that follow the previous one faster than random ones (measured
         // ~5% of a 1000-transfer commit); the state diff is sorted already.
@@ -312,6 +440,9 @@ impl ChainStore {
             }
             w.put(Cf::Meta, KEY_LAST_COMMIT, &meta_bytes);
             w.put(Cf::Meta, &meta_key, &meta_bytes);
+            if let Some(v) = &commit_batches {
+                w.put(Cf::CommitBatches, &block_key, v);
+            }
         });
         if let Some(cache) = &self.accounts {
             let touched = out.diff.entries.iter().filter_map(|(k, v)| match (k, v) {
@@ -329,21 +460,76 @@ impl ChainStore {
     }
 
     /// The record of commit `index` (its state root, timestamp and running
-    /// transaction count), if that commit is stored.
+    /// transaction count), if that commit is stored (not pruned).
     pub fn commit_meta(&self, index: u64) -> Result<Option<CommitMeta>, StoreError> {
+        let key = commit_key(index);
         self.store
-            .get(Cf::Meta, &commit_key(index))?
-            .map(|b| decode_meta(&b))
+            .get(Cf::Meta, &key)?
+            .map(|b| meta_at(&key, &b))
             .transpose()
+    }
+
+    /// Commit `index`'s included batch digests and how many digests all
+    /// earlier commits included, if stored.
+    pub fn commit_batches(&self, index: u64) -> Result<Option<BatchList>, StoreError> {
+        let key = index.to_be_bytes();
+        match self.store.get(Cf::CommitBatches, &key)? {
+            None => Ok(None),
+            Some(b) => decode_batch_list(&key, &b).map(Some),
+        }
+    }
+
+    /// The newest `window` included batch digests still stored, oldest
+    /// first (the consensus tile's duplicate-batch window at start).
+    pub fn included_batches(&self, window: usize) -> Result<Vec<[u8; 32]>, StoreError> {
+        let mut out: std::collections::VecDeque<[u8; 32]> = std::collections::VecDeque::new();
+        self.store.for_each(Cf::CommitBatches, &mut |k, v| {
+            let (_, ds) = decode_batch_list(k, v)?;
+            for d in ds {
+                if out.len() == window {
+                    out.pop_front();
+                }
+                out.push_back(d);
+            }
+            Ok(())
+        })?;
+        Ok(out.into())
+    }
+
+    /// The leaders of the commits at or below `last` whose rounds are at
+    /// least `min_round`, newest first (read from the per-commit meta).
+    /// `None` if that set cannot be known: a record on the way is missing
+    /// (pruned) or has no leader (written before leaders were recorded)
+    /// before a leader below `min_round` or genesis is reached.
+    pub fn recent_leaders(
+        &self,
+        last: &CommitMeta,
+        min_round: u64,
+    ) -> Result<Option<Vec<LeaderPosition>>, StoreError> {
+        let mut out = Vec::new();
+        let mut i = last.index;
+        while i >= 1 {
+            let Some(l) = self.commit_meta(i)?.and_then(|m| m.leader) else {
+                return Ok(None);
+            };
+            if l.round < min_round {
+                break;
+            }
+            out.push(l);
+            i -= 1;
+        }
+        Ok(Some(out))
     }
 
     /// Writes consensus-log blocks and batches in one atomic batch. The
     /// consensus tile calls it before acting on what it wrote (broadcasting
-    /// a block, acknowledging a batch).
+    /// a block, acknowledging a batch). `round` is the consensus round at
+    /// the time (the batches' age, for pruning).
     pub fn write_consensus(
         &self,
         blocks: &[([u8; DAG_KEY_LEN], Vec<u8>)],
         batches: &[([u8; 32], std::sync::Arc<[u8]>)],
+        round: u64,
     ) -> Result<(), StoreError> {
         if blocks.is_empty() && batches.is_empty() {
             return Ok(());
@@ -354,6 +540,10 @@ impl ChainStore {
         }
         for (k, v) in batches {
             wb.put(Cf::Batches, k.to_vec(), v.to_vec());
+            let mut idx = Vec::with_capacity(40);
+            idx.extend_from_slice(&round.to_be_bytes());
+            idx.extend_from_slice(k);
+            wb.put(Cf::BatchRounds, idx, Vec::new());
         }
         self.store.write(wb)
     }
@@ -368,16 +558,27 @@ impl ChainStore {
         &self,
         f: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        self.store.for_each(Cf::Dag, &mut |k, v| {
-            if k.len() != DAG_KEY_LEN {
-                return Err(corrupt(
-                    Cf::Dag,
-                    k,
-                    format!("key length {} != {DAG_KEY_LEN}", k.len()),
-                ));
-            }
-            f(v)
-        })
+        self.for_each_consensus_block_from(0, f)
+    }
+
+    /// Visits the consensus-log blocks of rounds `>= round` in (round,
+    /// author) order.
+    pub fn for_each_consensus_block_from(
+        &self,
+        round: u64,
+        f: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.store
+            .for_each_range(Cf::Dag, &round.to_be_bytes(), None, &mut |k, v| {
+                if k.len() != DAG_KEY_LEN {
+                    return Err(corrupt(
+                        Cf::Dag,
+                        k,
+                        format!("key length {} != {DAG_KEY_LEN}", k.len()),
+                    ));
+                }
+                f(v)
+            })
     }
 
     /// A stored batch by digest.
@@ -448,6 +649,187 @@ impl ChainStore {
         Ok(s)
     }
 
+    /// Commits below this index were pruned (0: none).
+    pub fn commits_pruned_below(&self) -> Result<u64, StoreError> {
+        get_u64(self.store.as_ref(), KEY_COMMITS_PRUNED_BELOW)
+    }
+
+    /// Consensus-log rounds below this were pruned (0: none).
+    pub fn consensus_pruned_below(&self) -> Result<u64, StoreError> {
+        get_u64(self.store.as_ref(), KEY_CONSENSUS_PRUNED_BELOW)
+    }
+
+    /// The commit index a restored data directory's state came from, if it
+    /// was made by `velox snapshot restore`.
+    pub fn restored_from(&self) -> Result<Option<u64>, StoreError> {
+        match self.store.get(Cf::Meta, KEY_RESTORED_FROM)? {
+            None => Ok(None),
+            Some(_) => get_u64(self.store.as_ref(), KEY_RESTORED_FROM).map(Some),
+        }
+    }
+
+    /// Deletes the blocks, transaction-index entries and per-commit meta of
+    /// commits below `floor` (those not pruned yet), in write batches of
+    /// [`PRUNE_COMMITS_PER_BATCH`] commits. Never touches the last commit.
+    pub fn prune_commits_below(&self, floor: u64) -> Result<PruneStats, StoreError> {
+        let mut stats = PruneStats::default();
+        let Some(last) = self.last_commit()? else {
+            return Ok(stats);
+        };
+        let floor = floor.min(last.index);
+        let mut from = self.commits_pruned_below()?;
+        while from < floor {
+            let to = floor.min(from + PRUNE_COMMITS_PER_BATCH);
+            let mut wb = WriteBatch::default();
+            for i in from..to {
+                let Some(b) = self.block(i)? else { continue };
+                for bytes in &b.txs {
+                    let Ok(tx) = velox_exec::Tx::decode(bytes) else {
+                        continue;
+                    };
+                    let d = tx.digest();
+                    // A later commit may have re-recorded this digest (a
+                    // replayed transaction, rejected there): keep that.
+                    if self.tx_location(&d)?.is_some_and(|l| l.index == i) {
+                        wb.delete(Cf::Txs, d.0.to_vec());
+                        stats.txs += 1;
+                    }
+                }
+            }
+            wb.delete_range(
+                Cf::Blocks,
+                from.to_be_bytes().to_vec(),
+                to.to_be_bytes().to_vec(),
+            );
+            wb.delete_range(Cf::Meta, commit_key(from), commit_key(to));
+            wb.put(
+                Cf::Meta,
+                KEY_COMMITS_PRUNED_BELOW,
+                to.to_le_bytes().to_vec(),
+            );
+            self.store.write(wb)?;
+            stats.commits += to - from;
+            from = to;
+        }
+        Ok(stats)
+    }
+
+    /// Deletes the consensus log below `round`: its blocks (one range
+    /// deletion) and the batches stored at rounds below it.
+    pub fn prune_consensus_below(&self, round: u64) -> Result<PruneStats, StoreError> {
+        let mut stats = PruneStats::default();
+        if round <= self.consensus_pruned_below()? {
+            return Ok(stats);
+        }
+        let to = round.to_be_bytes();
+        loop {
+            // One chunk of the index at a time, so a long backlog never
+            // builds one huge write.
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            self.store
+                .for_each_range(Cf::BatchRounds, &[], Some(&to), &mut |k, _| {
+                    if keys.len() >= PRUNE_BATCHES_PER_BATCH {
+                        return Err(StoreError::Stopped);
+                    }
+                    keys.push(k.to_vec());
+                    Ok(())
+                })
+                .or_else(stopped_is_ok)?;
+            if keys.is_empty() {
+                break;
+            }
+            let mut wb = WriteBatch::default();
+            for k in &keys {
+                if k.len() == 40 {
+                    wb.delete(Cf::Batches, k[8..].to_vec());
+                    stats.batches += 1;
+                }
+                wb.delete(Cf::BatchRounds, k.clone());
+            }
+            self.store.write(wb)?;
+        }
+        let mut wb = WriteBatch::default();
+        wb.delete_range(Cf::Dag, vec![0u8; 8], to.to_vec());
+        wb.put(
+            Cf::Meta,
+            KEY_CONSENSUS_PRUNED_BELOW,
+            round.to_le_bytes().to_vec(),
+        );
+        self.store.write(wb)?;
+        Ok(stats)
+    }
+
+    /// Deletes per-commit batch-digest lists whose digests have all left
+    /// the newest `window` digests (the consensus tile's duplicate window),
+    /// never the last commit's.
+    pub fn prune_batch_lists(&self, window: u64) -> Result<PruneStats, StoreError> {
+        let mut stats = PruneStats::default();
+        let Some(last) = self.last_commit()? else {
+            return Ok(stats);
+        };
+        let Some((before, ds)) = self.commit_batches(last.index)? else {
+            return Ok(stats);
+        };
+        let total = before + ds.len() as u64;
+        let keep_from = total.saturating_sub(window);
+        let mut end: Option<u64> = None;
+        let mut first: Option<u64> = None;
+        self.store
+            .for_each(Cf::CommitBatches, &mut |k, v| {
+                let (before, ds) = decode_batch_list(k, v)?;
+                let index = u64::from_be_bytes(k.try_into().expect("checked by decode"));
+                if index >= last.index || before + ds.len() as u64 > keep_from {
+                    return Err(StoreError::Stopped);
+                }
+                first.get_or_insert(index);
+                end = Some(index + 1);
+                stats.batch_lists += 1;
+                Ok(())
+            })
+            .or_else(stopped_is_ok)?;
+        if let (Some(a), Some(b)) = (first, end) {
+            let mut wb = WriteBatch::default();
+            wb.delete_range(
+                Cf::CommitBatches,
+                a.to_be_bytes().to_vec(),
+                b.to_be_bytes().to_vec(),
+            );
+            self.store.write(wb)?;
+        }
+        Ok(stats)
+    }
+
+    /// Writes a restored state's records into an empty store: the genesis
+    /// hash, the commit meta of the snapshot's commit (as the last commit
+    /// and as its per-commit record), and marks everything below it pruned.
+    /// State entries are written before with [`ChainStore::put_state`].
+    pub fn finish_restore(&self, genesis: &[u8; 32], meta: &CommitMeta) -> Result<(), StoreError> {
+        let mut wb = WriteBatch::default();
+        wb.put(Cf::Meta, KEY_GENESIS, genesis.to_vec());
+        wb.put(Cf::Meta, KEY_LAST_COMMIT, encode_meta(meta));
+        wb.put(Cf::Meta, commit_key(meta.index), encode_meta(meta));
+        wb.put(
+            Cf::Meta,
+            KEY_COMMITS_PRUNED_BELOW,
+            (meta.index + 1).to_le_bytes().to_vec(),
+        );
+        wb.put(
+            Cf::Meta,
+            KEY_RESTORED_FROM,
+            meta.index.to_le_bytes().to_vec(),
+        );
+        self.store.write(wb)
+    }
+
+    /// Writes raw state entries (a restore, in chunks).
+    pub fn put_state(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
+        let mut wb = WriteBatch::default();
+        for (k, v) in entries {
+            wb.put(Cf::State, k, v);
+        }
+        self.store.write(wb)
+    }
+
     pub fn block(&self, index: u64) -> Result<Option<BlockRecord>, StoreError> {
         let key = index.to_be_bytes();
         let Some(b) = self.store.get(Cf::Blocks, &key)? else {
@@ -500,6 +882,30 @@ impl ChainStore {
             },
         )
     }
+}
+
+/// An iteration its visitor ended on purpose is a success.
+fn stopped_is_ok(e: StoreError) -> Result<(), StoreError> {
+    match e {
+        StoreError::Stopped => Ok(()),
+        e => Err(e),
+    }
+}
+
+fn decode_batch_list(key: &[u8], b: &[u8]) -> Result<BatchList, StoreError> {
+    if key.len() != 8 || b.len() < 8 || (b.len() - 8) % 32 != 0 {
+        return Err(corrupt(
+            Cf::CommitBatches,
+            key,
+            format!("key length {} / value length {}", key.len(), b.len()),
+        ));
+    }
+    let before = u64::from_le_bytes(b[..8].try_into().expect("8"));
+    let ds = b[8..]
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("32"))
+        .collect();
+    Ok((before, ds))
 }
 
 #[cfg(test)]
@@ -572,7 +978,8 @@ mod tests {
                 index: 1,
                 root: state.root(),
                 timestamp_ms: 5,
-                txs_total: 2
+                txs_total: 2,
+                leader: None,
             }
         );
         assert_eq!(chain.last_commit().unwrap(), Some(meta));
@@ -607,6 +1014,7 @@ mod tests {
             .write_consensus(
                 &[(k1, b"round2".to_vec()), (k0, b"round1".to_vec())],
                 &[([9; 32], batch.clone())],
+                7,
             )
             .unwrap();
         let mut seen = Vec::new();
@@ -817,6 +1225,12 @@ mod tests {
         fn for_each(&self, cf: Cf, f: &mut crate::Visitor<'_>) -> Result<(), StoreError> {
             self.inner.for_each(cf, f)
         }
+        fn with_view(
+            &self,
+            f: &mut dyn FnMut(&dyn crate::StoreView) -> Result<(), StoreError>,
+        ) -> Result<(), StoreError> {
+            self.inner.with_view(f)
+        }
     }
 
     /// One step of the cache property test.
@@ -906,6 +1320,12 @@ mod tests {
         }
         fn for_each(&self, cf: Cf, f: &mut crate::Visitor<'_>) -> Result<(), StoreError> {
             self.0.for_each(cf, f)
+        }
+        fn with_view(
+            &self,
+            f: &mut dyn FnMut(&dyn crate::StoreView) -> Result<(), StoreError>,
+        ) -> Result<(), StoreError> {
+            self.0.with_view(f)
         }
     }
 

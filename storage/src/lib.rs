@@ -25,16 +25,32 @@
 //!  ChainStore::account ──▶ AccountCache ──miss──▶ state[key] ──▶ fill (if no commit since)
 //!  ChainStore::commit  ──▶ write returned ──▶ AccountCache ◀── the touched accounts' new values
 //! ```
+//!
+//! Behind the commit path (docs/storage.md):
+//!
+//! ```text
+//!  storage tile ──every N commits──▶ snapshot thread: consistent view ──▶
+//!                                    snapshots/snapshot-<index>.vsnap (checksummed)
+//!               ──every M commits──▶ pruning: blocks/txs/commit meta below the
+//!                                    retention, consensus log below the
+//!                                    committed rounds minus a margin
+//!  velox replay ──▶ re-executes stored commits, compares every state root
+//! ```
 
 pub mod cache;
 pub mod chain;
 pub mod mem;
 pub mod rocks;
+pub mod snapshot;
 
 pub use cache::{AccountCache, AccountCacheStats, ACCOUNT_CACHE_ENTRIES_DEFAULT};
-pub use chain::{BlockRecord, ChainStore, CommitMeta, TxLocation, DAG_KEY_LEN};
+pub use chain::{
+    BlockRecord, ChainStore, CommitConsensus, CommitMeta, LeaderPosition, PruneStats, TxLocation,
+    DAG_KEY_LEN,
+};
 pub use mem::MemStore;
 pub use rocks::RocksStore;
+pub use snapshot::{SnapshotError, SnapshotHeader};
 
 /// Column families (key spaces).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,16 +66,26 @@ pub enum Cf {
     /// Transaction batches this validator stored (its own and peers'),
     /// keyed by batch digest.
     Batches,
+    /// When each stored batch was written: round (8, big-endian) ‖ batch
+    /// digest -> empty, so the consensus log's batches can be pruned by
+    /// round like its blocks.
+    BatchRounds,
+    /// The batch digests each consensus commit included: commit index (8,
+    /// big-endian) -> digests before it (8, little-endian) ‖ digests. The
+    /// consensus tile rebuilds its duplicate-batch window from it at start.
+    CommitBatches,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 6] = [
+    pub const ALL: [Cf; 8] = [
         Cf::Blocks,
         Cf::Txs,
         Cf::State,
         Cf::Meta,
         Cf::Dag,
         Cf::Batches,
+        Cf::BatchRounds,
+        Cf::CommitBatches,
     ];
     /// Position in [`Cf::ALL`], for tables indexed by column family.
     pub fn index(self) -> usize {
@@ -73,6 +99,8 @@ impl Cf {
             Cf::Meta => "meta",
             Cf::Dag => "dag",
             Cf::Batches => "batches",
+            Cf::BatchRounds => "batch_rounds",
+            Cf::CommitBatches => "commit_batches",
         }
     }
 }
@@ -81,6 +109,9 @@ impl Cf {
 #[derive(Default, Debug, Clone)]
 pub struct WriteBatch {
     pub ops: Vec<(Cf, Vec<u8>, Option<Vec<u8>>)>,
+    /// Range deletions `[from, to)`, applied after `ops` in the same atomic
+    /// write (pruning; one tombstone per range in RocksDB).
+    pub ranges: Vec<(Cf, Vec<u8>, Vec<u8>)>,
 }
 
 impl WriteBatch {
@@ -89,6 +120,13 @@ impl WriteBatch {
     }
     pub fn delete(&mut self, cf: Cf, k: impl Into<Vec<u8>>) {
         self.ops.push((cf, k.into(), None));
+    }
+    /// Deletes every key `from <= k < to` of `cf`.
+    pub fn delete_range(&mut self, cf: Cf, from: impl Into<Vec<u8>>, to: impl Into<Vec<u8>>) {
+        self.ranges.push((cf, from.into(), to.into()));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.ranges.is_empty()
     }
 }
 
@@ -114,6 +152,36 @@ impl BatchWriter for WriteBatch {
 pub enum StoreError {
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
+    /// The database's files are damaged (a truncated or corrupted SST,
+    /// MANIFEST, CURRENT or WAL file): found at open or on a checksummed
+    /// read. Nothing was changed; the way out is a restore.
+    #[error(
+        "the database in {dir} is corrupt{}: {detail}. \
+         Stop the node, move {dir} aside and restore from a snapshot \
+         (`velox snapshot restore --file DATA_DIR/snapshots/<newest>.vsnap --data-dir <new dir> --config <config>`), \
+         or resync; docs/storage.md, \"Recovery procedures\"",
+        .file.as_ref().map(|f| format!(" (file {f})")).unwrap_or_default()
+    )]
+    DatabaseCorrupt {
+        dir: String,
+        /// The damaged file, when RocksDB named it.
+        file: Option<String>,
+        detail: String,
+    },
+    /// Another process (a running node, or `velox replay`) holds the
+    /// database's lock.
+    #[error(
+        "the database in {dir} is in use by another process (a running `velox node`?): {detail}; \
+         stop that process first, or work on a copy of the data directory"
+    )]
+    Locked { dir: String, detail: String },
+    /// Returned by a visitor to end an iteration early; the caller that
+    /// asked for it treats it as success.
+    #[error("iteration stopped by its visitor")]
+    Stopped,
+    /// No database where one was expected (tools never create one).
+    #[error("no database in {dir}: {detail}; pass the data directory of a node (its `data_dir`)")]
+    Missing { dir: String, detail: String },
     #[error("corrupt record in {cf} at key {key}: {what}")]
     Corrupt {
         cf: &'static str,
@@ -178,4 +246,44 @@ pub trait Store: Send + Sync {
             }
         })
     }
+
+    /// Runs `f` on a consistent read-only view of the whole store as of the
+    /// call: writes made while `f` runs are not seen. Snapshots are written
+    /// from such a view on a background thread while commits go on.
+    fn with_view(
+        &self,
+        f: &mut dyn FnMut(&dyn StoreView) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Makes everything written so far durable in the engine's files (a
+    /// clean stop calls it so the next start replays no log).
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Reads every entry of every column family from one consistent view, so
+/// every data block's checksum is verified; returns the entries read. A
+/// damaged table file comes back as [`StoreError::DatabaseCorrupt`] naming
+/// it. The node runs it once in the background after start (the state
+/// column is read in full at start anyway).
+pub fn scan_all(store: &dyn Store) -> Result<u64, StoreError> {
+    let mut n = 0u64;
+    store.with_view(&mut |v| {
+        for cf in Cf::ALL {
+            v.for_each(cf, &mut |_, _| {
+                n += 1;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    })?;
+    Ok(n)
+}
+
+/// A consistent read-only view of a [`Store`] (see [`Store::with_view`]).
+pub trait StoreView {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Visits every entry of `cf` in key order without loading them all.
+    fn for_each(&self, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError>;
 }

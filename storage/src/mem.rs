@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Mutex;
 
-use crate::{Cf, Store, StoreError, Visitor, WriteBatch};
+use crate::{Cf, Store, StoreError, StoreView, Visitor, WriteBatch};
 
 /// Entries keyed by (column family, key).
 type Entries = BTreeMap<(Cf, Vec<u8>), Vec<u8>>;
@@ -23,6 +23,24 @@ impl MemStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Entries of `cf` (for tests that check what pruning left).
+    pub fn entries(&self, cf: Cf) -> usize {
+        let m = self.map.lock().expect("poisoned");
+        m.range((cf, Vec::new())..)
+            .take_while(|((c, _), _)| *c == cf)
+            .count()
+    }
+}
+
+fn visit(m: &Entries, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError> {
+    for ((c, k), v) in m.range((cf, Vec::new())..) {
+        if *c != cf {
+            break;
+        }
+        f(k, v)?;
+    }
+    Ok(())
 }
 
 impl Store for MemStore {
@@ -45,6 +63,15 @@ impl Store for MemStore {
                 None => {
                     m.remove(&(cf, k));
                 }
+            }
+        }
+        for (cf, from, to) in batch.ranges {
+            let doomed: Vec<(Cf, Vec<u8>)> = m
+                .range((cf, from)..(cf, to))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in doomed {
+                m.remove(&k);
             }
         }
         Ok(())
@@ -84,5 +111,25 @@ impl Store for MemStore {
                 return Ok(());
             }
         }
+    }
+
+    fn with_view(
+        &self,
+        f: &mut dyn FnMut(&dyn StoreView) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        // Tests only: a copy is the simplest consistent view.
+        let copy = self.map.lock().expect("poisoned").clone();
+        f(&MemView(copy))
+    }
+}
+
+struct MemView(Entries);
+
+impl StoreView for MemView {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.get(&(cf, key.to_vec())).cloned())
+    }
+    fn for_each(&self, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError> {
+        visit(&self.0, cf, f)
     }
 }

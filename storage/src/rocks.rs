@@ -1,10 +1,21 @@
 //! The RocksDB [`Store`].
+//!
+//! Integrity: `paranoid_checks` is on (RocksDB refuses to open on any
+//! inconsistency it can see: a missing or truncated SST whose size differs
+//! from the MANIFEST's record, a bad MANIFEST or CURRENT, a corrupt WAL
+//! record), every table file is opened at start (its footer and index are
+//! read), and every read verifies block checksums. Open errors that mean
+//! damaged files become [`StoreError::DatabaseCorrupt`] naming the file and
+//! the way out; a held lock becomes [`StoreError::Locked`].
 
 use std::path::Path;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, ReadOptions, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, ErrorKind, IteratorMode, Options, ReadOptions,
+    WriteOptions, DB,
+};
 
-use crate::{BatchWriter, Cf, Store, StoreError, Visitor, WriteBatch};
+use crate::{BatchWriter, Cf, Store, StoreError, StoreView, Visitor, WriteBatch};
 
 /// RocksDB settings the node exposes.
 #[derive(Clone, Copy, Debug)]
@@ -28,7 +39,12 @@ pub struct RocksStore {
     db: DB,
     /// [`write_options`] of the configuration it was opened with.
     write: WriteOptions,
+    /// The database directory, for error messages.
+    dir: String,
 }
+
+/// RocksDB info-log files kept (LOG.old.*): bounds their disk use.
+pub const INFO_LOG_FILES_KEPT: usize = 5;
 
 /// The options [`RocksStore::open`] uses: database options and one
 /// descriptor per column family of [`Cf::ALL`], in that order. Public so
@@ -38,6 +54,10 @@ pub fn db_options(cfg: &RocksConfig) -> (Options, Vec<ColumnFamilyDescriptor>) {
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_paranoid_checks(true);
+    // Open every table file at start: a damaged footer or index is found
+    // now, not at the first read of that file.
+    opts.set_max_open_files(-1);
+    opts.set_keep_log_file_num(INFO_LOG_FILES_KEPT);
     let cache = rocksdb::Cache::new_lru_cache(cfg.block_cache_bytes);
     let cfs = Cf::ALL
         .iter()
@@ -62,11 +82,13 @@ pub fn write_options(cfg: &RocksConfig) -> WriteOptions {
     wo
 }
 
-/// Read options of scans: blocks read by a scan do not displace the hot
-/// blocks of point reads in the block cache.
-fn scan_options() -> ReadOptions {
+/// Reads that verify block checksums (RocksDB's default, stated here so it
+/// stays so); `fill_cache` off for scans, so blocks read by a scan do not
+/// displace the hot blocks of point reads.
+fn read_options(fill_cache: bool) -> ReadOptions {
     let mut ro = ReadOptions::default();
-    ro.fill_cache(false);
+    ro.set_verify_checksums(true);
+    ro.fill_cache(fill_cache);
     ro
 }
 
@@ -88,13 +110,49 @@ impl BatchWriter for RocksBatch<'_> {
 }
 
 impl RocksStore {
+    /// Opens the database at `path`, creating it if the directory holds
+    /// none (the node's first start).
     pub fn open(path: &Path, cfg: RocksConfig) -> Result<Self, StoreError> {
-        let (opts, cfs) = db_options(&cfg);
-        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Self::open_with(path, cfg, true)
+    }
+
+    /// Opens an existing database; [`StoreError::Missing`] if there is none
+    /// (tools such as `velox replay` never create one).
+    pub fn open_existing(path: &Path, cfg: RocksConfig) -> Result<Self, StoreError> {
+        Self::open_with(path, cfg, false)
+    }
+
+    fn open_with(path: &Path, cfg: RocksConfig, create: bool) -> Result<Self, StoreError> {
+        let dir = path.display().to_string();
+        check_current_file(path)?;
+        if !create && !path.join("CURRENT").exists() {
+            return Err(StoreError::Missing {
+                dir,
+                detail: "no CURRENT file".into(),
+            });
+        }
+        let (mut opts, cfs) = db_options(&cfg);
+        opts.create_if_missing(create);
+        let db =
+            DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| classify_open_error(&dir, e))?;
         Ok(Self {
             db,
             write: write_options(&cfg),
+            dir,
         })
+    }
+
+    /// A read error: damaged files become [`StoreError::DatabaseCorrupt`].
+    fn read_error(&self, e: rocksdb::Error) -> StoreError {
+        if e.kind() == ErrorKind::Corruption {
+            let msg = e.to_string();
+            return StoreError::DatabaseCorrupt {
+                dir: self.dir.clone(),
+                file: damaged_file(&msg),
+                detail: msg,
+            };
+        }
+        StoreError::Rocks(e)
     }
 
     fn cf(&self, cf: Cf) -> &ColumnFamily {
@@ -107,21 +165,130 @@ impl RocksStore {
         Cf::ALL.map(|cf| self.cf(cf))
     }
 
+    fn batch(&self, bytes_hint: usize) -> RocksBatch<'_> {
+        RocksBatch {
+            // Each op adds a few bytes of framing (tag, cf id, varint lengths).
+            wb: rocksdb::WriteBatch::with_capacity_bytes(bytes_hint + bytes_hint / 8 + 64),
+            cfs: self.cfs(),
+        }
+    }
+
+    fn apply(&self, b: RocksBatch<'_>) -> Result<(), StoreError> {
+        self.db.write_opt(b.wb, &self.write)?;
+        Ok(())
+    }
+
     /// Visits entries from where `it` was positioned, borrowing each key and
     /// value from the iterator (no copy per entry).
-    fn visit(mut it: rocksdb::DBRawIterator<'_>, f: &mut Visitor<'_>) -> Result<(), StoreError> {
+    fn visit(
+        &self,
+        mut it: rocksdb::DBRawIterator<'_>,
+        f: &mut Visitor<'_>,
+    ) -> Result<(), StoreError> {
         while let Some((k, v)) = it.item() {
             f(k, v)?;
             it.next();
         }
-        it.status()?;
-        Ok(())
+        it.status().map_err(|e| self.read_error(e))
     }
+
+    /// Bytes of the live table files (SSTs) of every column family.
+    pub fn sst_bytes(&self) -> u64 {
+        Cf::ALL
+            .iter()
+            .filter_map(|c| {
+                self.db
+                    .property_int_value_cf(self.cf(*c), rocksdb::properties::TOTAL_SST_FILES_SIZE)
+                    .ok()
+                    .flatten()
+            })
+            .sum()
+    }
+}
+
+/// A database directory whose files exist but whose CURRENT is gone would
+/// be taken for an empty one and a new database created over it: refuse.
+fn check_current_file(path: &Path) -> Result<(), StoreError> {
+    if path.join("CURRENT").exists() {
+        return Ok(());
+    }
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return Ok(());
+    };
+    let has_db_files = entries.filter_map(|e| e.ok()).any(|e| {
+        let n = e.file_name().to_string_lossy().to_string();
+        n.ends_with(".sst") || n.starts_with("MANIFEST-")
+    });
+    if has_db_files {
+        return Err(StoreError::DatabaseCorrupt {
+            dir: path.display().to_string(),
+            file: Some(path.join("CURRENT").display().to_string()),
+            detail: "CURRENT is missing while table and MANIFEST files are present".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Maps a RocksDB open error to what an operator can act on.
+fn classify_open_error(dir: &str, e: rocksdb::Error) -> StoreError {
+    let msg = e.to_string();
+    let lower = msg.to_ascii_lowercase();
+    if lower.contains("lock")
+        && (lower.contains("temporarily unavailable")
+            || lower.contains("no locks available")
+            || lower.contains("lock hold")
+            || lower.contains("locked"))
+    {
+        return StoreError::Locked {
+            dir: dir.to_string(),
+            detail: msg,
+        };
+    }
+    if lower.contains("does not exist (create_if_missing is false)") {
+        return StoreError::Missing {
+            dir: dir.to_string(),
+            detail: msg,
+        };
+    }
+    let file = damaged_file(&msg);
+    let damaged = e.kind() == ErrorKind::Corruption
+        || (e.kind() == ErrorKind::IOError && file.is_some())
+        || lower.contains("size mismatch")
+        || lower.contains("checksum mismatch");
+    if damaged {
+        return StoreError::DatabaseCorrupt {
+            dir: dir.to_string(),
+            file,
+            detail: msg,
+        };
+    }
+    StoreError::Rocks(e)
+}
+
+/// The first database file a RocksDB message names (SST, MANIFEST,
+/// CURRENT, WAL or OPTIONS), if any.
+pub fn damaged_file(msg: &str) -> Option<String> {
+    msg.split(|c: char| c.is_whitespace() || c == ',' || c == '\'' || c == '"')
+        .map(|t| {
+            t.trim_end_matches([':', '.', ';', ')'])
+                .trim_start_matches('(')
+        })
+        .find(|t| {
+            let name = t.rsplit('/').next().unwrap_or(t);
+            name.ends_with(".sst")
+                || name.ends_with(".log")
+                || name.starts_with("MANIFEST-")
+                || name == "CURRENT"
+                || name.starts_with("OPTIONS-")
+        })
+        .map(str::to_string)
 }
 
 impl Store for RocksStore {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.cf(cf), key)?)
+        self.db
+            .get_cf_opt(self.cf(cf), key, &read_options(true))
+            .map_err(|e| self.read_error(e))
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
@@ -130,14 +297,17 @@ impl Store for RocksStore {
             .iter()
             .map(|(_, k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
             .sum();
-        self.write_with(bytes, &mut |w| {
-            for (cf, k, v) in &batch.ops {
-                match v {
-                    Some(v) => w.put(*cf, k, v),
-                    None => w.delete(*cf, k),
-                }
+        let mut b = self.batch(bytes);
+        for (cf, k, v) in &batch.ops {
+            match v {
+                Some(v) => b.put(*cf, k, v),
+                None => b.delete(*cf, k),
             }
-        })
+        }
+        for (cf, from, to) in &batch.ranges {
+            b.wb.delete_range_cf(self.cf(*cf), from, to);
+        }
+        self.apply(b)
     }
 
     fn write_with(
@@ -145,20 +315,13 @@ impl Store for RocksStore {
         bytes_hint: usize,
         fill: &mut dyn FnMut(&mut dyn BatchWriter),
     ) -> Result<(), StoreError> {
-        let mut b = RocksBatch {
-            // Each op adds a few bytes of framing (tag, cf id, varint lengths).
-            wb: rocksdb::WriteBatch::with_capacity_bytes(bytes_hint + bytes_hint / 8 + 64),
-            cfs: self.cfs(),
-        };
+        let mut b = self.batch(bytes_hint);
         fill(&mut b);
-        self.db.write_opt(b.wb, &self.write)?;
-        Ok(())
+        self.apply(b)
     }
 
     fn for_each(&self, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError> {
-        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), scan_options());
-        it.seek_to_first();
-        Self::visit(it, f)
+        self.for_each_range(cf, &[], None, f)
     }
 
     fn for_each_range(
@@ -168,12 +331,78 @@ impl Store for RocksStore {
         to: Option<&[u8]>,
         f: &mut Visitor<'_>,
     ) -> Result<(), StoreError> {
-        let mut ro = scan_options();
-        if let Some(to) = to {
-            ro.set_iterate_upper_bound(to.to_vec());
+        let mut ro = read_options(false);
+        if let Some(t) = to {
+            ro.set_iterate_upper_bound(t.to_vec());
         }
         let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), ro);
         it.seek(from);
-        Self::visit(it, f)
+        self.visit(it, f)
+    }
+
+    fn with_view(
+        &self,
+        f: &mut dyn FnMut(&dyn StoreView) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let view = RocksView {
+            store: self,
+            snap: self.db.snapshot(),
+        };
+        f(&view)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        let cfs: Vec<&ColumnFamily> = Cf::ALL.iter().map(|c| self.cf(*c)).collect();
+        self.db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
+        Ok(())
+    }
+}
+
+/// A RocksDB snapshot: reads see the database as of its creation.
+struct RocksView<'a> {
+    store: &'a RocksStore,
+    snap: rocksdb::Snapshot<'a>,
+}
+
+impl StoreView for RocksView<'_> {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.snap
+            .get_cf_opt(self.store.cf(cf), key, read_options(true))
+            .map_err(|e| self.store.read_error(e))
+    }
+
+    fn for_each(&self, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError> {
+        // A full scan: keep it out of the block cache the node reads from.
+        for item in
+            self.snap
+                .iterator_cf_opt(self.store.cf(cf), read_options(false), IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(|e| self.store.read_error(e))?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damaged_file_is_found_in_rocksdb_messages() {
+        assert_eq!(
+            damaged_file("Corruption: Sst file size mismatch: /d/db/000009.sst. Size recorded in manifest 10, actual size 5"),
+            Some("/d/db/000009.sst".into())
+        );
+        assert_eq!(
+            damaged_file("Corruption: CURRENT file does not end with newline"),
+            Some("CURRENT".into())
+        );
+        assert_eq!(
+            damaged_file("IO error: No such file or directory: While opening a file for sequentially reading: /d/db/MANIFEST-000005: No such file or directory"),
+            Some("/d/db/MANIFEST-000005".into())
+        );
+        assert_eq!(damaged_file("Invalid argument: nothing here"), None);
     }
 }

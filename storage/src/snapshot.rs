@@ -1,0 +1,459 @@
+//! State snapshots: one file holding the state at one commit, checksummed.
+//!
+//! ```text
+//!  header   magic "VLXSNAP\0" (8) ‖ format version u32 ‖ genesis hash (32)
+//!           ‖ commit index u64 ‖ state root (32) ‖ commit timestamp_ms u64
+//!           ‖ txs_total u64 ‖ has leader u8 ‖ leader round u64 ‖ leader
+//!           author u32 ‖ leader digest (32) ‖ entry count u64
+//!  entries  (key length u32 ‖ key ‖ value length u32 ‖ value) × count,
+//!           keys strictly ascending (the state column's order)
+//!  trailer  checksum (32) = blake3(header ‖ blake3(entries))
+//! ```
+//!
+//! Integers are little-endian. The writer streams from a consistent store
+//! view into `.<name>.tmp`, fsyncs it, renames it into place and fsyncs the
+//! directory, so a crash leaves either no snapshot or a whole one. A reader
+//! checks the magic, version, bounds, key order, count, trailer and
+//! checksum; [`verify_snapshot`] also recomputes the state root from the
+//! entries and compares it with the header's.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use velox_exec::{State, StateRoot};
+
+use crate::chain::{ChainStore, CommitMeta, LeaderPosition};
+use crate::{Cf, StoreError, StoreView};
+
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"VLXSNAP\0";
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// Bytes of the fixed header (format version 1).
+pub const SNAPSHOT_HEADER_BYTES: usize = 8 + 4 + 32 + 8 + 32 + 8 + 8 + 1 + 8 + 4 + 32 + 8;
+/// Offset of the entry count in the header (patched after streaming).
+const ENTRY_COUNT_OFFSET: u64 = (SNAPSHOT_HEADER_BYTES - 8) as u64;
+/// Largest key and value a reader accepts: state keys are 33 bytes and
+/// values a few dozen; the bounds only stop a damaged length from
+/// allocating without limit.
+pub const SNAPSHOT_KEY_BYTES_MAX: usize = 256;
+pub const SNAPSHOT_VALUE_BYTES_MAX: usize = 1 << 20;
+/// Entries written to the store per write batch during a restore (~100
+/// bytes each: ~400 KiB per batch).
+pub const RESTORE_ENTRIES_PER_BATCH: usize = 4096;
+/// File name suffix of a snapshot.
+pub const SNAPSHOT_SUFFIX: &str = ".vsnap";
+
+/// What a snapshot's header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotHeader {
+    pub format_version: u32,
+    /// The chain's genesis hash (`meta/genesis` of the data directory).
+    pub genesis: [u8; 32],
+    /// The commit whose state this is (index, root, timestamp, transaction
+    /// count, and the consensus leader it ordered).
+    pub meta: CommitMeta,
+    pub entries: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot {path}: {op}: {source}")]
+    Io {
+        path: String,
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error("snapshot {path} is corrupt: {what}; it cannot be used (verify another one with `velox snapshot verify`)")]
+    Corrupt { path: String, what: String },
+    #[error(
+        "snapshot {path}: the state root recomputed from its entries ({computed}) differs from its header's ({header}); \
+         it cannot be used"
+    )]
+    RootMismatch {
+        path: String,
+        header: String,
+        computed: String,
+    },
+    #[error("snapshot {path} is of chain {found}, but {expected} was expected (another chain's data or configuration)")]
+    WrongChain {
+        path: String,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "{dir} already holds a chain (commit {index}); restore only into an empty data directory"
+    )]
+    NotEmpty { dir: String, index: u64 },
+    #[error("snapshot: {0}")]
+    Store(#[from] StoreError),
+}
+
+fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> SnapshotError + 'a {
+    move |source| SnapshotError::Io {
+        path: path.display().to_string(),
+        op,
+        source,
+    }
+}
+
+fn corrupt(path: &Path, what: impl Into<String>) -> SnapshotError {
+    SnapshotError::Corrupt {
+        path: path.display().to_string(),
+        what: what.into(),
+    }
+}
+
+/// The file name of the snapshot of commit `index` (zero-padded so names
+/// sort by index).
+pub fn snapshot_file_name(index: u64) -> String {
+    format!("snapshot-{index:020}{SNAPSHOT_SUFFIX}")
+}
+
+/// The commit index a snapshot file name carries.
+pub fn parse_snapshot_file_name(name: &str) -> Option<u64> {
+    name.strip_prefix("snapshot-")?
+        .strip_suffix(SNAPSHOT_SUFFIX)?
+        .parse()
+        .ok()
+}
+
+fn encode_header(h: &SnapshotHeader) -> Vec<u8> {
+    let mut v = Vec::with_capacity(SNAPSHOT_HEADER_BYTES);
+    v.extend_from_slice(&SNAPSHOT_MAGIC);
+    v.extend_from_slice(&h.format_version.to_le_bytes());
+    v.extend_from_slice(&h.genesis);
+    v.extend_from_slice(&h.meta.index.to_le_bytes());
+    v.extend_from_slice(&h.meta.root.0);
+    v.extend_from_slice(&h.meta.timestamp_ms.to_le_bytes());
+    v.extend_from_slice(&h.meta.txs_total.to_le_bytes());
+    let l = h.meta.leader.unwrap_or(LeaderPosition {
+        round: 0,
+        author: 0,
+        digest: [0; 32],
+    });
+    v.push(h.meta.leader.is_some() as u8);
+    v.extend_from_slice(&l.round.to_le_bytes());
+    v.extend_from_slice(&l.author.to_le_bytes());
+    v.extend_from_slice(&l.digest);
+    v.extend_from_slice(&h.entries.to_le_bytes());
+    assert_eq!(v.len(), SNAPSHOT_HEADER_BYTES);
+    v
+}
+
+fn decode_header(
+    path: &Path,
+    b: &[u8; SNAPSHOT_HEADER_BYTES],
+) -> Result<SnapshotHeader, SnapshotError> {
+    if b[..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt(path, "not a velox snapshot (bad magic)"));
+    }
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
+    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
+    let bytes32 = |i: usize| -> [u8; 32] { b[i..i + 32].try_into().expect("32") };
+    let format_version = u32_at(8);
+    if format_version != SNAPSHOT_FORMAT_VERSION {
+        return Err(corrupt(
+            path,
+            format!("format version {format_version}; this build reads version {SNAPSHOT_FORMAT_VERSION}"),
+        ));
+    }
+    let leader = match b[100] {
+        0 => None,
+        1 => Some(LeaderPosition {
+            round: u64_at(101),
+            author: u32_at(109),
+            digest: bytes32(113),
+        }),
+        x => return Err(corrupt(path, format!("leader flag {x}"))),
+    };
+    Ok(SnapshotHeader {
+        format_version,
+        genesis: bytes32(12),
+        meta: CommitMeta {
+            index: u64_at(44),
+            root: StateRoot(bytes32(52)),
+            timestamp_ms: u64_at(84),
+            txs_total: u64_at(92),
+            leader,
+        },
+        entries: u64_at(145),
+    })
+}
+
+/// A snapshot just written.
+#[derive(Clone, Debug)]
+pub struct SnapshotInfo {
+    pub path: PathBuf,
+    pub header: SnapshotHeader,
+    pub bytes: u64,
+}
+
+/// Streams the state of `view` (and its last commit) into a new snapshot
+/// file in `dir`. Memory stays bounded: entries go straight from the
+/// store's iterator through a buffered writer.
+pub fn write_snapshot(view: &dyn StoreView, dir: &Path) -> Result<SnapshotInfo, SnapshotError> {
+    let meta = view
+        .get(Cf::Meta, b"last_commit")?
+        .ok_or_else(|| corrupt(dir, "the store has no commit to snapshot"))?;
+    let meta =
+        crate::chain::decode_meta(&meta).map_err(|e| corrupt(dir, format!("last commit: {e}")))?;
+    let genesis: [u8; 32] = view
+        .get(Cf::Meta, b"genesis")?
+        .and_then(|g| g.try_into().ok())
+        .ok_or_else(|| corrupt(dir, "the store has no genesis hash"))?;
+    std::fs::create_dir_all(dir).map_err(io(dir, "create directory"))?;
+    let name = snapshot_file_name(meta.index);
+    let path = dir.join(&name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut header = SnapshotHeader {
+        format_version: SNAPSHOT_FORMAT_VERSION,
+        genesis,
+        meta,
+        entries: 0,
+    };
+    let file = File::create(&tmp).map_err(io(&tmp, "create"))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let head = encode_header(&header);
+    w.write_all(&head).map_err(io(&tmp, "write"))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut count = 0u64;
+    let mut werr: Option<std::io::Error> = None;
+    view.for_each(Cf::State, &mut |k, v| {
+        let mut rec = Vec::with_capacity(8 + k.len() + v.len());
+        rec.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        rec.extend_from_slice(k);
+        rec.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        rec.extend_from_slice(v);
+        hasher.update(&rec);
+        if let Err(e) = w.write_all(&rec) {
+            werr = Some(e);
+            return Err(StoreError::Stopped);
+        }
+        count += 1;
+        Ok(())
+    })
+    .or_else(|e| match e {
+        StoreError::Stopped => Ok(()),
+        e => Err(e),
+    })?;
+    if let Some(e) = werr {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(&tmp, "write")(e));
+    }
+    header.entries = count;
+    let head = encode_header(&header);
+    let mut outer = blake3::Hasher::new();
+    outer.update(&head);
+    outer.update(hasher.finalize().as_bytes());
+    w.write_all(outer.finalize().as_bytes())
+        .map_err(io(&tmp, "write"))?;
+    let mut file = w
+        .into_inner()
+        .map_err(|e| io(&tmp, "write")(e.into_error()))?;
+    file.seek(SeekFrom::Start(ENTRY_COUNT_OFFSET))
+        .map_err(io(&tmp, "seek"))?;
+    file.write_all(&count.to_le_bytes())
+        .map_err(io(&tmp, "write"))?;
+    file.sync_all().map_err(io(&tmp, "fsync"))?;
+    let bytes = file.metadata().map_err(io(&tmp, "stat"))?.len();
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(io(&path, "rename"))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir, "fsync directory"))?;
+    Ok(SnapshotInfo {
+        path,
+        header,
+        bytes,
+    })
+}
+
+/// Receives a snapshot's entries (key, value) in order.
+pub type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), SnapshotError> + 'a;
+
+/// Reads a snapshot, handing each entry to `f` in order, and checks
+/// everything the format promises. `f` sees entries before the checksum
+/// is known good: callers that write somewhere verify first.
+pub fn read_snapshot(
+    path: &Path,
+    f: &mut EntryVisitor<'_>,
+) -> Result<SnapshotHeader, SnapshotError> {
+    let file = File::open(path).map_err(io(path, "open"))?;
+    let len = file.metadata().map_err(io(path, "stat"))?.len();
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut head = [0u8; SNAPSHOT_HEADER_BYTES];
+    read_exact(&mut r, &mut head, path, "header")?;
+    let header = decode_header(path, &head)?;
+    // Each entry takes at least 8 bytes: a damaged count cannot make us
+    // loop past the file.
+    let room = len.saturating_sub((SNAPSHOT_HEADER_BYTES + 32) as u64);
+    if header.entries > room / 8 {
+        return Err(corrupt(
+            path,
+            format!("entry count {} does not fit in {len} bytes", header.entries),
+        ));
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut key = Vec::with_capacity(64);
+    let mut prev: Vec<u8> = Vec::with_capacity(64);
+    let mut value = Vec::with_capacity(64);
+    for i in 0..header.entries {
+        let klen = read_len(&mut r, path, i, "key")?;
+        if klen == 0 || klen > SNAPSHOT_KEY_BYTES_MAX {
+            return Err(corrupt(path, format!("entry {i}: key length {klen}")));
+        }
+        key.resize(klen, 0);
+        read_exact(&mut r, &mut key, path, "entry key")?;
+        let vlen = read_len(&mut r, path, i, "value")?;
+        if vlen > SNAPSHOT_VALUE_BYTES_MAX {
+            return Err(corrupt(path, format!("entry {i}: value length {vlen}")));
+        }
+        value.resize(vlen, 0);
+        read_exact(&mut r, &mut value, path, "entry value")?;
+        if i > 0 && key <= prev {
+            return Err(corrupt(path, format!("entry {i}: keys out of order")));
+        }
+        hasher.update(&(klen as u32).to_le_bytes());
+        hasher.update(&key);
+        hasher.update(&(vlen as u32).to_le_bytes());
+        hasher.update(&value);
+        f(&key, &value)?;
+        std::mem::swap(&mut prev, &mut key);
+    }
+    let mut sum = [0u8; 32];
+    read_exact(&mut r, &mut sum, path, "checksum")?;
+    let mut extra = [0u8; 1];
+    if r.read(&mut extra).map_err(io(path, "read"))? != 0 {
+        return Err(corrupt(path, "bytes after the checksum"));
+    }
+    let mut outer = blake3::Hasher::new();
+    outer.update(&head);
+    outer.update(hasher.finalize().as_bytes());
+    if outer.finalize().as_bytes() != &sum {
+        return Err(corrupt(path, "checksum mismatch"));
+    }
+    Ok(header)
+}
+
+fn read_exact(
+    r: &mut impl Read,
+    buf: &mut [u8],
+    path: &Path,
+    what: &str,
+) -> Result<(), SnapshotError> {
+    r.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => corrupt(path, format!("truncated in the {what}")),
+        _ => io(path, "read")(e),
+    })
+}
+
+fn read_len(r: &mut impl Read, path: &Path, i: u64, what: &str) -> Result<usize, SnapshotError> {
+    let mut b = [0u8; 4];
+    read_exact(r, &mut b, path, &format!("entry {i} {what} length"))?;
+    Ok(u32::from_le_bytes(b) as usize)
+}
+
+/// Reads and checks a snapshot, loads its state, recomputes the state root
+/// from the entries and compares it with the header's.
+pub fn verify_snapshot(path: &Path) -> Result<(SnapshotHeader, State), SnapshotError> {
+    let mut state = State::new();
+    let header = read_snapshot(path, &mut |k, v| {
+        state
+            .load_entry(k, v)
+            .map_err(|e| corrupt(path, format!("undecodable state entry: {e}")))
+    })?;
+    let computed = state.recompute_root();
+    if computed != header.meta.root {
+        return Err(SnapshotError::RootMismatch {
+            path: path.display().to_string(),
+            header: header.meta.root.to_hex(),
+            computed: computed.to_hex(),
+        });
+    }
+    Ok((header, state))
+}
+
+/// Initialises an empty chain store from a snapshot: verifies the file,
+/// writes its state and commit record, and checks the state read back.
+/// With `genesis`, the snapshot must belong to that chain.
+pub fn restore_snapshot(
+    path: &Path,
+    chain: &ChainStore,
+    genesis: Option<[u8; 32]>,
+    dir: &str,
+) -> Result<SnapshotHeader, SnapshotError> {
+    if let Some(m) = chain.last_commit()? {
+        return Err(SnapshotError::NotEmpty {
+            dir: dir.to_string(),
+            index: m.index,
+        });
+    }
+    let (header, _) = verify_snapshot(path)?;
+    if let Some(g) = genesis {
+        if g != header.genesis {
+            return Err(SnapshotError::WrongChain {
+                path: path.display().to_string(),
+                found: hex(&header.genesis),
+                expected: hex(&g),
+            });
+        }
+    }
+    let mut chunk = Vec::with_capacity(RESTORE_ENTRIES_PER_BATCH);
+    read_snapshot(path, &mut |k, v| {
+        chunk.push((k.to_vec(), v.to_vec()));
+        if chunk.len() >= RESTORE_ENTRIES_PER_BATCH {
+            chain.put_state(std::mem::take(&mut chunk))?;
+        }
+        Ok(())
+    })?;
+    chain.put_state(chunk)?;
+    chain.finish_restore(&header.genesis, &header.meta)?;
+    let root = chain.load_state()?.root();
+    if root != header.meta.root {
+        return Err(SnapshotError::RootMismatch {
+            path: path.display().to_string(),
+            header: header.meta.root.to_hex(),
+            computed: root.to_hex(),
+        });
+    }
+    Ok(header)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Snapshots in `dir`, oldest first: (commit index, path).
+pub fn list_snapshots(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(u64, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            parse_snapshot_file_name(&name).map(|i| (i, e.path()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Deletes all but the newest `kept` snapshots, and leftover temporary
+/// files of interrupted writes. Returns the snapshots kept, oldest first.
+pub fn retain_snapshots(dir: &Path, kept: usize) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with(".snapshot-") && name.ends_with(".tmp") {
+                std::fs::remove_file(e.path())?;
+            }
+        }
+    }
+    let mut all = list_snapshots(dir);
+    let drop_n = all.len().saturating_sub(kept);
+    for (_, p) in all.drain(..drop_n) {
+        std::fs::remove_file(p)?;
+    }
+    Ok(all)
+}
