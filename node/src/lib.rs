@@ -14,4 +14,5 @@ pub mod httpc;
 pub mod keys;
 pub mod load;
 pub mod pipeline;
+pub mod proof;
 pub mod run;
