@@ -9,7 +9,8 @@
 //! window is spread over the whole tree) through `State::set`, untimed, then
 //! times `State::root()`: sorting and deduplicating the written keys,
 //! reading their values, hashing paths and leaves, and rehashing every
-//! internal node above them. Figures are medians over rounds.
+//! internal node above them. Rounds on one thread and on all cores are
+//! interleaved, so both see the same background load; figures are medians.
 //!
 //! The baseline is the work no per-key commitment can avoid: the BLAKE3 path
 //! and leaf hashes of the same touched entries alone, on one thread (about
@@ -79,31 +80,35 @@ pub fn touch(state: &mut State, n: usize, touched: usize, round: u64) -> Vec<Sta
         .collect()
 }
 
-/// Times `State::root()` after `touched` writes, for about `time` (at least
-/// 3 rounds after one warm-up); returns the median.
-pub fn commit_time(
+/// Times `State::root()` after `touched` writes on each of `threads`,
+/// rounds interleaved (so that every thread count sees the same background
+/// load) for about `time` in all, at least 3 timed rounds each after one
+/// warm-up round; returns the median per thread count.
+pub fn commit_times(
     state: &mut State,
     n: usize,
     touched: usize,
-    workers: usize,
+    threads: &[usize],
     time: Duration,
     round: &mut u64,
-) -> Duration {
-    state.set_root_workers(workers);
-    let mut times = Vec::new();
+) -> Vec<Duration> {
+    let mut times = vec![Vec::new(); threads.len()];
     let start = Instant::now();
     let mut first = true;
-    while start.elapsed() < time || times.len() < 3 {
-        *round += 1;
-        touch(state, n, touched, *round);
-        let t = Instant::now();
-        std::hint::black_box(state.root());
-        if !first {
-            times.push(t.elapsed());
+    while start.elapsed() < time || times[0].len() < 3 {
+        for (i, &t) in threads.iter().enumerate() {
+            state.set_root_workers(t);
+            *round += 1;
+            touch(state, n, touched, *round);
+            let started = Instant::now();
+            std::hint::black_box(state.root());
+            if !first {
+                times[i].push(started.elapsed());
+            }
         }
         first = false;
     }
-    median(times)
+    times.into_iter().map(median).collect()
 }
 
 /// The baseline: path and leaf hashes of `keys`' current values, one thread.
@@ -179,8 +184,8 @@ pub fn run(opts: &BenchOpts) -> SuiteReport {
             let keys = touch(&mut state, n, k, round);
             state.root();
             let bare = leaf_hashing_time(&state, &keys, time);
-            for &threads in &thread_counts {
-                let t = commit_time(&mut state, n, k, threads, time, &mut round);
+            let medians = commit_times(&mut state, n, k, &thread_counts, time, &mut round);
+            for (&threads, t) in thread_counts.iter().zip(medians) {
                 let keys_per_s = k as f64 / t.as_secs_f64();
                 let bare_per_s = k as f64 / bare.as_secs_f64();
                 cases.push(json!({
@@ -232,7 +237,8 @@ mod tests {
         assert_eq!(s.len(), n);
         let mut round = 0;
         for k in [10, 3_000] {
-            commit_time(&mut s, n, k, 2, Duration::ZERO, &mut round);
+            let t = commit_times(&mut s, n, k, &[1, 2], Duration::ZERO, &mut round);
+            assert_eq!(t.len(), 2);
             assert_eq!(s.root(), s.recompute_root());
         }
         assert!(s.tree_memory_bytes() > 0);
