@@ -1,8 +1,8 @@
 //! `state_root`: the cost of bringing the state commitment (the sparse
 //! Merkle tree, `velox_exec::smt`) up to date after a commit, for 1k, 10k
 //! and 100k touched accounts over a state of 1M and 10M accounts, on one
-//! thread and on all cores; plus the tree's memory per account and the cost
-//! of computing the root from scratch.
+//! thread and on all cores; plus the tree's memory per account, the cost
+//! of computing the root from scratch, and the size and cost of proofs.
 //!
 //! A commit here rewrites the balances of `touched` existing accounts (a
 //! window of the account list that moves every round; ids are hashes, so the
@@ -170,7 +170,20 @@ pub fn run(opts: &BenchOpts) -> SuiteReport {
         let scratch = state.recompute_root();
         let from_scratch = t.elapsed();
         assert_eq!(scratch, state.root(), "tree and from-scratch roots agree");
+        // Proofs of existing accounts: size, depth and time to build one.
+        let probes = 1_000u64;
+        let (mut bytes, mut depth) = (0usize, 0usize);
+        let t = Instant::now();
+        for j in 0..probes {
+            let p = state.prove(&StateKey::Account(account(j * (n as u64 / probes))));
+            bytes += p.encode().len();
+            depth += p.depth();
+        }
+        let prove_time = t.elapsed();
         sizes_out.push(json!({
+            "proof_bytes_mean": (bytes as f64 / probes as f64).round(),
+            "proof_depth_mean": (depth as f64 / probes as f64 * 10.0).round() / 10.0,
+            "proof_us_mean": (prove_time.as_secs_f64() * 1e6 / probes as f64 * 10.0).round() / 10.0,
             "state_accounts": n,
             "tree_bytes_per_account": (state.tree_memory_bytes() as f64 / n as f64).round(),
             "state_heap_bytes_per_account": per(live0, live1),
