@@ -44,9 +44,9 @@ pub const BATCH_RING_DEPTH: usize = 64;
 pub const BLOCK_RING_DEPTH: usize = 16;
 pub const FEEDBACK_RING_DEPTH: usize = 64;
 pub const QUERY_RING_DEPTH: usize = 256;
-/// Proof requests waiting for the exec tile: each costs it ~10-50 us (one
-/// walk down the tree), so a full ring delays a block by at most ~3 ms;
-/// the API answers 503 beyond it.
+/// Proof requests waiting for the exec tile: each costs it ~5-10 us (one
+/// walk down the tree; docs/benchmarks/storage.md), so a full ring delays a
+/// block by well under 1 ms; the API answers 503 beyond it.
 pub const PROOF_QUERY_RING_DEPTH: usize = 64;
 /// Most ring items the mempool tile takes per turn before emitting batches.
 pub const MEMPOOL_TURN_ITEMS_MAX: usize = 64;
