@@ -603,8 +603,10 @@ impl Smt {
         // Phase 1: paths and leaf hashes, bucketed by shard, per thread.
         let buckets: Vec<Vec<Vec<LeafUpdate>>> = on_threads(workers, |w| {
             let mine = &entries[chunk(entries.len(), workers, w)];
+            // Paths are uniform: a shard gets ~1/16 of the keys.
+            let per_shard = mine.len() / SMT_SHARDS + mine.len() / (4 * SMT_SHARDS) + 8;
             let mut b: Vec<Vec<LeafUpdate>> = (0..SMT_SHARDS)
-                .map(|_| Vec::with_capacity(mine.len() * 2 / SMT_SHARDS + 4))
+                .map(|_| Vec::with_capacity(per_shard))
                 .collect();
             for (k, v) in mine {
                 let u = LeafUpdate::new(*k, v.as_ref());
@@ -623,9 +625,10 @@ impl Smt {
                 }
             }
         }
-        // Phase 2: each thread sorts and applies whole shards.
-        let mut jobs: Vec<std::sync::Mutex<Option<(&mut [Shard], &mut [Vec<LeafUpdate>])>>> =
-            Vec::with_capacity(workers);
+        // Phase 2: each thread sorts and applies whole shards, handed over
+        // once with their updates.
+        type Job<'a> = std::sync::Mutex<Option<(&'a mut [Shard], &'a mut [Vec<LeafUpdate>])>>;
+        let mut jobs: Vec<Job> = Vec::with_capacity(workers);
         {
             let (mut shards, mut ups) = (&mut self.shards[..], &mut per_shard[..]);
             for w in 0..workers {
@@ -647,7 +650,7 @@ impl Smt {
                 if ups.is_empty() {
                     continue;
                 }
-                ups.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+                ups.sort_unstable_by_key(|u| u.path);
                 ups.dedup_by(|a, b| {
                     if a.path == b.path {
                         assert!(a.key == b.key, "two keys with one path");
@@ -801,7 +804,7 @@ pub fn root_from_scratch<'a>(
             (p, entry_leaf_hash(&p, v))
         })
         .collect();
-    leaves.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    leaves.sort_unstable_by_key(|l| l.0);
     fn node(leaves: &[(Path, Hash)], depth: usize) -> Hash {
         match leaves {
             [] => EMPTY_HASH,

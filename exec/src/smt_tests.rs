@@ -234,8 +234,21 @@ fn large_batches_on_threads_match_from_scratch() {
     assert!(t.memory_bytes() >= t.len() * std::mem::size_of::<StateKey>());
 }
 
+/// 256 cases per property in release, 48 in debug; `VELOX_SMT_CASES=N`
+/// overrides both (for longer sweeps).
+fn cases() -> ProptestConfig {
+    let n = std::env::var("VELOX_SMT_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) { 48 } else { 256 });
+    ProptestConfig {
+        cases: n,
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: if cfg!(debug_assertions) { 48 } else { 256 }, ..ProptestConfig::default() })]
+    #![proptest_config(cases())]
 
     /// Any order, any batching, any thread count: the reference's root.
     #[test]
