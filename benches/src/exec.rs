@@ -146,6 +146,10 @@ pub fn workload(w: Workload, n: usize) -> (State, Vec<VerifiedTx>) {
     // would double inside every timed block (for both executors). Clones keep
     // the capacity.
     state.reserve(2 * n);
+    // Build the commitment tree now, so that a timed block pays only for
+    // the keys it writes (as in a node, where the tree is current after
+    // every block).
+    state.root();
     (state, txs)
 }
 

@@ -14,6 +14,7 @@ pub mod alloc;
 pub mod exec;
 pub mod mempool;
 pub mod plot;
+pub mod state_root;
 pub mod storage;
 pub mod verify;
 
@@ -99,7 +100,7 @@ impl SuiteReport {
 }
 
 /// Suites `run_suite` knows, in the order `velox bench all` runs them.
-pub const SUITES: &[&str] = &["verify", "exec", "mempool", "storage"];
+pub const SUITES: &[&str] = &["verify", "exec", "mempool", "storage", "state_root"];
 
 /// Runs one suite by name.
 pub fn run_suite(name: &str, opts: &BenchOpts) -> Result<SuiteReport, String> {
@@ -108,6 +109,7 @@ pub fn run_suite(name: &str, opts: &BenchOpts) -> Result<SuiteReport, String> {
         "exec" => Ok(exec::run(opts)),
         "mempool" => Ok(mempool::run(opts)),
         "storage" => Ok(storage::run(opts)),
+        "state_root" => Ok(state_root::run(opts)),
         other => Err(format!(
             "unknown suite '{other}'; known suites: {}",
             SUITES.join(", ")

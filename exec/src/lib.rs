@@ -6,7 +6,9 @@
 //!   signature over the blake3 digest of header and payload) and its decoder.
 //! - [`verify`]: signature checks, single and batched; the only way to make a
 //!   [`verify::VerifiedTx`], the type every later stage takes.
-//! - [`state`]: the account map and its state commitment.
+//! - [`state`]: the account map; its commitment is the root of
+//! - [`smt`]: a sparse Merkle tree over the state, with inclusion and
+//!   absence proofs.
 //! - [`effects`]: what each transaction kind does, defined once.
 //! - [`seq`]: the sequential executor, the oracle.
 //! - [`parallel`]: the Block-STM parallel executor, checked against the oracle.
@@ -20,6 +22,7 @@ pub mod hash;
 pub mod parallel;
 pub mod reason;
 pub mod seq;
+pub mod smt;
 pub mod state;
 pub mod tx;
 pub mod verify;
@@ -30,6 +33,7 @@ pub use parallel::{
 };
 pub use reason::RejectReason;
 pub use seq::{execute_sequential, BlockOutput, ExecContext, Receipt};
+pub use smt::{verify as verify_proof, Proof, ProofError};
 pub use state::{Account, State, StateDiff, StateKey, StateRoot, StateValue};
 pub use tx::{AccountId, Tx, TxBody, TxBuilder, TxDecodeError, TxDigest, TxKind};
 pub use verify::{verify_batch, verify_one, VerifiedTx};

@@ -57,7 +57,7 @@ use crate::effects::{declared_keys, tx_effects, TX_KEYS_MAX};
 use crate::hash::KeyHashBuilder;
 use crate::reason::RejectReason;
 use crate::seq::{execute_sequential, BlockOutput, ExecContext, Receipt};
-use crate::state::{shard_of, Acc, ShardMap, State, StateDiff, StateKey, StateValue, STATE_SHARDS};
+use crate::state::{shard_of, ShardMap, State, StateDiff, StateKey, StateValue, STATE_SHARDS};
 use crate::tx::Tx;
 use crate::verify::VerifiedTx;
 
@@ -1086,7 +1086,7 @@ impl BlockRun<'_> {
     }
 
     /// Final values of part `w`'s keys (normalized; accounts and counters
-    /// each sorted by key) and the change of the commitment they make.
+    /// each sorted by key) and the keys whose value changed.
     fn final_writes(&self, w: usize) -> Result<FinalWrites, SequentialReason> {
         let part = self.mv.part(w);
         let mut fw = FinalWrites::default();
@@ -1098,17 +1098,10 @@ impl BlockRun<'_> {
                 return Err(SequentialReason::InternalError("estimate left at the end"));
             };
             let new = StateValue::normalize(Some(value));
-            let old = self.base.get(key);
-            if old == new {
-                // Written back unchanged: in the diff, no change to the root.
-                // (Sequential execution reports every written key.)
-            } else {
-                if let Some(o) = old {
-                    fw.delta.sub(Acc::entry_hash(key, &o));
-                }
-                if let Some(n) = new {
-                    fw.delta.add(Acc::entry_hash(key, &n));
-                }
+            // Written back unchanged: in the diff (sequential execution
+            // reports every written key), no change to the commitment.
+            if self.base.get(key) != new {
+                fw.changed.push(*key);
             }
             match key {
                 StateKey::Account(_) => fw.accounts.push((*key, new)),
@@ -1148,7 +1141,8 @@ type DiffEntries = Vec<(StateKey, Option<StateValue>)>;
 struct FinalWrites {
     accounts: DiffEntries,
     counters: DiffEntries,
-    delta: Acc,
+    /// Keys whose value differs from the pre-block state.
+    changed: Vec<StateKey>,
 }
 
 type WorkerResult = Result<(FinalWrites, Vec<Receipt>), SequentialReason>;
@@ -1206,8 +1200,9 @@ fn on_workers<R: Send>(
 /// Phases, each on all workers, separated by barriers:
 /// 1. build: worker `w` indexes the keys of its shards (part `w`);
 /// 2. Block-STM execution and validation until the scheduler is done;
-/// 3. final values of part `w`'s keys, their root delta, receipts of chunk `w`;
-/// 4. (a second scope, with `&mut State`) worker `w` writes its shards.
+/// 3. final values of part `w`'s keys, which of them changed, receipts of chunk `w`;
+/// 4. (a second scope, with `&mut State`) worker `w` writes its shards; then
+///    the changed keys are handed to the commitment, updated by `state.root()`.
 fn run_block(
     state: &mut State,
     txs: &[VerifiedTx],
@@ -1271,10 +1266,6 @@ fn run_block(
         results.into_iter().collect::<Result<_, _>>()?;
 
     // Phase 4: each worker writes its own shards.
-    let mut delta = Acc::default();
-    for (fw, _) in &results {
-        delta.add(fw.delta.0);
-    }
     {
         let mut rest = state.shards_mut();
         // Worker w's shards and the index of the first, handed over once.
@@ -1291,7 +1282,11 @@ fn run_block(
             apply_part(shards, first, &results[w].0);
         });
     }
-    state.add_to_root(delta);
+    state.mark_dirty(
+        results
+            .iter()
+            .flat_map(|(fw, _)| fw.changed.iter().copied()),
+    );
 
     // Accounts sort before counters; within each, parts are in key order.
     let nkeys = results

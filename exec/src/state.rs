@@ -5,16 +5,17 @@
 //! that storage persists verbatim, so storage never needs to know what a key
 //! means.
 //!
-//! The state commitment here is an *additive multiset hash*: the root is the
-//! sum, modulo 2^256, of `blake3(key || value)` over every live entry. It is
-//! deterministic, order-independent and O(changed keys) to update, which is
-//! what agreement between validators needs. It gives no inclusion proofs; the
-//! sparse Merkle tree of the storage issue replaces it for that.
+//! The state commitment is the root of a sparse Merkle tree over those
+//! encodings ([`crate::smt`]), which also gives inclusion and absence proofs
+//! ([`State::prove`]). Writes only record which keys changed; the tree is
+//! brought up to date in one batch when the root is next asked for (once per
+//! block), so the execution hot path never hashes.
 
 use std::collections::HashMap;
 use std::fmt;
 
 use crate::hash::KeyHashBuilder;
+use crate::smt::{Proof, Smt};
 use crate::tx::AccountId;
 
 /// A key in the state map.
@@ -91,17 +92,30 @@ pub enum StateValue {
 pub const ACCOUNT_VALUE_BYTES: usize = 16;
 /// Encoded counter value: u64 LE.
 pub const KV_VALUE_BYTES: usize = 8;
+/// The longest value encoding.
+pub const VALUE_BYTES_MAX: usize = ACCOUNT_VALUE_BYTES;
+const _: () = assert!(KV_VALUE_BYTES <= VALUE_BYTES_MAX);
 
 impl StateValue {
     pub fn to_bytes(&self) -> Vec<u8> {
+        let mut buf = [0u8; VALUE_BYTES_MAX];
+        let n = self.write_bytes(&mut buf);
+        buf[..n].to_vec()
+    }
+
+    /// Writes the encoding of [`StateValue::to_bytes`] into `out` (no
+    /// allocation) and returns its length.
+    pub fn write_bytes(&self, out: &mut [u8; VALUE_BYTES_MAX]) -> usize {
         match self {
             StateValue::Account(a) => {
-                let mut out = Vec::with_capacity(ACCOUNT_VALUE_BYTES);
-                out.extend_from_slice(&a.balance.to_le_bytes());
-                out.extend_from_slice(&a.nonce.to_le_bytes());
-                out
+                out[..8].copy_from_slice(&a.balance.to_le_bytes());
+                out[8..16].copy_from_slice(&a.nonce.to_le_bytes());
+                ACCOUNT_VALUE_BYTES
             }
-            StateValue::Kv(v) => v.to_le_bytes().to_vec(),
+            StateValue::Kv(v) => {
+                out[..8].copy_from_slice(&v.to_le_bytes());
+                KV_VALUE_BYTES
+            }
         }
     }
 
@@ -167,69 +181,6 @@ impl fmt::Debug for StateRoot {
     }
 }
 
-/// 256-bit accumulator, four little-endian u64 limbs. Addition modulo 2^256
-/// is a group, so the change of the root over a set of writes can be
-/// computed apart from the map (in parallel) and added once.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
-pub(crate) struct Acc(pub(crate) [u64; 4]);
-
-impl Acc {
-    /// `blake3(key bytes || value bytes)` as four limbs, encoded on the
-    /// stack (this runs for every write of every block).
-    pub(crate) fn entry_hash(key: &StateKey, value: &StateValue) -> [u64; 4] {
-        let mut buf = [0u8; STATE_KEY_BYTES + ACCOUNT_VALUE_BYTES];
-        buf[..STATE_KEY_BYTES].copy_from_slice(&key.to_bytes());
-        let len = match value {
-            StateValue::Account(a) => {
-                buf[STATE_KEY_BYTES..STATE_KEY_BYTES + 8].copy_from_slice(&a.balance.to_le_bytes());
-                buf[STATE_KEY_BYTES + 8..].copy_from_slice(&a.nonce.to_le_bytes());
-                STATE_KEY_BYTES + ACCOUNT_VALUE_BYTES
-            }
-            StateValue::Kv(v) => {
-                buf[STATE_KEY_BYTES..STATE_KEY_BYTES + KV_VALUE_BYTES]
-                    .copy_from_slice(&v.to_le_bytes());
-                STATE_KEY_BYTES + KV_VALUE_BYTES
-            }
-        };
-        debug_assert_eq!(&buf[STATE_KEY_BYTES..len], &value.to_bytes()[..]);
-        let b = blake3::hash(&buf[..len]);
-        let b = b.as_bytes();
-        let mut limbs = [0u64; 4];
-        for (i, l) in limbs.iter_mut().enumerate() {
-            *l = u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        }
-        limbs
-    }
-
-    pub(crate) fn add(&mut self, x: [u64; 4]) {
-        let mut carry = false;
-        for (a, b) in self.0.iter_mut().zip(x) {
-            let (s1, c1) = a.overflowing_add(b);
-            let (s2, c2) = s1.overflowing_add(carry as u64);
-            *a = s2;
-            carry = c1 || c2;
-        }
-    }
-
-    pub(crate) fn sub(&mut self, x: [u64; 4]) {
-        let mut borrow = false;
-        for (a, b) in self.0.iter_mut().zip(x) {
-            let (s1, b1) = a.overflowing_sub(b);
-            let (s2, b2) = s1.overflowing_sub(borrow as u64);
-            *a = s2;
-            borrow = b1 || b2;
-        }
-    }
-
-    fn root(&self) -> StateRoot {
-        let mut out = [0u8; 32];
-        for (i, l) in self.0.iter().enumerate() {
-            out[i * 8..i * 8 + 8].copy_from_slice(&l.to_le_bytes());
-        }
-        StateRoot(out)
-    }
-}
-
 /// The state map is split into this many shards by the first byte of the
 /// key's 32-byte body, so the parallel executor can apply a block's writes on
 /// all workers (each owns whole shards). 16 shards keep up to 16 workers busy
@@ -248,16 +199,27 @@ pub fn shard_of(key: &StateKey) -> usize {
 
 pub(crate) type ShardMap = HashMap<StateKey, StateValue, KeyHashBuilder>;
 
-/// The full state in memory with its running commitment.
+/// Keys written since the tree was last updated, at most: past this, a
+/// write updates the tree first. Bounds the pending list (33 bytes a key,
+/// ~35 MiB) when the root is not asked for, e.g. while loading the whole
+/// state at start; far above the writes of one block.
+pub const DIRTY_KEYS_MAX: usize = 1 << 20;
+
+/// The full state in memory with its commitment.
 ///
-/// Invariant: `acc` equals the sum of `entry_hash` over `map`, and `map`
-/// holds no empty value (an empty account or a zero counter is the same as
-/// an absent one).
+/// Invariants: the maps hold no empty value (an empty account or a zero
+/// counter is the same as an absent one); `tree` commits to the maps except
+/// for the keys listed in `dirty`, whose tree leaves may be stale.
 #[derive(Clone)]
 pub struct State {
     /// `STATE_SHARDS` maps; `key` lives in `shards[shard_of(key)]`.
     shards: Vec<ShardMap>,
-    acc: Acc,
+    tree: Smt,
+    /// Keys set since the tree was last updated, possibly repeated; at most
+    /// `DIRTY_KEYS_MAX`.
+    dirty: Vec<StateKey>,
+    /// Threads [`State::root`] may use to update the tree.
+    root_workers: usize,
 }
 
 impl Default for State {
@@ -267,7 +229,9 @@ impl Default for State {
             shards: (0..STATE_SHARDS)
                 .map(|_| HashMap::with_hasher(hasher))
                 .collect(),
-            acc: Acc::default(),
+            tree: Smt::new(),
+            dirty: Vec::new(),
+            root_workers: 1,
         }
     }
 }
@@ -292,6 +256,13 @@ impl State {
         for m in &mut self.shards {
             m.reserve(per_shard);
         }
+    }
+
+    /// Lets [`State::root`] update the tree on up to `workers` threads (the
+    /// caller's included) when a batch is large enough to pay for them. The
+    /// root does not depend on it.
+    pub fn set_root_workers(&mut self, workers: usize) {
+        self.root_workers = workers.max(1);
     }
 
     fn shard(&self, key: &StateKey) -> &ShardMap {
@@ -321,28 +292,29 @@ impl State {
         self.shard(key).get(key).copied()
     }
 
-    /// Sets `key` to `value` (None or an empty account deletes it) and keeps
-    /// the commitment current.
+    /// Sets `key` to `value` (None or an empty account deletes it); the
+    /// commitment follows at the next [`State::root`].
     pub fn set(&mut self, key: StateKey, value: Option<StateValue>) {
         use std::collections::hash_map::Entry;
         let value = StateValue::normalize(value);
-        match (self.shards[shard_of(&key)].entry(key), value) {
+        let changed = match (self.shards[shard_of(&key)].entry(key), value) {
             (Entry::Occupied(mut o), Some(v)) => {
-                if *o.get() != v {
-                    self.acc.sub(Acc::entry_hash(&key, o.get()));
-                    self.acc.add(Acc::entry_hash(&key, &v));
-                    o.insert(v);
-                }
+                let changed = *o.get() != v;
+                o.insert(v);
+                changed
             }
             (Entry::Occupied(o), None) => {
-                self.acc.sub(Acc::entry_hash(&key, o.get()));
                 o.remove();
+                true
             }
             (Entry::Vacant(e), Some(v)) => {
-                self.acc.add(Acc::entry_hash(&key, &v));
                 e.insert(v);
+                true
             }
-            (Entry::Vacant(_), None) => {}
+            (Entry::Vacant(_), None) => false,
+        };
+        if changed {
+            self.mark_dirty(std::iter::once(key));
         }
     }
 
@@ -360,32 +332,66 @@ impl State {
         }
     }
 
-    pub fn root(&self) -> StateRoot {
-        self.acc.root()
+    /// The state root: updates the tree with the keys written since the last
+    /// call (O(k log n) hashes for k keys), then reads its root.
+    pub fn root(&mut self) -> StateRoot {
+        self.update_tree();
+        self.tree.root()
+    }
+
+    /// An inclusion or absence proof for `key` against [`State::root`].
+    pub fn prove(&mut self, key: &StateKey) -> Proof {
+        self.update_tree();
+        let shards = &self.shards;
+        self.tree
+            .prove(key, |k| shards[shard_of(k)].get(k).copied())
+    }
+
+    /// Heap bytes of the commitment tree (not the maps).
+    pub fn tree_memory_bytes(&self) -> usize {
+        self.tree.memory_bytes()
+    }
+
+    /// Brings the tree up to date with the maps.
+    fn update_tree(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let mut keys = std::mem::take(&mut self.dirty);
+        keys.sort_unstable();
+        keys.dedup();
+        let entries: Vec<(StateKey, Option<StateValue>)> =
+            keys.iter().map(|k| (*k, self.get(k))).collect();
+        self.tree.apply(&entries, self.root_workers);
+        // Keep the list's allocation for the next block.
+        keys.clear();
+        self.dirty = keys;
+        debug_assert_eq!(self.tree.len(), self.len());
+    }
+
+    /// Records that `keys` were written behind [`State::set`]'s back (the
+    /// parallel executor writes the shards directly).
+    pub(crate) fn mark_dirty(&mut self, keys: impl IntoIterator<Item = StateKey>) {
+        for k in keys {
+            if self.dirty.len() >= DIRTY_KEYS_MAX {
+                self.update_tree();
+            }
+            self.dirty.push(k);
+        }
     }
 
     /// The shards, for writers that apply a block's final values shard by
-    /// shard (on several threads) and keep the commitment themselves: each
-    /// must insert only normalized values (no empty one) into the shard
-    /// [`shard_of`] names, and add the change of the commitment with
-    /// [`State::add_to_root`].
+    /// shard (on several threads): each must insert only normalized values
+    /// (no empty one) into the shard [`shard_of`] names, and then report
+    /// every key it wrote with [`State::mark_dirty`].
     pub(crate) fn shards_mut(&mut self) -> &mut [ShardMap] {
         &mut self.shards
     }
 
-    /// Adds `delta` (sum of new entry hashes minus removed ones) to the
-    /// commitment.
-    pub(crate) fn add_to_root(&mut self, delta: Acc) {
-        self.acc.add(delta.0);
-    }
-
-    /// Recomputes the commitment from scratch (for tests and replay checks).
+    /// The root recomputed from scratch from the maps, without the tree (for
+    /// tests and restart checks).
     pub fn recompute_root(&self) -> StateRoot {
-        let mut acc = Acc::default();
-        for (k, v) in self.iter() {
-            acc.add(Acc::entry_hash(k, v));
-        }
-        acc.root()
+        crate::smt::root_from_scratch(self.iter())
     }
 
     /// Iterates all entries in arbitrary order.
@@ -445,6 +451,33 @@ mod tests {
         b.set(ks[3], Some(StateValue::Account(Account::default())));
         assert_eq!(a.root(), b.root());
         assert_eq!(State::new().root(), StateRoot([0; 32]));
+        // Deleting back to an earlier set gives the earlier root.
+        a.set(
+            ks[3],
+            Some(StateValue::Account(Account {
+                balance: 4,
+                nonce: 0,
+            })),
+        );
+        b.set(
+            ks[3],
+            Some(StateValue::Account(Account {
+                balance: 4,
+                nonce: 0,
+            })),
+        );
+        let with = a.root();
+        a.set(ks[49], None);
+        assert_ne!(a.root(), with);
+        a.set(
+            ks[49],
+            Some(StateValue::Account(Account {
+                balance: 50,
+                nonce: 0,
+            })),
+        );
+        assert_eq!(a.root(), with);
+        assert_eq!(a.root(), b.root());
     }
 
     #[test]

@@ -428,12 +428,13 @@ fn fallbacks_are_taken_and_counted() {
     );
     let mut expected_state = small_state();
     let expected = execute_sequential(&mut expected_state, &txs, ExecContext { genesis: false });
+    let expected_root = expected_state.root();
     let run = |config: ExecConfig| {
         let exec = ParallelExecutor::new(config);
         let mut st = small_state();
         let (out, path) = exec.execute_with_path(&mut st, &txs, ExecContext { genesis: false });
         assert_eq!(out, expected);
-        assert_eq!(st.root(), expected_state.root());
+        assert_eq!(st.root(), expected_root);
         (path, exec)
     };
     let base = ExecConfig {

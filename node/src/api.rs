@@ -7,11 +7,14 @@
 //! | `GET /account/{hex}` | committed balance and nonce |
 //! | `GET /tx/{hex}` | pending / committed in block N / rejected: reason / unknown |
 //! | `GET /commit/{index}` | that commit's state root, timestamp and running tx count |
+//! | `GET /proof/account/{hex}` | the account's value with an inclusion or absence proof against a durable commit's root |
+//! | `GET /proof/kv/{hex}` | the same for a kv counter |
 //! | `GET /metrics` | Prometheus text exposition (docs/metrics.md) |
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -19,9 +22,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use velox_exec::{AccountId, TxDigest};
+use velox_exec::{AccountId, StateKey, StateValue, TxDigest};
 
-use crate::pipeline::PoolQuery;
+use crate::pipeline::{PoolQuery, ProofQuery};
 use crate::run::NodeHandle;
 
 pub fn router(node: Arc<NodeHandle>) -> Router {
@@ -31,6 +34,8 @@ pub fn router(node: Arc<NodeHandle>) -> Router {
         .route("/account/{id}", get(account))
         .route("/tx/{digest}", get(tx_status))
         .route("/commit/{index}", get(commit))
+        .route("/proof/account/{id}", get(proof_account))
+        .route("/proof/kv/{key}", get(proof_kv))
         .route("/metrics", get(metrics))
         .with_state(node)
 }
@@ -109,6 +114,114 @@ async fn commit(State(n): State<Arc<NodeHandle>>, Path(index): Path<u64>) -> Res
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// How long a proof answer waits for the commit it was read at to become
+/// durable (storage trails execution by at most a few commits).
+pub const PROOF_DURABLE_WAIT_MS: u64 = 5_000;
+
+async fn proof_account(State(n): State<Arc<NodeHandle>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = AccountId::from_hex(&id) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "account must be 64 hex characters (an ed25519 public key)".into(),
+        );
+    };
+    proof(&n, StateKey::Account(id)).await
+}
+
+async fn proof_kv(State(n): State<Arc<NodeHandle>>, Path(key): Path<String>) -> Response {
+    let key = match hex::decode(&key)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+    {
+        Some(k) => k,
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "kv key must be 64 hex characters".into(),
+            )
+        }
+    };
+    proof(&n, StateKey::Kv(key)).await
+}
+
+/// Asks the exec tile for the proof, waits until the commit it describes is
+/// durable, and checks the root against the stored one: the answer is
+/// always about a commit `GET /commit/{index}` shows.
+async fn proof(n: &NodeHandle, key: StateKey) -> Response {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if n.proofs.try_push(ProofQuery { key, reply: tx }).is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "proof query queue full; retry".into(),
+        );
+    }
+    let Ok(a) = rx.await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the exec tile stopped".into(),
+        );
+    };
+    let deadline = Instant::now() + Duration::from_millis(PROOF_DURABLE_WAIT_MS);
+    while n.shared.status.index.load(Ordering::Acquire) < a.index {
+        if Instant::now() > deadline {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("commit {} is not durable yet; retry", a.index),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let chain = n.shared.chain.clone();
+    let index = a.index;
+    match tokio::task::spawn_blocking(move || chain.commit_meta(index)).await {
+        Ok(Ok(Some(m))) if m.root == a.root => {}
+        Ok(Ok(Some(m))) => {
+            tracing::error!(index, stored = %m.root.to_hex(), executed = %a.root.to_hex(), "proof root differs from the stored commit root");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "internal: the executed root of commit {index} differs from the stored one"
+                ),
+            );
+        }
+        Ok(Ok(None)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal: commit {index} is durable but not stored"),
+            )
+        }
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+    let mut body = json!({
+        "commit_index": a.index,
+        "state_root": a.root.to_hex(),
+        "key": hex::encode(key.to_bytes()),
+        "present": a.value.is_some(),
+        "proof": a.proof.to_hex(),
+        "proof_depth": a.proof.depth(),
+    });
+    match (key, a.value) {
+        (StateKey::Account(id), v) => {
+            let acct = match v {
+                Some(StateValue::Account(x)) => x,
+                _ => velox_exec::Account::default(),
+            };
+            body["account"] = json!(id.to_hex());
+            body["balance"] = json!(acct.balance);
+            body["nonce"] = json!(acct.nonce);
+        }
+        (StateKey::Kv(k), v) => {
+            body["kv"] = json!(hex::encode(k));
+            body["value"] = json!(match v {
+                Some(StateValue::Kv(x)) => x,
+                _ => 0,
+            });
+        }
+    }
+    Json(body).into_response()
 }
 
 async fn tx_status(State(n): State<Arc<NodeHandle>>, Path(d): Path<String>) -> Response {

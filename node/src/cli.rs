@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -119,6 +119,22 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
     },
+    /// Fetch a state proof for an account (or kv counter) from a node, verify it against the
+    /// root of the commit it was read at, and print it; exits 1 if it does not verify.
+    /// `velox proof verify` checks a proof offline.
+    #[command(args_conflicts_with_subcommands = true)]
+    Proof {
+        #[command(subcommand)]
+        cmd: Option<ProofCmd>,
+        /// The node's HTTP API address.
+        #[arg(long, default_value = "127.0.0.1:7180")]
+        node: SocketAddr,
+        #[command(flatten)]
+        key: ProofKey,
+        /// Also print the proof's hex encoding.
+        #[arg(long)]
+        show_proof: bool,
+    },
     /// Host checks, settings and layout planning.
     Tune {
         #[command(subcommand)]
@@ -152,6 +168,45 @@ enum Cmd {
         /// Short measurements (noisier).
         #[arg(long)]
         quick: bool,
+    },
+}
+
+/// The key a proof is about: one of --account, --kv.
+#[derive(Args)]
+#[group(multiple = false)]
+struct ProofKey {
+    /// An account id (64 hex characters, the ed25519 public key).
+    #[arg(long)]
+    account: Option<String>,
+    /// A kv counter key (64 hex characters).
+    #[arg(long)]
+    kv: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ProofCmd {
+    /// Verify a proof offline against a state root; exits 1 if it does not verify.
+    Verify {
+        /// The trusted state root (64 hex characters).
+        #[arg(long)]
+        root: String,
+        #[command(flatten)]
+        key: ProofKey,
+        /// The proof (hex, as `GET /proof/...` returns it).
+        #[arg(long)]
+        proof: String,
+        /// Claimed account balance (with --account; a missing --nonce is 0).
+        #[arg(long)]
+        balance: Option<u64>,
+        /// Claimed account nonce (with --account; a missing --balance is 0).
+        #[arg(long)]
+        nonce: Option<u64>,
+        /// Claimed counter value (with --kv).
+        #[arg(long)]
+        value: Option<u64>,
+        /// Claim the key is absent.
+        #[arg(long)]
+        absent: bool,
     },
 }
 
@@ -352,6 +407,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Cmd::Proof {
+            cmd,
+            node,
+            key,
+            show_proof,
+        } => return proof(cmd, node, key, show_proof),
         Cmd::Monitor {
             node,
             once,
@@ -403,6 +464,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn proof(
+    cmd: Option<ProofCmd>,
+    node: SocketAddr,
+    key: ProofKey,
+    show_proof: bool,
+) -> anyhow::Result<ExitCode> {
+    let checked = match cmd {
+        None => {
+            let k = crate::proof::parse_key(key.account.as_deref(), key.kv.as_deref())?;
+            crate::proof::fetch_and_check(node, k)?
+        }
+        Some(ProofCmd::Verify {
+            root,
+            key,
+            proof,
+            balance,
+            nonce,
+            value,
+            absent,
+        }) => {
+            let k = crate::proof::parse_key(key.account.as_deref(), key.kv.as_deref())?;
+            let v = crate::proof::claimed_value(&k, absent, balance, nonce, value)?;
+            crate::proof::check_offline(&root, k, v, &proof)?
+        }
+    };
+    print!("{}", checked.render());
+    if show_proof {
+        println!("proof hex    {}", checked.proof.to_hex());
+    }
+    if checked.ok() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("velox: proof verification FAILED");
+        Ok(ExitCode::from(1))
+    }
 }
 
 fn monitor(node: SocketAddr, once: bool, interval: Duration) -> anyhow::Result<ExitCode> {

@@ -15,5 +15,6 @@ pub mod keys;
 pub mod load;
 pub mod maintenance;
 pub mod pipeline;
+pub mod proof;
 pub mod replay;
 pub mod run;

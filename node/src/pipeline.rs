@@ -5,7 +5,7 @@
 //!  net ──ingress──▶ verify×N ──insert──▶ pool ◀─drains─ mempool ──txs──▶ consensus (batches, DAG core)
 //!   ▲                                        ▲  ▲                  │ committed batches
 //!   │ response records (tickets)             │  └──queries── API   ▼
-//!   └───────────────────────────────── finalized ◀── storage ◀── exec
+//!   └───────────────────────────────── finalized ◀── storage ◀── exec ◀──proof queries── API
 //! ```
 //!
 //! The consensus tile is in [`crate::consensus`].
@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use velox_exec::reason::RejectCounters;
 use velox_exec::{
-    AccountId, BlockOutput, ExecContext, ParallelExecutor, Receipt, RejectReason, State, StateRoot,
-    TxDigest, VerifiedTx,
+    AccountId, BlockOutput, ExecContext, ParallelExecutor, Proof, Receipt, RejectReason, State,
+    StateKey, StateRoot, StateValue, TxDigest, VerifiedTx,
 };
 use velox_io::{Ring, TileStats};
 use velox_mempool::{Settled, ShardedPool};
@@ -44,6 +44,10 @@ pub const BATCH_RING_DEPTH: usize = 64;
 pub const BLOCK_RING_DEPTH: usize = 16;
 pub const FEEDBACK_RING_DEPTH: usize = 64;
 pub const QUERY_RING_DEPTH: usize = 256;
+/// Proof requests waiting for the exec tile: each costs it ~5-10 us (one
+/// walk down the tree; docs/benchmarks/storage.md), so a full ring delays a
+/// block by well under 1 ms; the API answers 503 beyond it.
+pub const PROOF_QUERY_RING_DEPTH: usize = 64;
 /// Most ring items the mempool tile takes per turn before emitting batches.
 pub const MEMPOOL_TURN_ITEMS_MAX: usize = 64;
 /// Rejections remembered for the tx status API.
@@ -71,6 +75,22 @@ pub struct Finalized {
 pub struct PoolQuery {
     pub digest: TxDigest,
     pub reply: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// Asks the exec tile for a proof of `key` in the state it holds.
+pub struct ProofQuery {
+    pub key: StateKey,
+    pub reply: tokio::sync::oneshot::Sender<ProofAnswer>,
+}
+
+/// A proof and what it proves, all read at once from the exec tile's state:
+/// the state after commit `index` (which may not be durable yet when the
+/// answer is sent).
+pub struct ProofAnswer {
+    pub index: u64,
+    pub root: StateRoot,
+    pub value: Option<StateValue>,
+    pub proof: Proof,
 }
 
 /// The chain's head as the API sees it.
@@ -466,16 +486,44 @@ pub fn execute_genesis(state: &mut State, txs: &[VerifiedTx]) -> BlockOutput {
 
 /// Exec tile: the parallel executor (which falls back to the sequential
 /// oracle for small, conflicting or unprofitable blocks) over the in-memory
-/// state. Its workers are pinned to the layout's exec cores.
+/// state. Its workers are pinned to the layout's exec cores. Between blocks
+/// it answers proof queries from the state it holds, which is the state
+/// after the last block it executed (`index`, starting at the last durable
+/// commit).
+#[allow(clippy::too_many_arguments)]
 pub async fn exec_tile(
     blocks: Arc<Ring<CommittedBlock>>,
     out: Arc<Ring<(CommittedBlock, BlockOutput)>>,
+    proofs: Arc<Ring<ProofQuery>>,
     mut state: State,
+    mut index: u64,
     executor: Arc<ParallelExecutor>,
     skip_execution: bool,
     stats: Arc<TileStats>,
 ) {
-    while let Some(b) = blocks.pop().await {
+    loop {
+        // Unbiased: neither blocks nor (bounded) proof queries starve.
+        let b = tokio::select! {
+            b = blocks.pop() => match b {
+                Some(b) => b,
+                None => return,
+            },
+            q = proofs.pop() => {
+                if let Some(q) = q {
+                    let started = Instant::now();
+                    let answer = ProofAnswer {
+                        index,
+                        root: state.root(),
+                        value: state.get(&q.key),
+                        proof: state.prove(&q.key),
+                    };
+                    stats.add_busy(started.elapsed());
+                    // The asker may have given up; nothing to do then.
+                    let _ = q.reply.send(answer);
+                }
+                continue;
+            }
+        };
         stats.set_queue_depth(blocks.len());
         stats.add_in(b.txs.len() as u64);
         let o = stats.busy(|| {
@@ -487,6 +535,8 @@ pub async fn exec_tile(
                 skip_execution,
             )
         });
+        assert!(b.index > index, "commits reach execution in index order");
+        index = b.index;
         let n = b.txs.len() as u64;
         if out.push((b, o), &stats).await.is_err() {
             return;

@@ -39,6 +39,8 @@ pub struct NodeHandle {
     pub registry: TileRegistry,
     pub ingress: Arc<IngressCounters>,
     pub queries: Arc<Ring<PoolQuery>>,
+    /// Proof requests to the exec tile.
+    pub proofs: Arc<Ring<ProofQuery>>,
     pub validator: String,
     pub validators: usize,
     pub validator_index: u32,
@@ -118,7 +120,7 @@ pub fn open_chain(cfg: &Config) -> anyhow::Result<(ChainStore, State, velox_stor
             m
         }
     };
-    let state = chain.load_state()?;
+    let mut state = chain.load_state()?;
     if state.root() != meta.root {
         bail!(
             "the state in {} does not match the root of commit {} ({} != {}): the data is corrupt; \
@@ -298,6 +300,7 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
     let executed_ring = Ring::new("executed", BLOCK_RING_DEPTH);
     let feedback_ring = Ring::new("finalized", FEEDBACK_RING_DEPTH);
     let query_ring = Ring::new("pool-queries", QUERY_RING_DEPTH);
+    let proof_ring = Ring::new("proof-queries", PROOF_QUERY_RING_DEPTH);
 
     let registry = TileRegistry::default();
     let ingress_counters = Arc::new(IngressCounters::default());
@@ -427,11 +430,29 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
     {
         let core = layout.exec[0];
         let stats = tile(TileKind::Exec, 0, core);
-        let (input, out) = (block_ring.clone(), executed_ring.clone());
+        let (input, out, proofs) = (
+            block_ring.clone(),
+            executed_ring.clone(),
+            proof_ring.clone(),
+        );
         let executor = executor.clone();
         let skip_execution = cfg.benchmark.skip_execution;
+        let mut state = state;
+        // The tree update at the end of a large block may use the exec
+        // cores too.
+        state.set_root_workers(layout.exec.len());
+        let index = meta.index;
         reactors.push(spawn_reactor("exec-0", Some(core), move || {
-            pipeline::exec_tile(input, out, state, executor, skip_execution, stats)
+            pipeline::exec_tile(
+                input,
+                out,
+                proofs,
+                state,
+                index,
+                executor,
+                skip_execution,
+                stats,
+            )
         })?);
     }
     let durability = Arc::new(crate::maintenance::DurabilityCounters::default());
@@ -474,6 +495,7 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         registry,
         ingress: ingress_counters,
         queries: query_ring,
+        proofs: proof_ring,
         validator: validator.clone(),
         validators: committee.committee.size(),
         validator_index: committee.me.0,

@@ -124,7 +124,7 @@ fn snapshot_roundtrip_verify_and_restore() {
     let snaps = dir.path().join("snapshots");
     let path = snapshot_of(&c.chain, &snaps);
     assert!(path.ends_with("snapshot-00000000000000000005.vsnap"));
-    let (h, state) = verify_snapshot(&path).unwrap();
+    let (h, mut state) = verify_snapshot(&path).unwrap();
     assert_eq!(h.meta.index, 5);
     assert_eq!(h.meta.root, c.state.root());
     assert_eq!(h.genesis, GENESIS);
