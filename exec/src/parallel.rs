@@ -78,6 +78,11 @@ pub struct ExecConfig {
     pub hot_key_share_max: f64,
     /// Pin spawned workers to distinct cores.
     pub pin_workers: bool,
+    /// The CPUs workers are pinned to, in worker order (worker `w` on
+    /// `worker_cores[w % len]`; worker 0 is the calling thread, which keeps
+    /// its own pinning). The node passes its layout's exec cores. Empty:
+    /// every core of the machine.
+    pub worker_cores: Vec<usize>,
     /// Run Block-STM even with one worker (tests use it; production should
     /// not, it is strictly slower than the sequential executor).
     pub parallel_with_one_worker: bool,
@@ -104,6 +109,7 @@ impl Default for ExecConfig {
             parallel_min_txs: 512,
             hot_key_share_max: 0.1,
             pin_workers: true,
+            worker_cores: Vec::new(),
             parallel_with_one_worker: false,
             adaptive_probe_every_blocks: 16,
             reexecutions_per_tx_max: 16,
@@ -1223,10 +1229,16 @@ fn run_block(
             .saturating_mul(config.reexecutions_per_tx_max as u64),
     };
     let barrier = Barrier::new(workers);
-    let cores = if config.pin_workers {
+    let cores = if !config.pin_workers {
+        Vec::new()
+    } else if config.worker_cores.is_empty() {
         core_affinity::get_core_ids().unwrap_or_default()
     } else {
-        Vec::new()
+        config
+            .worker_cores
+            .iter()
+            .map(|&id| core_affinity::CoreId { id })
+            .collect()
     };
     let results = on_workers(workers, &cores, |w| -> WorkerResult {
         if let Err(reason) = run.mv.build_part(txs, w) {
@@ -1316,6 +1328,34 @@ fn run_block(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The CPUs the calling thread may run on.
+    fn allowed_cpus() -> Vec<usize> {
+        // SAFETY: sched_getaffinity fills the zeroed set we own.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(
+                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+                0
+            );
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn spawned_workers_run_on_the_given_cores() {
+        let last = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .last()
+            .map_or(0, |c| c.id);
+        let seen = on_workers(3, &[core_affinity::CoreId { id: last }], |_| allowed_cpus());
+        // Worker 0 is the caller (its pinning is its own); the spawned ones
+        // are on the given core only.
+        assert_eq!(seen[1], vec![last]);
+        assert_eq!(seen[2], vec![last]);
+    }
 
     #[test]
     fn reason_labels_and_indices_agree() {

@@ -106,6 +106,7 @@ fn forced(workers: usize) -> ParallelExecutor {
         parallel_min_txs: 1,
         hot_key_share_max: f64::INFINITY,
         pin_workers: false,
+        worker_cores: Vec::new(),
         parallel_with_one_worker: true,
         adaptive_probe_every_blocks: 0,
         reexecutions_per_tx_max: 1_000,

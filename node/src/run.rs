@@ -254,6 +254,7 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
 
     let executor = Arc::new(velox_exec::ParallelExecutor::new(velox_exec::ExecConfig {
         exec_workers: layout.exec.len(),
+        worker_cores: layout.exec.clone(),
         ..Default::default()
     }));
     let shared = Arc::new(Shared {
