@@ -225,8 +225,14 @@ impl Store for RecordingStore {
         self.batches.lock().expect("poisoned").push(batch.clone());
         self.inner.write(batch)
     }
-    fn for_each(&self, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError> {
-        self.inner.for_each(cf, f)
+    fn for_each_range(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: Option<&[u8]>,
+        f: &mut Visitor<'_>,
+    ) -> Result<(), StoreError> {
+        self.inner.for_each_range(cf, from, to, f)
     }
     fn with_view(
         &self,

@@ -277,15 +277,9 @@ impl Core {
         core.dag.gc_below(gc);
         persisted.sort_by_key(|b| b.order_key());
         for b in persisted {
-            if b.verify(&core.committee, core.verifier.as_ref()).is_err() {
-                core.metrics.blocks_rejected += 1;
+            let Some(b) = core.take_persisted(b) else {
                 continue;
-            }
-            let b = Arc::new(b);
-            if b.author() == me && b.round() > core.highest_signed_round {
-                core.highest_signed_round = b.round();
-                core.last_own = Some(b.clone());
-            }
+            };
             if b.round() >= gc {
                 core.insert_accepted(now, b, false);
             }
@@ -333,15 +327,9 @@ impl Core {
         let mut core = Self::empty(config, committee, me, key, verifier, now);
         persisted.sort_by_key(|b| b.order_key());
         for b in persisted {
-            if b.verify(&core.committee, core.verifier.as_ref()).is_err() {
-                core.metrics.blocks_rejected += 1;
+            let Some(b) = core.take_persisted(b) else {
                 continue;
-            }
-            let b = Arc::new(b);
-            if b.author() == me && b.round() > core.highest_signed_round {
-                core.highest_signed_round = b.round();
-                core.last_own = Some(b.clone());
-            }
+            };
             // Persisted blocks were causally complete when accepted (or had
             // ancestors below the GC round then), so they go in directly.
             core.insert_accepted(now, b, false);
@@ -353,6 +341,22 @@ impl Core {
         }
         core.try_propose(now);
         core
+    }
+
+    /// A block read back from the log at recovery: verified again (disk is
+    /// a boundary; a bad one is counted and skipped), and if it is our own,
+    /// its round is never signed again.
+    fn take_persisted(&mut self, b: Block) -> Option<Arc<Block>> {
+        if b.verify(&self.committee, self.verifier.as_ref()).is_err() {
+            self.metrics.blocks_rejected += 1;
+            return None;
+        }
+        let b = Arc::new(b);
+        if b.author() == self.me && b.round() > self.highest_signed_round {
+            self.highest_signed_round = b.round();
+            self.last_own = Some(b.clone());
+        }
+        Some(b)
     }
 
     /// This validator.

@@ -1222,8 +1222,14 @@ mod tests {
             }
             self.inner.write(batch)
         }
-        fn for_each(&self, cf: Cf, f: &mut crate::Visitor<'_>) -> Result<(), StoreError> {
-            self.inner.for_each(cf, f)
+        fn for_each_range(
+            &self,
+            cf: Cf,
+            from: &[u8],
+            to: Option<&[u8]>,
+            f: &mut crate::Visitor<'_>,
+        ) -> Result<(), StoreError> {
+            self.inner.for_each_range(cf, from, to, f)
         }
         fn with_view(
             &self,
@@ -1318,8 +1324,14 @@ mod tests {
         fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
             self.0.write(batch)
         }
-        fn for_each(&self, cf: Cf, f: &mut crate::Visitor<'_>) -> Result<(), StoreError> {
-            self.0.for_each(cf, f)
+        fn for_each_range(
+            &self,
+            cf: Cf,
+            from: &[u8],
+            to: Option<&[u8]>,
+            f: &mut crate::Visitor<'_>,
+        ) -> Result<(), StoreError> {
+            self.0.for_each_range(cf, from, to, f)
         }
         fn with_view(
             &self,

@@ -209,9 +209,6 @@ pub trait Store: Send + Sync {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Applies every op of `batch` or none.
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
-    /// Visits every entry of `cf` in key order without loading them all.
-    fn for_each(&self, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError>;
-
     /// Builds one atomic batch with `fill` and applies it, all ops or none.
     /// `bytes_hint` is the expected size of the keys and values, so the
     /// engine can size its buffer once. The default collects a
@@ -227,25 +224,21 @@ pub trait Store: Send + Sync {
         self.write(wb)
     }
 
+    /// Visits every entry of `cf` in key order without loading them all.
+    fn for_each(&self, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError> {
+        self.for_each_range(cf, &[], None, f)
+    }
+
     /// Visits the entries of `cf` with `from <= key < to` (no upper bound
-    /// when `to` is `None`) in key order, without loading them all. The
-    /// visitor may read from the store. The default filters
-    /// [`Store::for_each`]; engines override it to seek.
+    /// when `to` is `None`) in key order, without loading them all (engines
+    /// seek to `from`). The visitor may read from the store.
     fn for_each_range(
         &self,
         cf: Cf,
         from: &[u8],
         to: Option<&[u8]>,
         f: &mut Visitor<'_>,
-    ) -> Result<(), StoreError> {
-        self.for_each(cf, &mut |k, v| {
-            if k >= from && to.is_none_or(|t| k < t) {
-                f(k, v)
-            } else {
-                Ok(())
-            }
-        })
-    }
+    ) -> Result<(), StoreError>;
 
     /// Runs `f` on a consistent read-only view of the whole store as of the
     /// call: writes made while `f` runs are not seen. Snapshots are written

@@ -77,10 +77,6 @@ impl Store for MemStore {
         Ok(())
     }
 
-    fn for_each(&self, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError> {
-        self.for_each_range(cf, &[], None, f)
-    }
-
     fn for_each_range(
         &self,
         cf: Cf,

@@ -320,10 +320,6 @@ impl Store for RocksStore {
         self.apply(b)
     }
 
-    fn for_each(&self, cf: Cf, f: &mut Visitor<'_>) -> Result<(), StoreError> {
-        self.for_each_range(cf, &[], None, f)
-    }
-
     fn for_each_range(
         &self,
         cf: Cf,
