@@ -6,8 +6,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::metric;
 use common::net::{assert_same_history, index_of, Net};
+use common::{metric, EXE};
 use velox_node::devnet::{wait_commit_index, PreparedNode};
 use velox_node::load::run_load;
 
