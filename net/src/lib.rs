@@ -10,13 +10,16 @@
 //!
 //! The byte layouts are in [`frame`] and docs/protocol.md. TLS setup (rustls,
 //! ring provider, node certificates self-signed with the node's ed25519 key)
-//! is in [`tls`].
+//! is in [`tls`]. Endpoints derive their stateless-reset and connection-ID
+//! keys from the node's key ([`endpoint`]), so a restarted node resets the
+//! connections of its previous life instead of leaving them to time out.
 //!
 //! Validators talk to each other through [`peer`] (ALPN `velox-peer/1`):
 //! mutual TLS bound to committee keys, one unidirectional stream of
 //! length-prefixed rkyv [`PeerMessage`]s per ordered pair of validators,
 //! bounded per-peer queues, heartbeats, liveness and redial with backoff.
 
+pub mod endpoint;
 pub mod frame;
 pub mod ingress;
 pub mod peer;

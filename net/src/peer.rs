@@ -477,8 +477,11 @@ impl PeerNetwork {
             })
             .collect::<Result<Vec<_>, TlsError>>()?;
         socket.set_nonblocking(true)?;
+        // Restart-stable keys: a restarted validator resets its peers'
+        // connections to its previous life, so they redial at once instead
+        // of writing into a dead connection until the idle timeout.
         let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            crate::endpoint::restart_stable_config(&cfg.pkcs8_der, "peer"),
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),

@@ -326,6 +326,7 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         };
         let (peer_in, peer_out) = (peer_in_ring.clone(), peer_out_ring.clone());
         let peer_stats = multi.then(|| tile(TileKind::Net, 1, core));
+        let ingress_secret = pkcs8.clone();
         // The net tile always runs on tokio's epoll reactor (decision 0003).
         reactors.push(spawn_reactor_with(
             velox_io::ReactorFlavor::Tokio,
@@ -333,8 +334,10 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
             Some(core),
             move || async move {
                 let runtime = Arc::new(quinn::TokioRuntime);
+                // Restart-stable keys: clients of a killed node's previous
+                // life learn at their next packet that it is gone.
                 let endpoint = match quinn::Endpoint::new(
-                    quinn::EndpointConfig::default(),
+                    velox_net::endpoint::restart_stable_config(&ingress_secret, "ingress"),
                     Some(server_config),
                     udp,
                     runtime,

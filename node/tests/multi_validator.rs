@@ -3,133 +3,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::net::{assert_same_history, index_of, Net};
 use common::{metric, EXE};
-use velox_node::devnet::{
-    head, load_target, prepare_network, roots_agree, spawn_node, stop_child, wait_commit_index,
-    wait_healthy, PreparedNode, DEVNET_CHAIN_ID, DEVNET_SEED,
-};
-use velox_node::load::{run_load, LoadArgs, LoadReport};
-
-struct Net {
-    nodes: Vec<PreparedNode>,
-    children: Vec<Option<Child>>,
-    _tmp: tempfile::TempDir,
-}
-
-impl Net {
-    fn prepare(n: u32, accounts: u32) -> Net {
-        Net::prepare_with(n, accounts, "")
-    }
-
-    /// `extra_toml` is appended to every validator's config.
-    fn prepare_with(n: u32, accounts: u32, extra_toml: &str) -> Net {
-        let tmp = tempfile::tempdir().unwrap();
-        let nodes = prepare_network(tmp.path(), n, accounts, &|_| extra_toml.to_string()).unwrap();
-        Net {
-            children: nodes.iter().map(|_| None).collect(),
-            nodes,
-            _tmp: tmp,
-        }
-    }
-
-    fn start(&mut self, i: usize) {
-        let p = &self.nodes[i];
-        let mut c = spawn_node(Path::new(EXE), &p.cfg, &p.dir).unwrap();
-        wait_healthy(&mut c, p.api, &p.dir).unwrap();
-        self.children[i] = Some(c);
-    }
-
-    fn sigkill(&mut self, i: usize) {
-        let mut c = self.children[i].take().expect("running");
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
-
-    fn apis(&self, which: &[usize]) -> Vec<SocketAddr> {
-        which.iter().map(|&i| self.nodes[i].api).collect()
-    }
-
-    fn load(&self, which: &[usize], rate: u64, secs: u64, accounts: u32) -> LoadReport {
-        run_load(&self.load_args(which, rate, secs, accounts)).unwrap()
-    }
-
-    fn load_args(&self, which: &[usize], rate: u64, secs: u64, accounts: u32) -> LoadArgs {
-        LoadArgs {
-            targets: which
-                .iter()
-                .map(|&i| load_target(&self.nodes[i].dir, self.nodes[i].ingress))
-                .collect(),
-            rate,
-            duration: Duration::from_secs(secs),
-            accounts,
-            chain_id: DEVNET_CHAIN_ID,
-            dev_seed: DEVNET_SEED.into(),
-            api: Some(self.nodes[which[0]].api),
-            connections: 1,
-            grace: Duration::from_secs(30),
-            progress: false,
-            opaque_bytes: None,
-        }
-    }
-
-    /// SIGSTOP (`pause`) or SIGCONT validator `i`.
-    fn signal(&self, i: usize, pause: bool) {
-        let pid = self.children[i].as_ref().expect("running").id();
-        let sig = if pause { libc::SIGSTOP } else { libc::SIGCONT };
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, sig) }, 0);
-    }
-
-    fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.nodes[i].dir.join("node.log")).unwrap_or_default()
-    }
-
-    fn metrics(&self, i: usize) -> String {
-        velox_node::httpc::get(self.nodes[i].api, "/metrics")
-            .unwrap()
-            .1
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for c in self.children.iter_mut().flatten() {
-            stop_child(c);
-        }
-    }
-}
-
-fn index_of(api: SocketAddr) -> u64 {
-    head(api).map(|h| h.0).unwrap_or(0)
-}
-
-/// Roots agree at the common index and at every tenth index below it.
-fn assert_same_history(apis: &[SocketAddr]) -> u64 {
-    let (agree, at, roots) = roots_agree(apis).unwrap();
-    assert!(agree, "roots differ at commit {at}: {roots:?}");
-    for i in (1..at).step_by(10) {
-        let r: Vec<String> = apis
-            .iter()
-            .map(|a| {
-                velox_node::httpc::get_json(*a, &format!("/commit/{i}")).unwrap()["state_root"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
-        assert!(
-            r.iter().all(|x| *x == r[0]),
-            "roots differ at commit {i}: {r:?}"
-        );
-    }
-    at
-}
+use velox_node::devnet::{wait_commit_index, PreparedNode};
+use velox_node::load::run_load;
 
 #[test]
 fn four_validators_agree_and_a_killed_one_catches_up() {

@@ -12,6 +12,8 @@ use velox_node::devnet::{
 };
 use velox_node::keys::{account_of, dev_key};
 
+pub mod net;
+
 pub const EXE: &str = env!("CARGO_BIN_EXE_velox");
 
 pub struct TestNode {
