@@ -9,8 +9,15 @@
 //!   ([`StateKey::to_bytes`]). Bit `i` of a path is bit `7 - i % 8` of byte
 //!   `i / 8` (most significant first); bit `i` chooses the child at depth
 //!   `i` (0 = left).
-//! - **leaf** = `BLAKE3(0x00 ‖ path ‖ value bytes)` ([`StateValue::to_bytes`]).
-//! - **internal** = `BLAKE3(0x01 ‖ left ‖ right)`.
+//! - **leaf** = `BLAKE3 keyed_hash(LEAF_KEY, path ‖ value bytes)`
+//!   ([`StateValue::to_bytes`]): 48 bytes for an account, 40 for a counter,
+//!   one BLAKE3 compression.
+//! - **internal** = `BLAKE3 keyed_hash(INTERNAL_KEY, left ‖ right)`: exactly
+//!   64 bytes, one compression (a 65-byte `0x01 ‖ left ‖ right` input, the
+//!   first definition, took two and made the tree twice as costly).
+//! - The keys ([`LEAF_KEY`], [`INTERNAL_KEY`]) are the ASCII strings
+//!   `"velox smt leaf v2"` and `"velox smt internal v2"` padded with zero
+//!   bytes to 32: distinct keys separate leaves from internal nodes.
 //! - **empty** subtree = [`EMPTY_HASH`], 32 zero bytes (not a BLAKE3 output).
 //!
 //! The tree is *compressed*: the hash of the subtree under a path prefix is
@@ -58,8 +65,23 @@ pub const PATH_CONTEXT: &str = "velox smt key v1";
 pub const PATH_BITS: usize = 256;
 /// The hash of an empty subtree, and the root of the empty state.
 pub const EMPTY_HASH: Hash = [0; 32];
-const DOMAIN_LEAF: u8 = 0x00;
-const DOMAIN_INTERNAL: u8 = 0x01;
+/// BLAKE3 key of leaf hashes: `"velox smt leaf v2"`, zero-padded.
+pub const LEAF_KEY: [u8; 32] = padded_key(b"velox smt leaf v2");
+/// BLAKE3 key of internal node hashes: `"velox smt internal v2"`,
+/// zero-padded. A new hash definition gets new key strings.
+pub const INTERNAL_KEY: [u8; 32] = padded_key(b"velox smt internal v2");
+
+/// `s` followed by zero bytes up to 32.
+const fn padded_key(s: &[u8]) -> [u8; 32] {
+    assert!(s.len() <= 32, "key string over 32 bytes");
+    let mut out = [0u8; 32];
+    let mut i = 0;
+    while i < s.len() {
+        out[i] = s[i];
+        i += 1;
+    }
+    out
+}
 
 /// Levels above the shards: the tree's top `SHARD_BITS` path bits choose one
 /// of `SMT_SHARDS` independent arenas. 16 keep up to 16 threads busy on a
@@ -97,11 +119,10 @@ pub fn key_path(key: &StateKey) -> Path {
 /// The leaf hash of `value` (its canonical bytes) at `path`.
 pub fn leaf_hash(path: &Path, value: &[u8]) -> Hash {
     assert!(value.len() <= PROOF_VALUE_BYTES_MAX, "leaf value too long");
-    let mut buf = [0u8; 1 + 32 + PROOF_VALUE_BYTES_MAX];
-    buf[0] = DOMAIN_LEAF;
-    buf[1..33].copy_from_slice(path);
-    buf[33..33 + value.len()].copy_from_slice(value);
-    *blake3::hash(&buf[..33 + value.len()]).as_bytes()
+    let mut buf = [0u8; 32 + PROOF_VALUE_BYTES_MAX];
+    buf[..32].copy_from_slice(path);
+    buf[32..32 + value.len()].copy_from_slice(value);
+    *blake3::keyed_hash(&LEAF_KEY, &buf[..32 + value.len()]).as_bytes()
 }
 
 /// The leaf hash of a state entry (encoded on the stack).
@@ -111,13 +132,13 @@ pub fn entry_leaf_hash(path: &Path, value: &StateValue) -> Hash {
     leaf_hash(path, &buf[..n])
 }
 
-/// The hash of an internal node.
+/// The hash of an internal node: one BLAKE3 compression.
+#[inline]
 pub fn internal_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut buf = [0u8; 65];
-    buf[0] = DOMAIN_INTERNAL;
-    buf[1..33].copy_from_slice(left);
-    buf[33..].copy_from_slice(right);
-    *blake3::hash(&buf).as_bytes()
+    let mut buf = [0u8; 64];
+    buf[..32].copy_from_slice(left);
+    buf[32..].copy_from_slice(right);
+    *blake3::keyed_hash(&INTERNAL_KEY, &buf).as_bytes()
 }
 
 /// Bit `depth` of `path` (most significant bit of byte 0 first).
