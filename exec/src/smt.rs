@@ -9,8 +9,15 @@
 //!   ([`StateKey::to_bytes`]). Bit `i` of a path is bit `7 - i % 8` of byte
 //!   `i / 8` (most significant first); bit `i` chooses the child at depth
 //!   `i` (0 = left).
-//! - **leaf** = `BLAKE3(0x00 ‖ path ‖ value bytes)` ([`StateValue::to_bytes`]).
-//! - **internal** = `BLAKE3(0x01 ‖ left ‖ right)`.
+//! - **leaf** = `BLAKE3 keyed_hash(LEAF_KEY, path ‖ value bytes)`
+//!   ([`StateValue::to_bytes`]): 48 bytes for an account, 40 for a counter,
+//!   one BLAKE3 compression.
+//! - **internal** = `BLAKE3 keyed_hash(INTERNAL_KEY, left ‖ right)`: exactly
+//!   64 bytes, one compression (a 65-byte `0x01 ‖ left ‖ right` input, the
+//!   first definition, took two and made the tree twice as costly).
+//! - The keys ([`LEAF_KEY`], [`INTERNAL_KEY`]) are the ASCII strings
+//!   `"velox smt leaf v2"` and `"velox smt internal v2"` padded with zero
+//!   bytes to 32: distinct keys separate leaves from internal nodes.
 //! - **empty** subtree = [`EMPTY_HASH`], 32 zero bytes (not a BLAKE3 output).
 //!
 //! The tree is *compressed*: the hash of the subtree under a path prefix is
@@ -58,8 +65,23 @@ pub const PATH_CONTEXT: &str = "velox smt key v1";
 pub const PATH_BITS: usize = 256;
 /// The hash of an empty subtree, and the root of the empty state.
 pub const EMPTY_HASH: Hash = [0; 32];
-const DOMAIN_LEAF: u8 = 0x00;
-const DOMAIN_INTERNAL: u8 = 0x01;
+/// BLAKE3 key of leaf hashes: `"velox smt leaf v2"`, zero-padded.
+pub const LEAF_KEY: [u8; 32] = padded_key(b"velox smt leaf v2");
+/// BLAKE3 key of internal node hashes: `"velox smt internal v2"`,
+/// zero-padded. A new hash definition gets new key strings.
+pub const INTERNAL_KEY: [u8; 32] = padded_key(b"velox smt internal v2");
+
+/// `s` followed by zero bytes up to 32.
+const fn padded_key(s: &[u8]) -> [u8; 32] {
+    assert!(s.len() <= 32, "key string over 32 bytes");
+    let mut out = [0u8; 32];
+    let mut i = 0;
+    while i < s.len() {
+        out[i] = s[i];
+        i += 1;
+    }
+    out
+}
 
 /// Levels above the shards: the tree's top `SHARD_BITS` path bits choose one
 /// of `SMT_SHARDS` independent arenas. 16 keep up to 16 threads busy on a
@@ -69,8 +91,27 @@ pub const SMT_SHARDS: usize = 1 << SHARD_BITS;
 const _: () = assert!(SHARD_BITS >= 1 && SHARD_BITS <= 8);
 
 /// Keys per thread below which a batch is not split across threads: a
-/// scoped thread costs ~20-50 us to start, about what 50 keys cost to rehash.
-pub const PARALLEL_KEYS_PER_THREAD_MIN: usize = 2_048;
+/// scoped thread costs ~20-50 us to start, about what 10-20 keys cost to
+/// update on a 1M tree (~2.5 us each), so 256 keys keep the start under
+/// ~8% of a thread's work. Measured on 1M accounts (2 loaded cores): 2k
+/// keys on 2 threads 4.2-4.6 ms against 5.4-6.0 on one; the earlier
+/// threshold of 2,048 (set when a key cost ~2x more) split nothing below
+/// 4k keys, i.e. never for a block of ~1,000 transfers.
+pub const PARALLEL_KEYS_PER_THREAD_MIN: usize = 256;
+
+/// Updates whose paths [`Shard::update`] walks ahead of time, at most, as
+/// one group (see [`Shard::warm`]): their nodes (~10 per key below the
+/// shared top on a 1M tree, 72 bytes each: ~370 KB for 512 keys) must still
+/// be in the core's cache (1 MB L2 here) when the update reaches them.
+pub const WARM_KEYS_MAX: usize = 512;
+/// Paths walked side by side while warming: enough independent loads to
+/// keep the memory system busy (a core tracks ~10-20 misses at once), few
+/// enough for the loop over them to stay within the reorder window.
+const WARM_LANES: usize = 16;
+/// Shards whose internal nodes take less than this are not warmed: they
+/// stay cached between batches anyway (the exec suite's 16k-account state:
+/// ~70 KB per shard, where warming was 7% of the update and saved nothing).
+const WARM_SHARD_BYTES_MIN: usize = 1 << 20;
 
 /// Proof encoding version (the first byte).
 pub const PROOF_VERSION: u8 = 1;
@@ -97,11 +138,10 @@ pub fn key_path(key: &StateKey) -> Path {
 /// The leaf hash of `value` (its canonical bytes) at `path`.
 pub fn leaf_hash(path: &Path, value: &[u8]) -> Hash {
     assert!(value.len() <= PROOF_VALUE_BYTES_MAX, "leaf value too long");
-    let mut buf = [0u8; 1 + 32 + PROOF_VALUE_BYTES_MAX];
-    buf[0] = DOMAIN_LEAF;
-    buf[1..33].copy_from_slice(path);
-    buf[33..33 + value.len()].copy_from_slice(value);
-    *blake3::hash(&buf[..33 + value.len()]).as_bytes()
+    let mut buf = [0u8; 32 + PROOF_VALUE_BYTES_MAX];
+    buf[..32].copy_from_slice(path);
+    buf[32..32 + value.len()].copy_from_slice(value);
+    *blake3::keyed_hash(&LEAF_KEY, &buf[..32 + value.len()]).as_bytes()
 }
 
 /// The leaf hash of a state entry (encoded on the stack).
@@ -111,13 +151,13 @@ pub fn entry_leaf_hash(path: &Path, value: &StateValue) -> Hash {
     leaf_hash(path, &buf[..n])
 }
 
-/// The hash of an internal node.
+/// The hash of an internal node: one BLAKE3 compression.
+#[inline]
 pub fn internal_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut buf = [0u8; 65];
-    buf[0] = DOMAIN_INTERNAL;
-    buf[1..33].copy_from_slice(left);
-    buf[33..].copy_from_slice(right);
-    *blake3::hash(&buf).as_bytes()
+    let mut buf = [0u8; 64];
+    buf[..32].copy_from_slice(left);
+    buf[32..].copy_from_slice(right);
+    *blake3::keyed_hash(&INTERNAL_KEY, &buf).as_bytes()
 }
 
 /// Bit `depth` of `path` (most significant bit of byte 0 first).
@@ -128,6 +168,20 @@ pub fn bit(path: &Path, depth: usize) -> usize {
 
 fn shard_of_path(path: &Path) -> usize {
     (path[0] >> (8 - SHARD_BITS)) as usize
+}
+
+/// The order of paths (lexicographic, i.e. by bits from the root), from one
+/// integer compare of their first 8 bytes as a big-endian `u64` (the same
+/// order) and a 32-byte compare only on a tie: sorting a batch by path was
+/// mostly `memcmp` calls.
+#[inline]
+fn path_order(a: &Path, b: &Path) -> std::cmp::Ordering {
+    let head = |p: &Path| u64::from_be_bytes(p[..8].try_into().expect("8 bytes"));
+    head(a).cmp(&head(b)).then_with(|| a.cmp(b))
+}
+
+fn sort_by_path(ups: &mut [LeafUpdate]) {
+    ups.sort_unstable_by(|a, b| path_order(&a.path, &b.path));
 }
 
 /// True if `a` and `b` agree on their first `bits` bits.
@@ -293,14 +347,21 @@ impl Shard {
 
     /// Applies `ups` (sorted by path, distinct, all in this shard).
     fn apply(&mut self, ups: &[LeafUpdate]) {
-        let ((root, hash), _) = self.update((self.root, self.root_hash), SHARD_BITS, ups);
+        // Unit tests warm every shard, so that the warm path is the one
+        // they check (warming changes nothing but the cache).
+        let warm = cfg!(test)
+            || self.internals.len() * std::mem::size_of::<Internal>() >= WARM_SHARD_BYTES_MIN;
+        if warm && ups.len() <= WARM_KEYS_MAX {
+            self.warm(self.root, SHARD_BITS, ups);
+        }
+        let ((root, hash), _) = self.update((self.root, self.root_hash), SHARD_BITS, ups, warm);
         self.root = root;
         self.root_hash = hash;
     }
 
     /// The subtree `sub` (at `depth`) after `ups`, and whether its hash may
-    /// have changed.
-    fn update(&mut self, sub: Sub, depth: usize, ups: &[LeafUpdate]) -> (Sub, bool) {
+    /// have changed. `warm`: walk groups of paths ahead ([`Shard::warm`]).
+    fn update(&mut self, sub: Sub, depth: usize, ups: &[LeafUpdate], warm: bool) -> (Sub, bool) {
         if ups.is_empty() {
             return (sub, false);
         }
@@ -314,14 +375,56 @@ impl Shard {
                 assert!(depth < PATH_BITS, "internal node below the last path bit");
                 let split = ups.partition_point(|u| bit(&u.path, depth) == 0);
                 let n = self.internals[i as usize];
-                let (l, cl) = self.update((n.children[0], n.hashes[0]), depth + 1, &ups[..split]);
-                let (r, cr) = self.update((n.children[1], n.hashes[1]), depth + 1, &ups[split..]);
+                let (ups_l, ups_r) = ups.split_at(split);
+                // The first group small enough to warm, warmed just before
+                // its walk so that its nodes are still cached.
+                let big = warm && ups.len() > WARM_KEYS_MAX;
+                if big && ups_l.len() <= WARM_KEYS_MAX {
+                    self.warm(n.children[0], depth + 1, ups_l);
+                }
+                let (l, cl) = self.update((n.children[0], n.hashes[0]), depth + 1, ups_l, warm);
+                if big && ups_r.len() <= WARM_KEYS_MAX {
+                    self.warm(n.children[1], depth + 1, ups_r);
+                }
+                let (r, cr) = self.update((n.children[1], n.hashes[1]), depth + 1, ups_r, warm);
                 if !cl && !cr {
                     return (sub, false);
                 }
                 (self.join(Some(i), l, r), true)
             }
         }
+    }
+
+    /// Loads the nodes on the paths of `ups` below `root` (at `depth`), and
+    /// their leaves, into the cache, [`WARM_LANES`] paths side by side.
+    /// Read-only. The update walks one path after another, so on a large
+    /// tree it waits for one cache miss per level (~75% of its time, by
+    /// profile); these walks are independent of each other, so their misses
+    /// overlap, and the update that follows finds its nodes cached.
+    fn warm(&self, root: NodeRef, depth: usize, ups: &[LeafUpdate]) {
+        let mut sink = 0usize;
+        for group in ups.chunks(WARM_LANES) {
+            let mut at = [root; WARM_LANES];
+            let mut d = depth;
+            let mut walking = true;
+            while walking {
+                walking = false;
+                for (a, u) in at.iter_mut().zip(group) {
+                    if let Node::Internal(i) = a.kind() {
+                        // An internal node sits above the last path bit.
+                        *a = self.internals[i as usize].children[bit(&u.path, d)];
+                        walking = true;
+                    }
+                }
+                d += 1;
+            }
+            for a in &at[..group.len()] {
+                if let Node::Leaf(i) = a.kind() {
+                    sink ^= usize::from(matches!(self.leaves[i as usize], StateKey::Kv(_)));
+                }
+            }
+        }
+        std::hint::black_box(sink);
     }
 
     /// `ups` reach the subtree that is the single leaf `i`, hash `hash`.
@@ -650,7 +753,7 @@ impl Smt {
                 if ups.is_empty() {
                     continue;
                 }
-                ups.sort_unstable_by_key(|u| u.path);
+                sort_by_path(ups);
                 ups.dedup_by(|a, b| {
                     if a.path == b.path {
                         assert!(a.key == b.key, "two keys with one path");
@@ -804,7 +907,7 @@ pub fn root_from_scratch<'a>(
             (p, entry_leaf_hash(&p, v))
         })
         .collect();
-    leaves.sort_unstable_by_key(|l| l.0);
+    leaves.sort_unstable_by(|a, b| path_order(&a.0, &b.0));
     fn node(leaves: &[(Path, Hash)], depth: usize) -> Hash {
         match leaves {
             [] => EMPTY_HASH,

@@ -16,18 +16,23 @@ fn ref_path(k: &StateKey) -> [u8; 32] {
     blake3::derive_key("velox smt key v1", &k.to_bytes())
 }
 
+/// A BLAKE3 key: the ASCII of `s`, zero-padded to 32 bytes.
+fn ref_key(s: &str) -> [u8; 32] {
+    let mut k = s.as_bytes().to_vec();
+    k.resize(32, 0);
+    k.try_into().expect("32 bytes")
+}
+
 fn ref_leaf(path: &[u8; 32], v: &StateValue) -> [u8; 32] {
-    let mut b = vec![0u8];
-    b.extend_from_slice(path);
+    let mut b = path.to_vec();
     b.extend_from_slice(&v.to_bytes());
-    *blake3::hash(&b).as_bytes()
+    *blake3::keyed_hash(&ref_key("velox smt leaf v2"), &b).as_bytes()
 }
 
 fn ref_internal(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
-    let mut b = vec![1u8];
-    b.extend_from_slice(l);
+    let mut b = l.to_vec();
     b.extend_from_slice(r);
-    *blake3::hash(&b).as_bytes()
+    *blake3::keyed_hash(&ref_key("velox smt internal v2"), &b).as_bytes()
 }
 
 fn ref_bit(p: &[u8; 32], i: usize) -> bool {
@@ -658,4 +663,29 @@ fn path_and_hash_constants() {
             assert_eq!(next, n);
         }
     }
+}
+
+/// Fixed vectors of the hash definitions (module docs), for other
+/// implementations and against accidental change: any change here changes
+/// every root.
+#[test]
+fn hash_definitions_are_pinned() {
+    assert_eq!(&LEAF_KEY[..17], b"velox smt leaf v2");
+    assert_eq!(&INTERNAL_KEY[..21], b"velox smt internal v2");
+    assert_eq!(
+        hex::encode(internal_hash(&[1; 32], &[2; 32])),
+        "7ff1222eedb82c5cde44dff442d28d628af5835091155eac6a6716757b1e98c0"
+    );
+    assert_eq!(
+        hex::encode(leaf_hash(&[3; 32], &[4; 16])),
+        "cbf1caeb91a82f97ad3ec3cf7450bd03286289a3b8e1c65a2a3289e01bb9433f"
+    );
+    let mut m = BTreeMap::new();
+    m.insert(key(1), value(1, 100));
+    m.insert(key(2), value(2, 200));
+    m.insert(key(3), value(3, 300));
+    assert_eq!(
+        tree_of(&m, 1).root().to_hex(),
+        "c4a4ef2acd2cb2d05c05095c1eed22e1701878f002fe54a189bd00f132e5cd23"
+    );
 }

@@ -26,6 +26,14 @@ pub enum StateKey {
     Kv([u8; 32]),
 }
 
+/// The first 8 bytes of a key's 32-byte body as an integer (see
+/// `State::update_tree`).
+#[inline]
+fn dedup_order_head(k: &StateKey) -> u64 {
+    let (StateKey::Account(AccountId(b)) | StateKey::Kv(b)) = k;
+    u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))
+}
+
 /// Encoded key length: a one-byte tag and 32 bytes.
 pub const STATE_KEY_BYTES: usize = 33;
 const TAG_ACCOUNT: u8 = 1;
@@ -358,7 +366,15 @@ impl State {
             return;
         }
         let mut keys = std::mem::take(&mut self.dirty);
-        keys.sort_unstable();
+        // Sorted only to find duplicates (the tree sorts by path itself), so
+        // any total order will do: 8 bytes of the key as one integer first,
+        // the whole key only on a tie, instead of a 33-byte compare each
+        // time (the sort was ~20% of the update in the exec suite).
+        keys.sort_unstable_by(|a, b| {
+            dedup_order_head(a)
+                .cmp(&dedup_order_head(b))
+                .then_with(|| a.cmp(b))
+        });
         keys.dedup();
         let entries: Vec<(StateKey, Option<StateValue>)> =
             keys.iter().map(|k| (*k, self.get(k))).collect();
