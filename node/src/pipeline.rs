@@ -267,24 +267,27 @@ fn reject(shared: &Shared, t: Ticket, reason: RejectReason) {
 /// streams, QUIC flow control holds the clients) up to `pool_full_wait`,
 /// then rejects `PoolFull`. Every wait and refusal is counted.
 async fn insert_or_wait(shared: &Shared, tx: VerifiedTx, ticket: Ticket, stats: &TileStats) {
-    let mut item = (tx, Some(ticket));
-    let mut waiting_since: Option<Instant> = None;
+    // The hot path: one lock-free attempt, no waiter registered.
+    let full = match shared.pool.insert(tx, Some(ticket), shared.now_ms()) {
+        Ok(()) => return,
+        Err(full) => full,
+    };
+    let since = Instant::now();
+    shared.pool_pressure.waits.fetch_add(1, Ordering::Relaxed);
+    let deadline = since + shared.pool_full_wait;
+    let mut item = (full.tx, full.meta);
     loop {
-        // Registered before the attempt, so room freed in between wakes us.
+        // Room may only need the inboxes drained.
+        shared.pool_work.notify_one();
+        // Registered before the next attempt, so room freed in between
+        // wakes us.
         let room = shared.pool_room.notified();
         tokio::pin!(room);
         room.as_mut().enable();
         match shared.pool.insert(item.0, item.1, shared.now_ms()) {
             Ok(()) => break,
             Err(full) => {
-                // Room may only need the inboxes drained.
-                shared.pool_work.notify_one();
                 let now = Instant::now();
-                let since = *waiting_since.get_or_insert_with(|| {
-                    shared.pool_pressure.waits.fetch_add(1, Ordering::Relaxed);
-                    now
-                });
-                let deadline = since + shared.pool_full_wait;
                 if now >= deadline {
                     shared
                         .pool_pressure
@@ -303,14 +306,12 @@ async fn insert_or_wait(shared: &Shared, tx: VerifiedTx, ticket: Ticket, stats: 
             }
         }
     }
-    if let Some(since) = waiting_since {
-        let waited = since.elapsed();
-        stats.add_backpressure(waited);
-        shared
-            .pool_pressure
-            .wait_ns
-            .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
-    }
+    let waited = since.elapsed();
+    stats.add_backpressure(waited);
+    shared
+        .pool_pressure
+        .wait_ns
+        .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
 }
 
 /// Mempool tile configuration.
