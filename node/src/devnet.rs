@@ -70,11 +70,55 @@ pub fn stop_child(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// The kernel's ephemeral port range (`ip_local_port_range`), from which it
+/// picks ports for sockets bound to port 0.
+fn ephemeral_ports() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+/// A loopback port that is free now for both UDP and TCP, for a devnet
+/// validator to bind a little later. It is drawn outside the ephemeral
+/// range, so no socket bound to port 0 in between (a client's, another
+/// devnet's) can be given it by the kernel, and never twice by this
+/// process.
+fn free_port() -> anyhow::Result<u16> {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let (lo, hi) = ephemeral_ports();
+    let (from, to) = if lo > 12_000 {
+        (10_000u16, lo - 1)
+    } else {
+        (hi.saturating_add(1).max(1024), u16::MAX)
+    };
+    let span = u32::from(to - from) + 1;
+    let start = rand::random::<u32>() % span;
+    let mut handed = HANDED_OUT.lock().expect("poisoned");
+    for k in 0..span {
+        let port = from + ((start + k) % span) as u16;
+        if handed.contains(&port) {
+            continue;
+        }
+        let free = UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            handed.insert(port);
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port in {from}..={to}")
+}
 fn free_udp() -> anyhow::Result<SocketAddr> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+    Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
 }
 fn free_tcp() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    free_udp()
 }
 
 /// Chain id and seed of devnets.
