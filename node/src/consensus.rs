@@ -255,16 +255,7 @@ pub fn recover_core(
                 });
             }
         }
-        let core = Core::recover(
-            params.core,
-            committee,
-            me,
-            key,
-            Box::new(Ed25519Verifier),
-            blocks,
-            Time(now_ms()),
-        );
-        return Ok((core, n, false));
+        return Ok(replay_whole_log(params, committee, me, key, blocks));
     };
     let leader = m.leader.expect("resume needs a leader");
     let as_ref = |l: &LeaderPosition| BlockRef {
@@ -286,17 +277,7 @@ pub fn recover_core(
             });
         }
         let all = read_log(chain, 0)?;
-        let n = all.len();
-        let core = Core::recover(
-            params.core,
-            committee,
-            me,
-            key,
-            Box::new(Ed25519Verifier),
-            all,
-            Time(now_ms()),
-        );
-        return Ok((core, n, false));
+        return Ok(replay_whole_log(params, committee, me, key, all));
     };
     let point = velox_dag::ResumePoint {
         next_commit_index: m.index, // commit 0 is genesis: sub-DAG indices are one behind
@@ -321,6 +302,29 @@ pub fn recover_core(
         detail: e.to_string(),
     })?;
     Ok((core, n, true))
+}
+
+/// A core rebuilt from every block of the log, deciding the commits again
+/// from index 0 (the tile skips those already applied); with the number of
+/// blocks read and `false` (not resumed after a commit).
+fn replay_whole_log(
+    params: &ConsensusParams,
+    committee: Arc<Committee>,
+    me: ValidatorIndex,
+    key: SigningKey,
+    blocks: Vec<Block>,
+) -> (Core, usize, bool) {
+    let n = blocks.len();
+    let core = Core::recover(
+        params.core,
+        committee,
+        me,
+        key,
+        Box::new(Ed25519Verifier),
+        blocks,
+        Time(now_ms()),
+    );
+    (core, n, false)
 }
 
 /// The tile's rings.
