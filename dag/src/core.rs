@@ -183,6 +183,11 @@ pub struct ResumePoint {
     /// any order: their histories above the GC round are what the
     /// linearizer has already ordered.
     pub recent_leaders: Vec<BlockRef>,
+    /// Rounds at or below this count as already signed by this validator
+    /// even if none of its blocks is among the persisted ones (a validator
+    /// joining from a snapshot with blocks from its peers: its own earlier
+    /// blocks may be missing). `Round(0)` when the blocks are its own log.
+    pub signed_round_floor: Round,
 }
 
 /// Why [`Core::recover_from`] could not resume.
@@ -300,6 +305,9 @@ impl Core {
         }
         core.linearizer =
             Linearizer::resume(resume.next_commit_index, resume.last_timestamp_ms, ordered);
+        // After the blocks: an own block at or below the floor is still the
+        // own parent of the next proposal.
+        core.highest_signed_round = core.highest_signed_round.max(resume.signed_round_floor);
         core.last_decided_round = last_round;
         core.last_committed_leader_round = last_round;
         core.try_commit(now);

@@ -340,6 +340,7 @@ fn recovery_from_a_resume_point_needs_only_recent_rounds_and_continues_the_seque
         .map(|b| b.round())
         .max()
         .unwrap();
+    let mut joined_cases = 0;
     for k in [5, commits0.len() / 2, commits0.len() - 3] {
         let last = &commits0[k];
         let gc = last.leader.round.0.saturating_sub(config.gc_depth_rounds);
@@ -352,6 +353,7 @@ fn recovery_from_a_resume_point_needs_only_recent_rounds_and_continues_the_seque
                 .filter(|s| s.leader.round.0 >= gc)
                 .map(|s| s.leader)
                 .collect(),
+            signed_round_floor: velox_dag::Round(0),
         };
         // The log pruned below the resume GC round.
         let log: Vec<Block> = persisted0
@@ -406,5 +408,37 @@ fn recovery_from_a_resume_point_needs_only_recent_rounds_and_continues_the_seque
         .err()
         .expect("refused");
         assert_eq!(e, velox_dag::ResumeError::MissingBlock(last.leader));
+
+        // Joining from peers' blocks (the same window, as the peers hold
+        // it) with a signed floor above every block it holds (the peers'
+        // head went further): it signs nothing at or below the floor.
+        let top = velox_dag::Round(log.iter().map(|b| b.round().0).max().unwrap() + 3);
+        let joined = velox_dag::ResumePoint {
+            signed_round_floor: top,
+            ..resume.clone()
+        };
+        let mut j = Core::recover_from(
+            config,
+            c.clone(),
+            ValidatorIndex(0),
+            keys[0].clone(),
+            Box::new(Ed25519Verifier),
+            log.clone(),
+            &joined,
+            Time(now + 1),
+        )
+        .unwrap();
+        assert!(j.highest_signed_round() >= top);
+        joined_cases += 1;
+        for o in drain(&mut j) {
+            if let Output::PersistBlock(b) = o {
+                assert!(
+                    b.round() > top,
+                    "signed round {:?} <= floor {top:?}",
+                    b.round()
+                );
+            }
+        }
     }
+    assert_eq!(joined_cases, 3);
 }

@@ -888,7 +888,7 @@ fn render_peers(o: &mut String, s: &velox_net::peer::PeerCountersSnapshot) {
 
 fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-    let m: [(&str, &str, &str, f64); 28] = [
+    let m: [(&str, &str, &str, f64); 31] = [
         (
             "velox_consensus_round",
             "gauge",
@@ -1033,6 +1033,24 @@ fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
             "counter",
             "Blocks served to lagging peers from the consensus log.",
             g(&c.blocks_served_from_disk),
+        ),
+        (
+            "velox_consensus_rounds_requests_served_total",
+            "counter",
+            "RoundsRequests answered (validators joining from a snapshot).",
+            g(&c.rounds_requests_served),
+        ),
+        (
+            "velox_consensus_joining",
+            "gauge",
+            "1 while this validator joins consensus from its peers' blocks.",
+            g(&c.joining),
+        ),
+        (
+            "velox_consensus_join_blocks",
+            "gauge",
+            "Blocks the last join took from the peers (verified, causally complete).",
+            g(&c.join_blocks),
         ),
         (
             "velox_consensus_log_write_seconds_sum",

@@ -564,9 +564,19 @@ fn snapshot(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
                 h.meta.root.to_hex(),
                 h.entries
             );
-            eprintln!(
-                "note: a restored data directory serves state and `velox replay --from`; it cannot join consensus yet (docs/storage.md)"
-            );
+            if h.format_version >= 2 {
+                eprintln!(
+                    "next: `velox node --config {}` (with data_dir = {}) joins consensus from its peers' blocks \
+                     (docs/storage.md, \"Joining from a snapshot\")",
+                    config.display(),
+                    dir.display()
+                );
+            } else {
+                eprintln!(
+                    "note: a version 1 snapshot carries no consensus position: this directory serves state and \
+                     `velox replay --from`, but a validator cannot join consensus from it (docs/storage.md)"
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -45,6 +45,12 @@ pub const PEER_TURN_MSGS_MAX: usize = 256;
 pub const BATCH_REQUEST_DIGESTS_MAX: usize = 64;
 /// Most encoded bytes in one response frame (blocks or batches).
 pub const RESPONSE_BYTES_MAX: usize = 4 << 20;
+/// Most items in one response frame: the wire limit's default
+/// (`WireLimits::items_per_response_max`), which the sender checks too.
+pub const RESPONSE_ITEMS_MAX: usize = 256;
+/// Most rounds one `RoundsRequest` is answered for (a joining validator
+/// asks for fewer; a larger request is answered up to this many rounds).
+pub const ROUNDS_PER_REQUEST_MAX: u64 = 200;
 /// Batch digests remembered as already committed (duplicates in later
 /// commits are skipped). Every node keeps the same window in commit order,
 /// so the skip is deterministic.
@@ -105,6 +111,12 @@ pub struct ConsensusCounters {
     /// Misbehaviour by peer (bad blocks, bad or unrequested batches).
     pub peer_penalties: AtomicU64,
     pub block_requests_served: AtomicU64,
+    /// `RoundsRequest`s answered (validators joining from a snapshot).
+    pub rounds_requests_served: AtomicU64,
+    /// 1 while this validator joins consensus from its peers' blocks.
+    pub joining: AtomicU64,
+    /// Blocks a join took from peers (verified and causally complete).
+    pub join_blocks: AtomicU64,
     pub blocks_served_from_disk: AtomicU64,
     pub commits_waiting_batches: AtomicU64,
     /// Peers' blocks waiting for their batches before the core sees them.
@@ -179,15 +191,38 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Splits response items into frames of at most [`RESPONSE_BYTES_MAX`]
+/// bytes (one larger item goes alone) and [`RESPONSE_ITEMS_MAX`] items.
+pub fn chunk_items(items: impl IntoIterator<Item = Vec<u8>>) -> Vec<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut chunk: Vec<Vec<u8>> = Vec::new();
+    let mut size = 0;
+    for b in items {
+        if !chunk.is_empty()
+            && (size + b.len() > RESPONSE_BYTES_MAX || chunk.len() == RESPONSE_ITEMS_MAX)
+        {
+            out.push(std::mem::take(&mut chunk));
+            size = 0;
+        }
+        size += b.len();
+        chunk.push(b);
+    }
+    if !chunk.is_empty() {
+        out.push(chunk);
+    }
+    out
+}
+
 /// Why the consensus core could not be rebuilt from the data directory.
 #[derive(Debug, thiserror::Error)]
 pub enum RecoverError {
     #[error(
         "this data directory's last commit is {index} (restored from a snapshot: {restored}), but its consensus log \
          lacks what resuming after that commit needs ({detail}). A validator cannot join consensus from a state \
-         snapshot alone yet: it needs the DAG blocks of rounds >= {from_round} (from peers, or from its own log). \
+         snapshot alone: it needs the DAG blocks of rounds >= {from_round} (from its peers, which a committee of one \
+         does not have, or from its own log) and the committed leaders of those rounds. \
          Use this directory for `velox replay --from <its snapshot>`, or start the validator on its own data directory \
-         (docs/storage.md, `velox snapshot restore`)"
+         (docs/storage.md, \"Joining from a snapshot\")"
     )]
     LogIncomplete {
         index: u64,
@@ -218,6 +253,22 @@ fn read_log(chain: &ChainStore, from_round: u64) -> Result<Vec<Block>, velox_sto
     Ok(blocks)
 }
 
+/// What recovery found.
+pub enum Recovered {
+    /// A core rebuilt from this node's own log, with the number of blocks
+    /// read and whether it resumed after the last commit.
+    Ready {
+        core: Box<Core>,
+        blocks: usize,
+        resumed: bool,
+    },
+    /// The last commit's position is known but the log lacks the blocks
+    /// resuming needs (a data directory restored from a snapshot, or one
+    /// whose log was lost): they are taken from the peers
+    /// ([`crate::join::join_from_peers`]).
+    Join(crate::join::JoinPlan),
+}
+
 /// Reads the consensus log and builds the core.
 ///
 /// When the last commit records its leader (every commit made by this
@@ -226,14 +277,17 @@ fn read_log(chain: &ChainStore, from_round: u64) -> Result<Vec<Block>, velox_sto
 /// which is what lets the storage side prune the log below. Otherwise (a
 /// data directory at genesis, or written before positions were recorded)
 /// every block is replayed and commits are decided again from index 0; the
-/// tile skips those already applied.
+/// tile skips those already applied. With `can_join` (a committee with
+/// peers), a log that lacks the blocks of the resume window is not an
+/// error: the caller joins from the peers' blocks.
 pub fn recover_core(
     chain: &ChainStore,
     params: &ConsensusParams,
     committee: Arc<Committee>,
     me: ValidatorIndex,
     key: SigningKey,
-) -> Result<(Core, usize, bool), RecoverError> {
+    can_join: bool,
+) -> Result<Recovered, RecoverError> {
     let last = chain.last_commit()?;
     let resume: Option<CommitMeta> = last.filter(|m| m.leader.is_some());
     let from_round = match &resume {
@@ -243,7 +297,6 @@ pub fn recover_core(
         None => 0,
     };
     let blocks = read_log(chain, from_round)?;
-    let n = blocks.len();
     let Some(m) = resume else {
         if let Some(m) = last.filter(|m| m.index > 0) {
             if chain.consensus_pruned_below()? > 0 || chain.restored_from()?.is_some() {
@@ -265,15 +318,18 @@ pub fn recover_core(
     };
     let Some(recent) = chain.recent_leaders(&m, from_round)? else {
         // The commits of the last gc_depth_rounds rounds do not all record
-        // their leader (a data directory upgraded within that window): the
-        // whole log decides them again, if it is still whole.
+        // their leader (a data directory upgraded within that window, or
+        // restored from a version 1 snapshot): the whole log decides them
+        // again, if it is still whole.
         if chain.consensus_pruned_below()? > 0 || chain.restored_from()?.is_some() {
             return Err(RecoverError::LogIncomplete {
                 index: m.index,
                 restored: chain.restored_from()?.is_some(),
                 from_round,
-                detail: "the commit records of the last gc_depth_rounds rounds are incomplete"
-                    .into(),
+                detail:
+                    "the committed leaders of the last gc_depth_rounds rounds are not all known \
+                         (a version 1 snapshot carries none: restore from a version 2 one)"
+                        .into(),
             });
         }
         let all = read_log(chain, 0)?;
@@ -284,24 +340,38 @@ pub fn recover_core(
         last_leader: as_ref(&leader),
         last_timestamp_ms: m.timestamp_ms,
         recent_leaders: recent.iter().map(as_ref).collect(),
+        signed_round_floor: Round(0),
     };
-    let core = Core::recover_from(
+    let n = blocks.len();
+    match Core::recover_from(
         params.core,
         committee,
         me,
-        key,
+        key.clone(),
         Box::new(Ed25519Verifier),
-        blocks,
+        blocks.clone(),
         &point,
         Time(now_ms()),
-    )
-    .map_err(|e| RecoverError::LogIncomplete {
-        index: m.index,
-        restored: chain.restored_from().ok().flatten().is_some(),
-        from_round,
-        detail: e.to_string(),
-    })?;
-    Ok((core, n, true))
+    ) {
+        Ok(core) => Ok(Recovered::Ready {
+            core: Box::new(core),
+            blocks: n,
+            resumed: true,
+        }),
+        Err(e) if can_join => Ok(Recovered::Join(crate::join::JoinPlan {
+            point,
+            gc_round: from_round,
+            own_log: blocks,
+            commit_index: m.index,
+            reason: e.to_string(),
+        })),
+        Err(e) => Err(RecoverError::LogIncomplete {
+            index: m.index,
+            restored: chain.restored_from().ok().flatten().is_some(),
+            from_round,
+            detail: e.to_string(),
+        }),
+    }
 }
 
 /// A core rebuilt from every block of the log, deciding the commits again
@@ -313,7 +383,7 @@ fn replay_whole_log(
     me: ValidatorIndex,
     key: SigningKey,
     blocks: Vec<Block>,
-) -> (Core, usize, bool) {
+) -> Recovered {
     let n = blocks.len();
     let core = Core::recover(
         params.core,
@@ -324,7 +394,11 @@ fn replay_whole_log(
         blocks,
         Time(now_ms()),
     );
-    (core, n, false)
+    Recovered::Ready {
+        core: Box::new(core),
+        blocks: n,
+        resumed: false,
+    }
 }
 
 /// The tile's rings.
@@ -709,6 +783,71 @@ impl ConsensusTile {
                 }
             }
             PeerMessage::Heartbeat { .. } => {}
+            PeerMessage::RoundsRequest {
+                from_round,
+                to_round,
+            } => self.serve_rounds(from, from_round, to_round),
+            // A part that arrived after the join ended: its blocks are as
+            // good as any fetched ones.
+            PeerMessage::RoundsResponse { blocks, .. } => {
+                for bytes in blocks {
+                    self.on_block_bytes(now, &bytes, from);
+                }
+            }
+        }
+    }
+
+    /// Answers a joining validator: every block of rounds
+    /// `from_round..=to_round` in the consensus log (an accepted block is
+    /// written there in the turn that accepted it, before anything it
+    /// caused is sent), lowest rounds first, in parts of at most
+    /// [`RESPONSE_BYTES_MAX`]; the first part also carries the requester's
+    /// own latest block this node holds, whatever its round (so it never
+    /// signs a round it signed before its data was lost, and its next
+    /// block has an own parent). The last part says `done`.
+    fn serve_rounds(&mut self, to: u32, from_round: u64, to_round: u64) {
+        self.counters
+            .rounds_requests_served
+            .fetch_add(1, Ordering::Relaxed);
+        let to_round = to_round.min(from_round.saturating_add(ROUNDS_PER_REQUEST_MAX - 1));
+        let mut items: Vec<Vec<u8>> = Vec::new();
+        let requester = ValidatorIndex(to);
+        let in_memory = (self.core.gc_round().0..=self.core.dag().highest_round().0)
+            .rev()
+            .find_map(|r| self.core.dag().slot(Round(r), requester).first().cloned());
+        match in_memory {
+            Some(b) => items.push(b.encode()),
+            None => {
+                if let Ok(Some(b)) = self.chain.latest_consensus_block_by(to) {
+                    items.push(b);
+                }
+            }
+        }
+        let r = self
+            .chain
+            .for_each_consensus_block_in(from_round, Some(to_round), &mut |bytes| {
+                items.push(bytes.to_vec());
+                Ok(())
+            });
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "serving a rounds request: reading the consensus log failed");
+            return;
+        }
+        let head_round = self.core.dag().highest_round().0;
+        let parts = chunk_items(items);
+        let n = parts.len().max(1);
+        let mut parts = parts.into_iter();
+        for i in 0..n {
+            self.sends.push(Outbound {
+                to: Dest::One(to),
+                msg: PeerMessage::RoundsResponse {
+                    from_round,
+                    to_round,
+                    head_round,
+                    done: i + 1 == n,
+                    blocks: parts.next().unwrap_or_default(),
+                },
+            });
         }
     }
 
@@ -951,20 +1090,7 @@ impl ConsensusTile {
         items: impl IntoIterator<Item = Vec<u8>>,
         wrap: fn(Vec<Vec<u8>>) -> PeerMessage,
     ) {
-        let mut chunk = Vec::new();
-        let mut size = 0;
-        for b in items {
-            if size + b.len() > RESPONSE_BYTES_MAX && !chunk.is_empty() {
-                self.sends.push(Outbound {
-                    to: Dest::One(to),
-                    msg: wrap(std::mem::take(&mut chunk)),
-                });
-                size = 0;
-            }
-            size += b.len();
-            chunk.push(b);
-        }
-        if !chunk.is_empty() {
+        for chunk in chunk_items(items) {
             self.sends.push(Outbound {
                 to: Dest::One(to),
                 msg: wrap(chunk),
@@ -1287,6 +1413,36 @@ impl ConsensusTile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_chunks_respect_the_wire_limits() {
+        // Small blocks: the item limit splits (a 1000-block answer sent as
+        // one frame would be refused by the sender's own limit check).
+        let parts = chunk_items((0..1000).map(|i| vec![i as u8; 100]));
+        assert_eq!(
+            parts.iter().map(Vec::len).collect::<Vec<_>>(),
+            [256, 256, 256, 232]
+        );
+        let l = velox_net::peer::WireLimits::default();
+        assert_eq!(RESPONSE_ITEMS_MAX, l.items_per_response_max);
+        for p in &parts {
+            let m = PeerMessage::BlockResponse(p.clone());
+            assert!(velox_net::peer::check_limits(&m, &l).is_ok());
+        }
+        // Large ones: the byte budget splits; one oversized item goes alone.
+        let parts = chunk_items((0..5).map(|_| vec![0u8; 3 << 20]));
+        assert_eq!(parts.len(), 5);
+        assert!(chunk_items(std::iter::empty()).is_empty());
+        let flat: Vec<Vec<u8>> = chunk_items((0..600).map(|i| vec![(i % 251) as u8; 10]))
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(flat.len(), 600);
+        assert!(flat
+            .iter()
+            .enumerate()
+            .all(|(i, b)| b[0] == (i % 251) as u8));
+    }
 
     #[test]
     fn dag_keys_sort_by_round_then_author() {

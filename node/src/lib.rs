@@ -11,6 +11,7 @@ pub mod consensus;
 pub mod devnet;
 pub mod genesis;
 pub mod httpc;
+pub mod join;
 pub mod keys;
 pub mod load;
 pub mod maintenance;

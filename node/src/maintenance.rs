@@ -25,7 +25,9 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use velox_storage::snapshot::{list_snapshots, retain_snapshots, write_snapshot};
+use velox_storage::snapshot::{
+    list_snapshots, read_snapshot_header, retain_snapshots, write_snapshot, SnapshotParams,
+};
 use velox_storage::{ChainStore, CommitMeta};
 
 /// Commits between two pruning passes: a pass costs a few range deletions
@@ -236,7 +238,11 @@ fn snapshot_loop(
         let started = Instant::now();
         let r = chain.store().with_view(&mut |view| {
             let _ = taken.send(());
-            match write_snapshot(view, &cfg.snapshot_dir) {
+            let params = SnapshotParams {
+                gc_depth_rounds: cfg.gc_depth_rounds,
+                window_digests: cfg.included_window,
+            };
+            match write_snapshot(view, &cfg.snapshot_dir, params) {
                 Ok(info) => written = Some(info),
                 Err(e) => {
                     counters.snapshot_failures.fetch_add(1, Ordering::Relaxed);
@@ -297,13 +303,28 @@ pub fn commit_prune_floor(cfg: &MaintenanceConfig, last: u64, oldest_snapshot: O
 }
 
 /// The round below which the consensus log may go: `margin` rounds below
-/// the resume GC round of the last commit, and never above this
-/// validator's own last signed round.
-pub fn consensus_prune_floor(cfg: &MaintenanceConfig, leader_round: u64, signed_round: u64) -> u64 {
-    leader_round
+/// the resume GC round of the last commit, never above this validator's
+/// own last signed round, and never above the resume GC round of the
+/// oldest kept snapshot (`oldest_snapshot_leader_round`, with snapshots
+/// on): a validator joining from any kept snapshot, this node's or a peer's
+/// of the same commit, fetches the blocks from there on from its peers.
+pub fn consensus_prune_floor(
+    cfg: &MaintenanceConfig,
+    leader_round: u64,
+    signed_round: u64,
+    oldest_snapshot_leader_round: Option<u64>,
+) -> u64 {
+    let floor = leader_round
         .saturating_sub(cfg.gc_depth_rounds)
         .saturating_sub(cfg.consensus_log_margin_rounds)
-        .min(signed_round)
+        .min(signed_round);
+    if cfg.snapshot_every_commits == 0 {
+        return floor;
+    }
+    match oldest_snapshot_leader_round {
+        Some(r) => floor.min(r.saturating_sub(cfg.gc_depth_rounds)),
+        None => 0,
+    }
 }
 
 fn prune_loop(
@@ -351,11 +372,19 @@ pub fn prune_once(
     meta: &CommitMeta,
     signed_round: u64,
 ) -> Result<velox_storage::PruneStats, velox_storage::StoreError> {
-    let oldest = list_snapshots(&cfg.snapshot_dir).first().map(|s| s.0);
+    let snapshots = list_snapshots(&cfg.snapshot_dir);
+    let oldest = snapshots.first().map(|s| s.0);
     let floor = commit_prune_floor(cfg, meta.index, oldest);
     let mut stats = chain.prune_commits_below(floor)?;
     if let Some(l) = meta.leader {
-        let round = consensus_prune_floor(cfg, l.round, signed_round);
+        // An unreadable oldest header (or one from before positions were
+        // recorded) keeps the whole log: pruning waits for a good one.
+        let oldest_round = snapshots
+            .first()
+            .and_then(|(_, p)| read_snapshot_header(p).ok())
+            .and_then(|h| h.meta.leader)
+            .map(|l| l.round);
+        let round = consensus_prune_floor(cfg, l.round, signed_round, oldest_round);
         if round > 0 {
             let s = chain.prune_consensus_below(round)?;
             stats.batches += s.batches;
@@ -393,8 +422,19 @@ mod tests {
         assert_eq!(commit_prune_floor(&cfg(500, 100), 1000, Some(950)), 901);
         // Consensus log: gc depth and margin below the leader, and never
         // above the own last signed round.
-        assert_eq!(consensus_prune_floor(&cfg(0, 1), 1000, 2000), 850);
-        assert_eq!(consensus_prune_floor(&cfg(0, 1), 1000, 700), 700);
-        assert_eq!(consensus_prune_floor(&cfg(0, 1), 120, 2000), 0);
+        assert_eq!(consensus_prune_floor(&cfg(0, 1), 1000, 2000, None), 850);
+        assert_eq!(consensus_prune_floor(&cfg(0, 1), 1000, 700, None), 700);
+        assert_eq!(consensus_prune_floor(&cfg(0, 1), 120, 2000, None), 0);
+        // With snapshots on: never above the oldest snapshot's GC round,
+        // and nothing before the first snapshot.
+        assert_eq!(consensus_prune_floor(&cfg(10, 1), 1000, 2000, None), 0);
+        assert_eq!(
+            consensus_prune_floor(&cfg(10, 1), 1000, 2000, Some(500)),
+            400
+        );
+        assert_eq!(
+            consensus_prune_floor(&cfg(10, 1), 1000, 2000, Some(990)),
+            850
+        );
     }
 }

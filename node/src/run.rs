@@ -17,6 +17,7 @@ use velox_tuning::TileKind;
 
 use crate::committee::{CommitteeFile, CommitteeInfo};
 use crate::config::Config;
+use crate::consensus::Recovered;
 use crate::consensus::{ConsensusCounters, ConsensusParams, ConsensusRings, ConsensusTile};
 use crate::pipeline::{self, *};
 
@@ -177,15 +178,23 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         batch_fetch_retry_ms: 300,
         batches_held_max: BATCHES_HELD_MAX,
     };
-    let (core, recovered, resumed) = crate::consensus::recover_core(
+    let recovered = crate::consensus::recover_core(
         &chain,
         &params,
         committee.committee.clone(),
         committee.me,
         key.clone(),
+        multi,
     )?;
-    // A resumed core does not re-emit earlier commits: seed the tile's
-    // duplicate-batch window from the stored ones.
+    // A core resumed after the last commit (or joining from peers there)
+    // does not re-emit earlier commits: seed the tile's duplicate-batch
+    // window from the stored ones.
+    let (resumed, recovered_blocks) = match &recovered {
+        Recovered::Ready {
+            blocks, resumed, ..
+        } => (*resumed, *blocks),
+        Recovered::Join(_) => (true, 0),
+    };
     let included = if resumed {
         chain.included_batches(crate::consensus::INCLUDED_WINDOW)?
     } else {
@@ -194,8 +203,9 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(
         validators = committee.committee.size(),
         me = committee.me.0,
-        recovered_blocks = recovered,
+        recovered_blocks,
         resumed_after_commit = resumed,
+        joining_from_peers = matches!(recovered, Recovered::Join(_)),
         included_window = included.len(),
         commit_index = meta.index,
         "consensus core ready"
@@ -418,18 +428,42 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
             peer_out: peer_out_ring.clone(),
             blocks: block_ring.clone(),
         };
-        let t = ConsensusTile::new(
-            core,
-            params,
+        let (chain, shared, counters, committee, me, key) = (
             chain.clone(),
-            meta.index,
             shared.clone(),
-            stats,
             consensus_counters.clone(),
-            rings,
-        )
-        .with_included(included);
-        reactors.push(spawn_reactor("consensus-0", Some(cpu), move || t.run())?);
+            committee.committee.clone(),
+            committee.me,
+            key.clone(),
+        );
+        let applied = meta.index;
+        reactors.push(spawn_reactor(
+            "consensus-0",
+            Some(cpu),
+            move || async move {
+                let core = match recovered {
+                    Recovered::Ready { core, .. } => *core,
+                    Recovered::Join(plan) => {
+                        match crate::join::join_from_peers(
+                            plan, &params, committee, me, key, &chain, &rings, &stats, &counters,
+                        )
+                        .await
+                        {
+                            Ok((core, _)) => core,
+                            Err(e) => {
+                                // The tile ends, and with it the node.
+                                tracing::error!(error = %e, "cannot join consensus");
+                                return;
+                            }
+                        }
+                    }
+                };
+                ConsensusTile::new(core, params, chain, applied, shared, stats, counters, rings)
+                    .with_included(included)
+                    .run()
+                    .await
+            },
+        )?);
     }
     {
         let core = layout.exec[0];

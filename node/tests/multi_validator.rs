@@ -443,3 +443,148 @@ fn a_paused_validators_stranded_batches_return_to_its_pool_and_commit() {
     assert!(wait_commit_index(&all, top, Duration::from_secs(30)));
     assert_same_history(&all);
 }
+
+#[test]
+fn a_validator_that_lost_its_data_joins_from_a_peers_snapshot() {
+    // Peers prune their consensus log close behind (gc 20 + margin 10
+    // rounds) but never above their oldest kept snapshot's GC round, so a
+    // joiner restored from that snapshot still finds the blocks it needs.
+    let extra = "\n[consensus]\ngc_depth_rounds = 20\n\n[storage]\nsnapshot_every_commits = 50\n\
+                 retention_commits = 300\nconsensus_log_margin_rounds = 10\n";
+    let accounts = 40;
+    let mut net = Net::prepare_with(4, accounts, extra);
+    for i in 0..4 {
+        net.start(i);
+    }
+    let all = net.apis(&[0, 1, 2, 3]);
+    let snaps1 = net.nodes[1].dir.join("data/snapshots");
+    let t = Instant::now();
+    while velox_storage::snapshot::list_snapshots(&snaps1).len() < 2 {
+        let r = net.load(&[0, 1, 2, 3], 200, 2, accounts);
+        assert_eq!(r.committed, r.submitted, "{r:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "v1 wrote no 2 snapshots"
+        );
+    }
+
+    // Validator 3 loses its data directory while the others go on.
+    net.sigkill(3);
+    let r = net.load(&[0, 1, 2], 200, 2, accounts);
+    assert_eq!(r.committed, r.submitted, "{r:?}");
+    // Its newest snapshot: the peers keep the rounds of every snapshot they
+    // still keep, and this one stays kept for at least 50 more commits.
+    let (snap_index, snap) = velox_storage::snapshot::list_snapshots(&snaps1)
+        .pop()
+        .unwrap();
+    let copy = net.nodes[3].dir.join("from-v1.vsnap");
+    std::fs::copy(&snap, &copy).unwrap();
+    // The peers move 40 rounds past the snapshot's leader: their log floor
+    // by depth alone (gc 20 + margin 10 below their last leader) is then
+    // above the rounds a joiner needs (gc 20 below the snapshot's leader);
+    // only the snapshot rule keeps them.
+    let snap_round = velox_storage::snapshot::read_snapshot_header(&copy)
+        .unwrap()
+        .meta
+        .leader
+        .unwrap()
+        .round;
+    let t = Instant::now();
+    while metric(&net.metrics(1), "velox_consensus_round") < (snap_round + 40) as f64 {
+        let r = net.load(&[0, 1, 2], 100, 1, accounts);
+        assert_eq!(r.committed, r.submitted, "{r:?}");
+        assert!(t.elapsed() < Duration::from_secs(60));
+    }
+    let data3 = net.nodes[3].dir.join("data");
+    std::fs::remove_dir_all(&data3).unwrap();
+    let out = std::process::Command::new(EXE)
+        .args(["snapshot", "restore", "--file"])
+        .arg(&copy)
+        .arg("--data-dir")
+        .arg(&data3)
+        .arg("--config")
+        .arg(&net.nodes[3].cfg)
+        .current_dir(&net.nodes[3].dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peers_pruned = metric(&net.metrics(1), "velox_consensus_log_pruned_below_round");
+
+    // It joins from its peers' blocks, catches up and agrees.
+    let t = Instant::now();
+    net.start(3);
+    let rest = net.apis(&[0, 1, 2]);
+    let top = rest.iter().map(|a| index_of(*a)).max().unwrap();
+    assert!(
+        wait_commit_index(&all, top, Duration::from_secs(90)),
+        "validator 3 did not catch up from snapshot {snap_index} to {top} (at {}); its log:\n{}",
+        index_of(all[3]),
+        net.log(3)
+    );
+    eprintln!(
+        "validator 3 joined from snapshot {snap_index} and caught up to commit {top} in {:?} \
+         (peers' log pruned below round {peers_pruned})",
+        t.elapsed()
+    );
+    let m3 = net.metrics(3);
+    assert!(metric(&m3, "velox_consensus_join_blocks") > 0.0, "{m3}");
+    assert_eq!(metric(&m3, "velox_consensus_joining"), 0.0, "{m3}");
+    let served: f64 = (0..3)
+        .map(|i| {
+            metric(
+                &net.metrics(i),
+                "velox_consensus_rounds_requests_served_total",
+            )
+        })
+        .sum();
+    assert!(served > 0.0);
+    // It takes part: transactions sent to it alone commit (its batches go
+    // into its own blocks), and every validator has the same roots.
+    let proposed = metric(&m3, "velox_consensus_blocks_proposed_total");
+    let r = net.load(&[3], 150, 2, accounts);
+    assert_eq!(r.committed, r.submitted, "{r:?}");
+    assert!(metric(&net.metrics(3), "velox_consensus_blocks_proposed_total") > proposed);
+    let top = all.iter().map(|a| index_of(*a)).max().unwrap();
+    assert!(wait_commit_index(&all, top, Duration::from_secs(30)));
+    let (agree, at, roots) = velox_node::devnet::roots_agree(&all).unwrap();
+    assert!(agree, "roots differ at commit {at}: {roots:?}");
+    assert!(at > snap_index);
+    let log3 = common::plain(&net.log(3));
+    assert!(
+        log3.contains("joined consensus from the peers' blocks"),
+        "{log3}"
+    );
+    assert!(!log3.contains("equivocat"), "{log3}");
+
+    // Its directory is now a normal one: a restart resumes from its own log.
+    net.sigkill(3);
+    net.start(3);
+    let r = net.load(&[0, 1, 2, 3], 200, 2, accounts);
+    assert_eq!(r.committed, r.submitted, "{r:?}");
+    let top = all.iter().map(|a| index_of(*a)).max().unwrap();
+    assert!(wait_commit_index(&all, top, Duration::from_secs(30)));
+    let (agree, at, roots) = velox_node::devnet::roots_agree(&all).unwrap();
+    assert!(agree, "roots differ at commit {at}: {roots:?}");
+    let log3 = common::plain(&net.log(3));
+    let last_start = log3.rsplit("consensus core ready").next().unwrap_or("");
+    let ready_line = log3
+        .lines()
+        .rev()
+        .find(|l| l.contains("consensus core ready"))
+        .unwrap_or_default();
+    assert!(
+        ready_line.contains("joining_from_peers=false"),
+        "{ready_line}"
+    );
+    assert!(!last_start.contains("joining from the peers"), "{log3}");
+    for i in 0..4 {
+        assert!(!net.log(i).contains("panicked"), "v{i} panicked");
+        assert_eq!(metric(&net.metrics(i), "velox_prune_failures_total"), 0.0);
+        assert_eq!(metric(&net.metrics(i), "velox_consensus_equivocators"), 0.0);
+    }
+}

@@ -18,6 +18,10 @@ const KEY_COMMITS_PRUNED_BELOW: &[u8] = b"commits_pruned_below";
 const KEY_CONSENSUS_PRUNED_BELOW: &[u8] = b"consensus_pruned_below";
 /// Set by `velox snapshot restore`: the commit index the state came from.
 const KEY_RESTORED_FROM: &[u8] = b"restored_from";
+/// A restored directory's leaders of the commits before its first (from
+/// the snapshot's consensus section): (commit index u64 ‖ round u64 ‖
+/// author u32 ‖ digest 32) × n, LE.
+const KEY_RESTORED_LEADERS: &[u8] = b"restored_leaders";
 /// Commits pruned per write batch: bounds one pruning write (and the time
 /// the pruning thread holds nothing the commit path needs).
 pub const PRUNE_COMMITS_PER_BATCH: u64 = 256;
@@ -27,7 +31,7 @@ pub const PRUNE_BATCHES_PER_BATCH: usize = 4096;
 /// big-endian) ‖ block digest (32), so iteration runs in round order.
 pub const DAG_KEY_LEN: usize = 44;
 
-fn commit_key(index: u64) -> Vec<u8> {
+pub(crate) fn commit_key(index: u64) -> Vec<u8> {
     let mut k = KEY_COMMIT_PREFIX.to_vec();
     k.extend_from_slice(&index.to_be_bytes());
     k
@@ -226,7 +230,7 @@ pub fn decode_meta(b: &[u8]) -> Result<CommitMeta, String> {
     })
 }
 
-fn meta_at(key: &[u8], b: &[u8]) -> Result<CommitMeta, StoreError> {
+pub(crate) fn meta_at(key: &[u8], b: &[u8]) -> Result<CommitMeta, StoreError> {
     decode_meta(b).map_err(|e| corrupt(Cf::Meta, key, e))
 }
 
@@ -508,8 +512,10 @@ impl ChainStore {
     ) -> Result<Option<Vec<LeaderPosition>>, StoreError> {
         let mut out = Vec::new();
         let mut i = last.index;
+        let restored = self.restored_leaders()?;
         while i >= 1 {
-            let Some(l) = self.commit_meta(i)?.and_then(|m| m.leader) else {
+            let stored = self.commit_meta(i)?.and_then(|m| m.leader);
+            let Some(l) = stored.or_else(|| restored.get(&i).copied()) else {
                 return Ok(None);
             };
             if l.round < min_round {
@@ -568,8 +574,23 @@ impl ChainStore {
         round: u64,
         f: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        self.store
-            .for_each_range(Cf::Dag, &round.to_be_bytes(), None, &mut |k, v| {
+        self.for_each_consensus_block_in(round, None, f)
+    }
+
+    /// Visits the consensus-log blocks of rounds `from..=to` (`to = None`:
+    /// no end) in (round, author) order.
+    pub fn for_each_consensus_block_in(
+        &self,
+        from: u64,
+        to: Option<u64>,
+        f: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let end = to.and_then(|t| t.checked_add(1)).map(u64::to_be_bytes);
+        self.store.for_each_range(
+            Cf::Dag,
+            &from.to_be_bytes(),
+            end.as_ref().map(|e| &e[..]),
+            &mut |k, v| {
                 if k.len() != DAG_KEY_LEN {
                     return Err(corrupt(
                         Cf::Dag,
@@ -578,7 +599,25 @@ impl ChainStore {
                     ));
                 }
                 f(v)
-            })
+            },
+        )
+    }
+
+    /// The highest-round block by `author` in the consensus log, if any
+    /// (a full scan of the log's keys: for rare requests only).
+    pub fn latest_consensus_block_by(&self, author: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut latest: Option<Vec<u8>> = None;
+        let want = author.to_be_bytes();
+        self.store.for_each_range(Cf::Dag, &[], None, &mut |k, _| {
+            if k.len() == DAG_KEY_LEN && k[8..12] == want {
+                latest = Some(k.to_vec());
+            }
+            Ok(())
+        })?;
+        match latest {
+            Some(k) => self.store.get(Cf::Dag, &k),
+            None => Ok(None),
+        }
     }
 
     /// A stored batch by digest.
@@ -657,6 +696,36 @@ impl ChainStore {
     /// Consensus-log rounds below this were pruned (0: none).
     pub fn consensus_pruned_below(&self) -> Result<u64, StoreError> {
         get_u64(self.store.as_ref(), KEY_CONSENSUS_PRUNED_BELOW)
+    }
+
+    /// A restored directory's leaders of the commits before (and at) its
+    /// snapshot's, by commit index (empty if not restored, or restored
+    /// from a version 1 snapshot).
+    pub fn restored_leaders(
+        &self,
+    ) -> Result<std::collections::HashMap<u64, LeaderPosition>, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        let Some(b) = self.store.get(Cf::Meta, KEY_RESTORED_LEADERS)? else {
+            return Ok(out);
+        };
+        if b.len() % 52 != 0 {
+            return Err(corrupt(
+                Cf::Meta,
+                KEY_RESTORED_LEADERS,
+                format!("length {} is not a multiple of 52", b.len()),
+            ));
+        }
+        for c in b.chunks_exact(52) {
+            out.insert(
+                u64::from_le_bytes(c[..8].try_into().expect("8")),
+                LeaderPosition {
+                    round: u64::from_le_bytes(c[8..16].try_into().expect("8")),
+                    author: u32::from_le_bytes(c[16..20].try_into().expect("4")),
+                    digest: c[20..].try_into().expect("32"),
+                },
+            );
+        }
+        Ok(out)
     }
 
     /// The commit index a restored data directory's state came from, if it
@@ -803,8 +872,26 @@ impl ChainStore {
     /// hash, the commit meta of the snapshot's commit (as the last commit
     /// and as its per-commit record), and marks everything below it pruned.
     /// State entries are written before with [`ChainStore::put_state`].
-    pub fn finish_restore(&self, genesis: &[u8; 32], meta: &CommitMeta) -> Result<(), StoreError> {
+    pub fn finish_restore(
+        &self,
+        genesis: &[u8; 32],
+        meta: &CommitMeta,
+        consensus: Option<&crate::snapshot::SnapshotConsensus>,
+    ) -> Result<(), StoreError> {
         let mut wb = WriteBatch::default();
+        if let Some(c) = consensus {
+            let mut v = Vec::with_capacity(c.leaders.len() * 52);
+            for (i, l) in &c.leaders {
+                v.extend_from_slice(&i.to_le_bytes());
+                v.extend_from_slice(&l.round.to_le_bytes());
+                v.extend_from_slice(&l.author.to_le_bytes());
+                v.extend_from_slice(&l.digest);
+            }
+            wb.put(Cf::Meta, KEY_RESTORED_LEADERS, v);
+            for (i, list) in &c.batch_lists {
+                wb.put(Cf::CommitBatches, i.to_be_bytes().to_vec(), list.clone());
+            }
+        }
         wb.put(Cf::Meta, KEY_GENESIS, genesis.to_vec());
         wb.put(Cf::Meta, KEY_LAST_COMMIT, encode_meta(meta));
         wb.put(Cf::Meta, commit_key(meta.index), encode_meta(meta));
@@ -892,7 +979,7 @@ fn stopped_is_ok(e: StoreError) -> Result<(), StoreError> {
     }
 }
 
-fn decode_batch_list(key: &[u8], b: &[u8]) -> Result<BatchList, StoreError> {
+pub(crate) fn decode_batch_list(key: &[u8], b: &[u8]) -> Result<BatchList, StoreError> {
     if key.len() != 8 || b.len() < 8 || (b.len() - 8) % 32 != 0 {
         return Err(corrupt(
             Cf::CommitBatches,

@@ -7,8 +7,21 @@
 //!           author u32 ‖ leader digest (32) ‖ entry count u64
 //!  entries  (key length u32 ‖ key ‖ value length u32 ‖ value) × count,
 //!           keys strictly ascending (the state column's order)
-//!  trailer  checksum (32) = blake3(header ‖ blake3(entries))
+//!  consensus (format version 2)
+//!           leader count u32 ‖ (commit index u64 ‖ round u64 ‖ author u32
+//!           ‖ digest (32)) × count             recent committed leaders
+//!           list count u32 ‖ (commit index u64 ‖ length u32 ‖ value) × count
+//!                                              the duplicate-batch window
+//!  trailer  checksum (32) = blake3(header ‖ blake3(entries)
+//!                                  [‖ blake3(consensus)])
 //! ```
+//!
+//! The consensus section is what a validator joining from the snapshot
+//! needs besides the state: the committed leaders of the last
+//! `gc_depth_rounds` rounds (where consensus resumes) and the per-commit
+//! batch-digest lists of the duplicate window (which batches later commits
+//! skip). Version 1 files (no section) still verify and restore, but a
+//! validator cannot join consensus from them.
 //!
 //! Integers are little-endian. The writer streams from a consistent store
 //! view into `.<name>.tmp`, fsyncs it, renames it into place and fsyncs the
@@ -27,8 +40,10 @@ use crate::chain::{ChainStore, CommitMeta, LeaderPosition};
 use crate::{Cf, StoreError, StoreView};
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"VLXSNAP\0";
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
-/// Bytes of the fixed header (format version 1).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// Oldest format version this build reads.
+pub const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 1;
+/// Bytes of the fixed header (the same in versions 1 and 2).
 pub const SNAPSHOT_HEADER_BYTES: usize = 8 + 4 + 32 + 8 + 32 + 8 + 8 + 1 + 8 + 4 + 32 + 8;
 /// Offset of the entry count in the header (patched after streaming).
 const ENTRY_COUNT_OFFSET: u64 = (SNAPSHOT_HEADER_BYTES - 8) as u64;
@@ -40,6 +55,12 @@ pub const SNAPSHOT_VALUE_BYTES_MAX: usize = 1 << 20;
 /// Entries written to the store per write batch during a restore (~100
 /// bytes each: ~400 KiB per batch).
 pub const RESTORE_ENTRIES_PER_BATCH: usize = 4096;
+/// Bounds a reader puts on the consensus section (a damaged count or
+/// length cannot allocate without limit): leaders of a few thousand rounds,
+/// per-commit lists of the 2^20-digest window.
+pub const SNAPSHOT_LEADERS_MAX: usize = 1 << 20;
+pub const SNAPSHOT_BATCH_LISTS_MAX: usize = 1 << 22;
+pub const SNAPSHOT_BATCH_LIST_BYTES_MAX: usize = 8 + 32 * (1 << 20);
 /// File name suffix of a snapshot.
 pub const SNAPSHOT_SUFFIX: &str = ".vsnap";
 
@@ -53,6 +74,30 @@ pub struct SnapshotHeader {
     /// count, and the consensus leader it ordered).
     pub meta: CommitMeta,
     pub entries: u64,
+}
+
+/// What joining consensus from a snapshot needs besides the state (format
+/// version 2's consensus section).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotConsensus {
+    /// (commit index, leader) of the commits up to the snapshot's, newest
+    /// first, down to and including the first whose leader round is below
+    /// the snapshot leader's round minus `gc_depth_rounds` (it marks where
+    /// the set ends).
+    pub leaders: Vec<(u64, LeaderPosition)>,
+    /// The stored per-commit batch-digest lists (`commit_batches` entries:
+    /// commit index, raw value) that hold the newest `window` digests,
+    /// ascending by commit.
+    pub batch_lists: Vec<(u64, Vec<u8>)>,
+}
+
+/// What the writer puts in the consensus section (from the node's config).
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotParams {
+    /// `consensus.gc_depth_rounds`: how far back leaders are kept.
+    pub gc_depth_rounds: u64,
+    /// The duplicate-batch window, in digests.
+    pub window_digests: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,10 +196,13 @@ fn decode_header(
     let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
     let bytes32 = |i: usize| -> [u8; 32] { b[i..i + 32].try_into().expect("32") };
     let format_version = u32_at(8);
-    if format_version != SNAPSHOT_FORMAT_VERSION {
+    if !(SNAPSHOT_FORMAT_VERSION_MIN..=SNAPSHOT_FORMAT_VERSION).contains(&format_version) {
         return Err(corrupt(
             path,
-            format!("format version {format_version}; this build reads version {SNAPSHOT_FORMAT_VERSION}"),
+            format!(
+                "format version {format_version}; this build reads versions \
+                 {SNAPSHOT_FORMAT_VERSION_MIN} to {SNAPSHOT_FORMAT_VERSION}"
+            ),
         ));
     }
     let leader = match b[100] {
@@ -191,7 +239,11 @@ pub struct SnapshotInfo {
 /// Streams the state of `view` (and its last commit) into a new snapshot
 /// file in `dir`. Memory stays bounded: entries go straight from the
 /// store's iterator through a buffered writer.
-pub fn write_snapshot(view: &dyn StoreView, dir: &Path) -> Result<SnapshotInfo, SnapshotError> {
+pub fn write_snapshot(
+    view: &dyn StoreView,
+    dir: &Path,
+    params: SnapshotParams,
+) -> Result<SnapshotInfo, SnapshotError> {
     let meta = view
         .get(Cf::Meta, b"last_commit")?
         .ok_or_else(|| corrupt(dir, "the store has no commit to snapshot"))?;
@@ -240,11 +292,14 @@ pub fn write_snapshot(view: &dyn StoreView, dir: &Path) -> Result<SnapshotInfo, 
         let _ = std::fs::remove_file(&tmp);
         return Err(io(&tmp, "write")(e));
     }
+    let consensus = encode_consensus(&consensus_of(view, &meta, params)?);
+    w.write_all(&consensus).map_err(io(&tmp, "write"))?;
     header.entries = count;
     let head = encode_header(&header);
     let mut outer = blake3::Hasher::new();
     outer.update(&head);
     outer.update(hasher.finalize().as_bytes());
+    outer.update(blake3::hash(&consensus).as_bytes());
     w.write_all(outer.finalize().as_bytes())
         .map_err(io(&tmp, "write"))?;
     let mut file = w
@@ -268,6 +323,146 @@ pub fn write_snapshot(view: &dyn StoreView, dir: &Path) -> Result<SnapshotInfo, 
     })
 }
 
+/// The consensus section of a view whose last commit is `last`: recent
+/// leaders from the per-commit records, batch lists from `commit_batches`.
+fn consensus_of(
+    view: &dyn StoreView,
+    last: &CommitMeta,
+    params: SnapshotParams,
+) -> Result<SnapshotConsensus, SnapshotError> {
+    let mut out = SnapshotConsensus::default();
+    if let Some(l) = last.leader {
+        let min_round = l.round.saturating_sub(params.gc_depth_rounds);
+        let mut i = last.index;
+        while i >= 1 {
+            let key = crate::chain::commit_key(i);
+            let Some(b) = view.get(Cf::Meta, &key)? else {
+                break; // pruned or restored below: what is known ends here
+            };
+            let Some(leader) = crate::chain::meta_at(&key, &b)?.leader else {
+                break;
+            };
+            out.leaders.push((i, leader));
+            if leader.round < min_round {
+                break; // kept: it tells a reader the set ends here
+            }
+            i -= 1;
+        }
+    }
+    let mut lists: Vec<(u64, Vec<u8>, u64)> = Vec::new();
+    view.for_each(Cf::CommitBatches, &mut |k, v| {
+        let (_, ds) = crate::chain::decode_batch_list(k, v)?;
+        let index = u64::from_be_bytes(k.try_into().expect("checked by decode"));
+        if index <= last.index {
+            lists.push((index, v.to_vec(), ds.len() as u64));
+        }
+        Ok(())
+    })?;
+    // The newest lists until they hold the window.
+    let mut held = 0u64;
+    let mut first = lists.len();
+    while first > 0 && held < params.window_digests {
+        first -= 1;
+        held += lists[first].2;
+    }
+    out.batch_lists = lists
+        .into_iter()
+        .skip(first)
+        .map(|(i, v, _)| (i, v))
+        .collect();
+    Ok(out)
+}
+
+fn encode_consensus(c: &SnapshotConsensus) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&(c.leaders.len() as u32).to_le_bytes());
+    for (i, l) in &c.leaders {
+        v.extend_from_slice(&i.to_le_bytes());
+        v.extend_from_slice(&l.round.to_le_bytes());
+        v.extend_from_slice(&l.author.to_le_bytes());
+        v.extend_from_slice(&l.digest);
+    }
+    v.extend_from_slice(&(c.batch_lists.len() as u32).to_le_bytes());
+    for (i, b) in &c.batch_lists {
+        v.extend_from_slice(&i.to_le_bytes());
+        v.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        v.extend_from_slice(b);
+    }
+    v
+}
+
+/// Reads the consensus section, hashing what it reads.
+fn read_consensus(
+    r: &mut impl Read,
+    path: &Path,
+    h: &mut blake3::Hasher,
+) -> Result<SnapshotConsensus, SnapshotError> {
+    let mut out = SnapshotConsensus::default();
+    let mut u32b = [0u8; 4];
+    read_exact(r, &mut u32b, path, "leader count")?;
+    h.update(&u32b);
+    let n = u32::from_le_bytes(u32b) as usize;
+    if n > SNAPSHOT_LEADERS_MAX {
+        return Err(corrupt(path, format!("leader count {n}")));
+    }
+    let mut prev: Option<u64> = None;
+    for _ in 0..n {
+        let mut b = [0u8; 8 + 8 + 4 + 32];
+        read_exact(r, &mut b, path, "leaders")?;
+        h.update(&b);
+        let index = u64::from_le_bytes(b[..8].try_into().expect("8"));
+        if prev.is_some_and(|p| index >= p) {
+            return Err(corrupt(path, "leaders not newest first"));
+        }
+        prev = Some(index);
+        out.leaders.push((
+            index,
+            LeaderPosition {
+                round: u64::from_le_bytes(b[8..16].try_into().expect("8")),
+                author: u32::from_le_bytes(b[16..20].try_into().expect("4")),
+                digest: b[20..].try_into().expect("32"),
+            },
+        ));
+    }
+    read_exact(r, &mut u32b, path, "batch list count")?;
+    h.update(&u32b);
+    let n = u32::from_le_bytes(u32b) as usize;
+    if n > SNAPSHOT_BATCH_LISTS_MAX {
+        return Err(corrupt(path, format!("batch list count {n}")));
+    }
+    let mut prev: Option<u64> = None;
+    for _ in 0..n {
+        let mut b = [0u8; 12];
+        read_exact(r, &mut b, path, "batch lists")?;
+        h.update(&b);
+        let index = u64::from_le_bytes(b[..8].try_into().expect("8"));
+        let len = u32::from_le_bytes(b[8..].try_into().expect("4")) as usize;
+        if len > SNAPSHOT_BATCH_LIST_BYTES_MAX {
+            return Err(corrupt(path, format!("batch list of {len} bytes")));
+        }
+        if prev.is_some_and(|p| index <= p) {
+            return Err(corrupt(path, "batch lists out of order"));
+        }
+        prev = Some(index);
+        let mut v = vec![0u8; len];
+        read_exact(r, &mut v, path, "batch lists")?;
+        h.update(&v);
+        crate::chain::decode_batch_list(&index.to_be_bytes(), &v)
+            .map_err(|e| corrupt(path, format!("batch list of commit {index}: {e}")))?;
+        out.batch_lists.push((index, v));
+    }
+    Ok(out)
+}
+
+/// Reads only a snapshot's header (no checksum check: for choosing files,
+/// never for trusting them).
+pub fn read_snapshot_header(path: &Path) -> Result<SnapshotHeader, SnapshotError> {
+    let mut f = File::open(path).map_err(io(path, "open"))?;
+    let mut head = [0u8; SNAPSHOT_HEADER_BYTES];
+    read_exact(&mut f, &mut head, path, "header")?;
+    decode_header(path, &head)
+}
+
 /// Receives a snapshot's entries (key, value) in order.
 pub type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), SnapshotError> + 'a;
 
@@ -278,6 +473,15 @@ pub fn read_snapshot(
     path: &Path,
     f: &mut EntryVisitor<'_>,
 ) -> Result<SnapshotHeader, SnapshotError> {
+    read_snapshot_all(path, f).map(|(h, _)| h)
+}
+
+/// [`read_snapshot`], also returning the consensus section (`None` in a
+/// version 1 file).
+pub fn read_snapshot_all(
+    path: &Path,
+    f: &mut EntryVisitor<'_>,
+) -> Result<(SnapshotHeader, Option<SnapshotConsensus>), SnapshotError> {
     let file = File::open(path).map_err(io(path, "open"))?;
     let len = file.metadata().map_err(io(path, "stat"))?.len();
     let mut r = BufReader::with_capacity(1 << 20, file);
@@ -320,6 +524,13 @@ pub fn read_snapshot(
         f(&key, &value)?;
         std::mem::swap(&mut prev, &mut key);
     }
+    let consensus = if header.format_version >= 2 {
+        let mut h = blake3::Hasher::new();
+        let c = read_consensus(&mut r, path, &mut h)?;
+        Some((c, h.finalize()))
+    } else {
+        None
+    };
     let mut sum = [0u8; 32];
     read_exact(&mut r, &mut sum, path, "checksum")?;
     let mut extra = [0u8; 1];
@@ -329,10 +540,13 @@ pub fn read_snapshot(
     let mut outer = blake3::Hasher::new();
     outer.update(&head);
     outer.update(hasher.finalize().as_bytes());
+    if let Some((_, h)) = &consensus {
+        outer.update(h.as_bytes());
+    }
     if outer.finalize().as_bytes() != &sum {
         return Err(corrupt(path, "checksum mismatch"));
     }
-    Ok(header)
+    Ok((header, consensus.map(|(c, _)| c)))
 }
 
 fn read_exact(
@@ -399,7 +613,7 @@ pub fn restore_snapshot(
         }
     }
     let mut chunk = Vec::with_capacity(RESTORE_ENTRIES_PER_BATCH);
-    read_snapshot(path, &mut |k, v| {
+    let (_, consensus) = read_snapshot_all(path, &mut |k, v| {
         chunk.push((k.to_vec(), v.to_vec()));
         if chunk.len() >= RESTORE_ENTRIES_PER_BATCH {
             chain.put_state(std::mem::take(&mut chunk))?;
@@ -407,7 +621,7 @@ pub fn restore_snapshot(
         Ok(())
     })?;
     chain.put_state(chunk)?;
-    chain.finish_restore(&header.genesis, &header.meta)?;
+    chain.finish_restore(&header.genesis, &header.meta, consensus.as_ref())?;
     let root = chain.load_state()?.root();
     if root != header.meta.root {
         return Err(SnapshotError::RootMismatch {

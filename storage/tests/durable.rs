@@ -9,7 +9,7 @@ use velox_exec::{
 };
 use velox_storage::snapshot::{
     list_snapshots, read_snapshot, restore_snapshot, retain_snapshots, verify_snapshot,
-    write_snapshot,
+    write_snapshot, SnapshotParams,
 };
 use velox_storage::{
     BlockRecord, ChainStore, CommitConsensus, LeaderPosition, MemStore, RocksStore, SnapshotError,
@@ -17,6 +17,11 @@ use velox_storage::{
 };
 
 const GENESIS: [u8; 32] = [7; 32];
+/// Leaders of rounds >= the snapshot leader's - 4; the newest 3 digests.
+const PARAMS: SnapshotParams = SnapshotParams {
+    gc_depth_rounds: 4,
+    window_digests: 3,
+};
 
 /// A chain with genesis plus `commits` commits of `per` transfers each;
 /// commit i's leader is at round 2i and it includes batch digest [i; 32].
@@ -105,7 +110,7 @@ fn snapshot_of(chain: &ChainStore, dir: &Path) -> std::path::PathBuf {
     chain
         .store()
         .with_view(&mut |v| {
-            path = Some(write_snapshot(v, dir).unwrap().path);
+            path = Some(write_snapshot(v, dir, PARAMS).unwrap().path);
             Ok(())
         })
         .unwrap();
@@ -142,6 +147,23 @@ fn snapshot_roundtrip_verify_and_restore() {
     assert_eq!(restored.commits_pruned_below().unwrap(), 6);
     assert_eq!(restored.restored_from().unwrap(), Some(5));
     restored.check_genesis(&GENESIS, "mem").unwrap();
+    // What a joining validator resumes from: the committed leaders of the
+    // last gc_depth rounds (commits 5, 4, 3 at rounds 10, 8, 6) and the
+    // duplicate window (the newest 3 digests), as the source has them.
+    let src_last = c.chain.last_commit().unwrap().unwrap();
+    let want = c.chain.recent_leaders(&src_last, 6).unwrap().unwrap();
+    assert_eq!(want.len(), 3);
+    assert_eq!(restored.recent_leaders(&last, 6).unwrap(), Some(want));
+    assert_eq!(
+        restored.included_batches(3).unwrap(),
+        c.chain.included_batches(3).unwrap()
+    );
+    assert_eq!(
+        restored.included_batches(3).unwrap(),
+        vec![[3; 32], [4; 32], [5; 32]]
+    );
+    // Rounds below what the snapshot holds are unknown, not empty.
+    assert_eq!(restored.recent_leaders(&last, 4).unwrap(), None);
     // Not into a store that holds a chain, nor for another chain.
     assert!(matches!(
         restore_snapshot(&path, &restored, None, "mem"),
@@ -170,7 +192,7 @@ fn snapshot_view_is_consistent_while_commits_go_on() {
             // Commits made after the view was taken are not in it.
             c.commit(10);
             c.commit(10);
-            written = Some(write_snapshot(v, &snaps).unwrap());
+            written = Some(write_snapshot(v, &snaps, PARAMS).unwrap());
             Ok(())
         })
         .unwrap();

@@ -3,8 +3,9 @@
 //! docs/metrics.md, except the few consensus/peer metrics a newer node
 //! adds, which must sit in panels marked as pending.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use serde_json::Value;
 
@@ -15,9 +16,7 @@ const PENDING: [&str; 0] = [];
 const PENDING_MARK: &str = "not in docs/metrics.md yet";
 
 fn repo_file(rel: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(rel);
+    let p = common::manifest_dir().join("..").join(rel);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 

@@ -4,13 +4,15 @@
 //! rewrite the expected files with `VELOX_BLESS=1 cargo test -p velox-tuning
 //! --test monitor` and review the diff.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use velox_tuning::monitor::{parse_exposition, render_text, Monitor, Snapshot, View};
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/metrics")
+    common::manifest_dir().join("fixtures/metrics")
 }
 
 fn read(name: &str) -> String {

@@ -11,7 +11,9 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 /// ALPN of the validator-to-validator protocol.
-pub const ALPN_PEER: &[u8] = b"velox-peer/1";
+/// Version 2 added `RoundsRequest` / `RoundsResponse` (the root grew from
+/// 40 to 48 bytes).
+pub const ALPN_PEER: &[u8] = b"velox-peer/2";
 /// Bytes of a frame's length prefix.
 pub const PEER_FRAME_PREFIX_BYTES: usize = 4;
 /// Default `frame_bytes_max`.
@@ -49,6 +51,19 @@ pub enum PeerMessage {
     BatchResponse(Vec<Vec<u8>>),
     /// Liveness and progress; consumed by the network, never forwarded.
     Heartbeat { round: u64, commit_index: u64 },
+    /// Asks the receiver for every block it holds of rounds
+    /// `from_round..=to_round` (a validator joining from a snapshot).
+    RoundsRequest { from_round: u64, to_round: u64 },
+    /// One part of the answer to a `RoundsRequest` (encoded blocks, lowest
+    /// rounds first). The last part has `done`; `head_round` is the
+    /// sender's highest block round when it answered.
+    RoundsResponse {
+        from_round: u64,
+        to_round: u64,
+        head_round: u64,
+        done: bool,
+        blocks: Vec<Vec<u8>>,
+    },
 }
 
 impl PeerMessage {
@@ -63,6 +78,8 @@ impl PeerMessage {
             Self::BatchRequest(_) => "batch_request",
             Self::BatchResponse(_) => "batch_response",
             Self::Heartbeat { .. } => "heartbeat",
+            Self::RoundsRequest { .. } => "rounds_request",
+            Self::RoundsResponse { .. } => "rounds_response",
         }
     }
 }
@@ -255,13 +272,17 @@ fn check_archived(m: &ArchivedPeerMessage, l: &WireLimits) -> Result<(), WireErr
         ArchivedPeerMessage::BatchRequest(refs) => {
             check_count(refs.len(), l.refs_per_request_max, too_many_refs)
         }
-        ArchivedPeerMessage::BlockResponse(items) | ArchivedPeerMessage::BatchResponse(items) => {
+        ArchivedPeerMessage::BlockResponse(items)
+        | ArchivedPeerMessage::BatchResponse(items)
+        | ArchivedPeerMessage::RoundsResponse { blocks: items, .. } => {
             check_count(items.len(), l.items_per_response_max, too_many_items)?;
             items
                 .iter()
                 .try_for_each(|b| check_count(b.len(), l.element_bytes_max, element_too_large))
         }
-        ArchivedPeerMessage::BatchAck(_) | ArchivedPeerMessage::Heartbeat { .. } => Ok(()),
+        ArchivedPeerMessage::BatchAck(_)
+        | ArchivedPeerMessage::Heartbeat { .. }
+        | ArchivedPeerMessage::RoundsRequest { .. } => Ok(()),
     }
 }
 
@@ -277,13 +298,17 @@ pub fn check_limits(m: &PeerMessage, l: &WireLimits) -> Result<(), WireError> {
         PeerMessage::BatchRequest(refs) => {
             check_count(refs.len(), l.refs_per_request_max, too_many_refs)
         }
-        PeerMessage::BlockResponse(items) | PeerMessage::BatchResponse(items) => {
+        PeerMessage::BlockResponse(items)
+        | PeerMessage::BatchResponse(items)
+        | PeerMessage::RoundsResponse { blocks: items, .. } => {
             check_count(items.len(), l.items_per_response_max, too_many_items)?;
             items
                 .iter()
                 .try_for_each(|b| check_count(b.len(), l.element_bytes_max, element_too_large))
         }
-        PeerMessage::BatchAck(_) | PeerMessage::Heartbeat { .. } => Ok(()),
+        PeerMessage::BatchAck(_)
+        | PeerMessage::Heartbeat { .. }
+        | PeerMessage::RoundsRequest { .. } => Ok(()),
     }
 }
 
@@ -317,6 +342,17 @@ mod tests {
                 round: 12,
                 commit_index: 34,
             },
+            PeerMessage::RoundsRequest {
+                from_round: 5,
+                to_round: 69,
+            },
+            PeerMessage::RoundsResponse {
+                from_round: 5,
+                to_round: 69,
+                head_round: 80,
+                done: true,
+                blocks: vec![vec![3; 40], vec![]],
+            },
         ]
     }
 
@@ -342,7 +378,7 @@ mod tests {
             round: 1,
             commit_index: 2,
         });
-        let mut want = [0u8; 40];
+        let mut want = [0u8; 48];
         want[0] = 7;
         want[8] = 1;
         want[16] = 2;
@@ -352,8 +388,17 @@ mod tests {
         want.extend_from_slice(&[0, 0, 0, 0]); // tag 0 + padding
         want.extend_from_slice(&(-12i32).to_le_bytes()); // to offset 0
         want.extend_from_slice(&3u32.to_le_bytes());
-        want.resize(48, 0);
+        want.resize(56, 0);
         assert_eq!(block, want);
+        let req = encode_message(&PeerMessage::RoundsRequest {
+            from_round: 3,
+            to_round: 4,
+        });
+        let mut want = [0u8; 48];
+        want[0] = 8;
+        want[8] = 3;
+        want[16] = 4;
+        assert_eq!(req, want);
     }
 
     #[test]
@@ -463,6 +508,24 @@ mod tests {
                     commit_index,
                 }
             }),
+            (any::<u64>(), any::<u64>()).prop_map(|(from_round, to_round)| {
+                PeerMessage::RoundsRequest {
+                    from_round,
+                    to_round,
+                }
+            }),
+            (
+                any::<u64>(),
+                any::<bool>(),
+                proptest::collection::vec(bytes(64), 0..6)
+            )
+                .prop_map(|(head_round, done, blocks)| PeerMessage::RoundsResponse {
+                    from_round: 1,
+                    to_round: 2,
+                    head_round,
+                    done,
+                    blocks,
+                }),
         ]
     }
 

@@ -5,11 +5,19 @@ use std::path::{Path, PathBuf};
 
 use velox_tuning::DirFs;
 
+/// This crate's directory. Cargo sets `CARGO_MANIFEST_DIR` when it runs a
+/// test too; the runtime value wins over the compiled-in one, which is
+/// wrong when a shared target directory holds a binary built from another
+/// checkout of the same sources (cargo reuses it).
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// `tests/fixtures/NAME`.
 pub fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    manifest_dir().join("tests/fixtures").join(name)
 }
 
 /// A read-only host over a fixture.
