@@ -215,8 +215,9 @@ enum SnapshotCmd {
     /// Check a snapshot file: checksum, structure, and the state root recomputed from its
     /// entries against its header; exits 1 (naming the file) if any check fails.
     Verify { file: PathBuf },
-    /// Initialise an empty data directory from a verified snapshot (its state and commit
-    /// record); see docs/storage.md for what a restored node can do.
+    /// Initialise an empty data directory from a verified snapshot (its state, commit record
+    /// and consensus position); `velox node` on it then joins consensus from its peers'
+    /// blocks (docs/storage.md, "Joining from a snapshot").
     Restore {
         #[arg(long)]
         file: PathBuf,

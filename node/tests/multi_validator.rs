@@ -118,10 +118,7 @@ fn pruning_validators_agree_and_a_killed_one_resumes_from_its_pruned_log() {
     );
     let r = net.load(&[0, 1, 2, 3], 200, 2, accounts);
     assert_eq!(r.committed, r.submitted, "{r:?}");
-    let top = all.iter().map(|a| index_of(*a)).max().unwrap();
-    assert!(wait_commit_index(&all, top, Duration::from_secs(30)));
-    let (agree, at, roots) = velox_node::devnet::roots_agree(&all).unwrap();
-    assert!(agree, "roots differ at commit {at}: {roots:?}");
+    roots_agree_at_top(&all);
     let log3 = common::plain(&net.log(3));
     assert!(log3.contains("resumed_after_commit=true"), "{log3}");
     for i in 0..4 {
@@ -549,10 +546,7 @@ fn a_validator_that_lost_its_data_joins_from_a_peers_snapshot() {
     let r = net.load(&[3], 150, 2, accounts);
     assert_eq!(r.committed, r.submitted, "{r:?}");
     assert!(metric(&net.metrics(3), "velox_consensus_blocks_proposed_total") > proposed);
-    let top = all.iter().map(|a| index_of(*a)).max().unwrap();
-    assert!(wait_commit_index(&all, top, Duration::from_secs(30)));
-    let (agree, at, roots) = velox_node::devnet::roots_agree(&all).unwrap();
-    assert!(agree, "roots differ at commit {at}: {roots:?}");
+    let at = roots_agree_at_top(&all);
     assert!(at > snap_index);
     let log3 = common::plain(&net.log(3));
     assert!(
@@ -566,10 +560,7 @@ fn a_validator_that_lost_its_data_joins_from_a_peers_snapshot() {
     net.start(3);
     let r = net.load(&[0, 1, 2, 3], 200, 2, accounts);
     assert_eq!(r.committed, r.submitted, "{r:?}");
-    let top = all.iter().map(|a| index_of(*a)).max().unwrap();
-    assert!(wait_commit_index(&all, top, Duration::from_secs(30)));
-    let (agree, at, roots) = velox_node::devnet::roots_agree(&all).unwrap();
-    assert!(agree, "roots differ at commit {at}: {roots:?}");
+    roots_agree_at_top(&all);
     let log3 = common::plain(&net.log(3));
     let last_start = log3.rsplit("consensus core ready").next().unwrap_or("");
     let ready_line = log3
@@ -587,4 +578,14 @@ fn a_validator_that_lost_its_data_joins_from_a_peers_snapshot() {
         assert_eq!(metric(&net.metrics(i), "velox_prune_failures_total"), 0.0);
         assert_eq!(metric(&net.metrics(i), "velox_consensus_equivocators"), 0.0);
     }
+}
+
+/// Waits until every validator reached the highest commit any of them has,
+/// then checks their roots agree at the common index, which it returns.
+fn roots_agree_at_top(all: &[std::net::SocketAddr]) -> u64 {
+    let top = all.iter().map(|a| index_of(*a)).max().unwrap();
+    assert!(wait_commit_index(all, top, Duration::from_secs(30)));
+    let (agree, at, roots) = velox_node::devnet::roots_agree(all).unwrap();
+    assert!(agree, "roots differ at commit {at}: {roots:?}");
+    at
 }
