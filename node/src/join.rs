@@ -151,7 +151,7 @@ pub async fn join_from_peers(
         {
             return Err(JoinError::Closed);
         }
-        match await_answer(rings, &committee, cursor, to, &mut got, &mut js).await? {
+        match await_answer(rings, &committee, cursor, to, &mut got, &mut js, counters).await? {
             Some((peer, head)) => {
                 failed = 0;
                 js.head_round = js.head_round.max(head);
@@ -260,6 +260,7 @@ async fn await_answer(
     to: u64,
     got: &mut BTreeMap<BlockRef, Block>,
     js: &mut JoinStats,
+    counters: &ConsensusCounters,
 ) -> Result<Option<(u32, u64)>, JoinError> {
     let deadline = Instant::now() + JOIN_REQUEST_TIMEOUT;
     loop {
@@ -272,11 +273,18 @@ async fn await_answer(
             Ok(None) => return Err(JoinError::Closed),
             Err(()) => return Ok(None),
         };
+        let sender = m.from;
         let mut keep = |bytes: &[u8]| match Block::decode(bytes) {
             Ok(b) if b.verify(committee, &Ed25519Verifier).is_ok() => {
                 got.insert(b.reference(), b);
             }
-            _ => js.rejected += 1,
+            // Bad bytes or signature: counted as the sender's misbehaviour
+            // (`velox_peer_penalties_total`) and skipped.
+            _ => {
+                js.rejected += 1;
+                counters.peer_penalties.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = sender, "join: invalid block skipped");
+            }
         };
         match m.msg {
             PeerMessage::RoundsResponse {

@@ -78,11 +78,7 @@ fn pruning_validators_agree_and_a_killed_one_resumes_from_its_pruned_log() {
     let extra = "\n[consensus]\ngc_depth_rounds = 20\n\n[storage]\nsnapshot_every_commits = 50\n\
                  retention_commits = 300\nconsensus_log_margin_rounds = 200\n";
     let accounts = 40;
-    let mut net = Net::prepare_with(4, accounts, extra);
-    for i in 0..4 {
-        net.start(i);
-    }
-    let all = net.apis(&[0, 1, 2, 3]);
+    let (mut net, all) = start_four(extra, accounts);
     let r = net.load(&[0, 1, 2, 3], 200, 3, accounts);
     assert_eq!(r.committed, r.submitted, "{r:?}");
     // Until every validator pruned both its commits and its consensus log.
@@ -449,11 +445,7 @@ fn a_validator_that_lost_its_data_joins_from_a_peers_snapshot() {
     let extra = "\n[consensus]\ngc_depth_rounds = 20\n\n[storage]\nsnapshot_every_commits = 50\n\
                  retention_commits = 300\nconsensus_log_margin_rounds = 10\n";
     let accounts = 40;
-    let mut net = Net::prepare_with(4, accounts, extra);
-    for i in 0..4 {
-        net.start(i);
-    }
-    let all = net.apis(&[0, 1, 2, 3]);
+    let (mut net, all) = start_four(extra, accounts);
     let snaps1 = net.nodes[1].dir.join("data/snapshots");
     let t = Instant::now();
     while velox_storage::snapshot::list_snapshots(&snaps1).len() < 2 {
@@ -588,4 +580,14 @@ fn roots_agree_at_top(all: &[std::net::SocketAddr]) -> u64 {
     let (agree, at, roots) = velox_node::devnet::roots_agree(all).unwrap();
     assert!(agree, "roots differ at commit {at}: {roots:?}");
     at
+}
+
+/// Four validators with `extra` appended to each config, all started.
+fn start_four(extra: &str, accounts: u32) -> (Net, Vec<std::net::SocketAddr>) {
+    let mut net = Net::prepare_with(4, accounts, extra);
+    for i in 0..4 {
+        net.start(i);
+    }
+    let all = net.apis(&[0, 1, 2, 3]);
+    (net, all)
 }
