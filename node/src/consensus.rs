@@ -349,7 +349,7 @@ pub fn recover_core(
         me,
         key.clone(),
         Box::new(Ed25519Verifier),
-        blocks.clone(),
+        blocks,
         &point,
         Time(now_ms()),
     ) {
@@ -358,10 +358,11 @@ pub fn recover_core(
             blocks: n,
             resumed: true,
         }),
+        // Rare: the log is read again rather than copied on every start.
         Err(e) if can_join => Ok(Recovered::Join(crate::join::JoinPlan {
             point,
             gc_round: from_round,
-            own_log: blocks,
+            own_log: read_log(chain, from_round)?,
             commit_index: m.index,
             reason: e.to_string(),
         })),

@@ -98,14 +98,14 @@ pub enum JoinError {
     Closed,
 }
 
-/// What a join did.
+/// What a join did (logged when it ends).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct JoinStats {
-    pub blocks: usize,
-    pub dropped_incomplete: usize,
-    pub rejected: usize,
-    pub requests: usize,
-    pub head_round: u64,
+struct JoinStats {
+    blocks: usize,
+    dropped_incomplete: usize,
+    rejected: usize,
+    requests: usize,
+    head_round: u64,
 }
 
 /// Fetches the blocks from the peers and builds the core (module docs).
@@ -120,7 +120,7 @@ pub async fn join_from_peers(
     rings: &ConsensusRings,
     stats: &TileStats,
     counters: &ConsensusCounters,
-) -> Result<(Core, JoinStats), JoinError> {
+) -> Result<Core, JoinError> {
     counters.joining.store(1, Ordering::Relaxed);
     let started = Instant::now();
     tracing::warn!(
@@ -245,7 +245,7 @@ pub async fn join_from_peers(
         seconds = started.elapsed().as_secs_f64(),
         "joined consensus from the peers' blocks"
     );
-    Ok((core, js))
+    Ok(core)
 }
 
 /// Reads the peer ring until a peer finished answering `from..=to` (that

@@ -449,7 +449,7 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
                         )
                         .await
                         {
-                            Ok((core, _)) => core,
+                            Ok(core) => core,
                             Err(e) => {
                                 // The tile ends, and with it the node.
                                 tracing::error!(error = %e, "cannot join consensus");

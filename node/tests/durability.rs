@@ -224,21 +224,25 @@ fn a_pruned_node_stays_bounded_restarts_and_replays_from_its_snapshots() {
     );
 
     // Restore into an empty directory: state and commit record are there;
-    // replay from the snapshot agrees; the node refuses to join consensus
-    // from it (no DAG log), without panicking.
+    // replay from the snapshot agrees; this validator, a committee of one,
+    // refuses to join consensus from it (no peers to take the blocks from),
+    // without panicking.
     let restored = node.dir.join("restored");
     let restored_s = restored.to_str().unwrap().to_string();
     let cfg_s = node.cfg.to_str().unwrap().to_string();
-    let (code, out, err) = velox(&[
-        "snapshot",
-        "restore",
-        "--file",
-        &snap_s,
-        "--data-dir",
-        &restored_s,
-        "--config",
-        &cfg_s,
-    ]);
+    let restore = || {
+        velox(&[
+            "snapshot",
+            "restore",
+            "--file",
+            &snap_s,
+            "--data-dir",
+            &restored_s,
+            "--config",
+            &cfg_s,
+        ])
+    };
+    let (code, out, err) = restore();
     assert_eq!(code, 0, "{out}{err}");
     {
         let chain = open_chain(&restored);
@@ -257,16 +261,7 @@ fn a_pruned_node_stays_bounded_restarts_and_replays_from_its_snapshots() {
         copy.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    let (code, _, err) = velox(&[
-        "snapshot",
-        "restore",
-        "--file",
-        &snap_s,
-        "--data-dir",
-        &restored_s,
-        "--config",
-        &cfg_s,
-    ]);
+    let (code, _, err) = restore();
     assert_eq!(code, 1);
     assert!(err.contains("empty data directory"), "{err}");
     let cfg_text = std::fs::read_to_string(&node.cfg).unwrap().replace(
