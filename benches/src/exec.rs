@@ -190,10 +190,31 @@ fn measure_pair(
     (rate(&mut ta), rate(&mut tb))
 }
 
-/// The production configuration for `cores` workers.
+/// The cores this process may use, as seen on first call (before the suite
+/// pins its thread).
+fn machine_cores() -> &'static [usize] {
+    static CORES: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+    CORES.get_or_init(|| {
+        core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    })
+}
+
+/// The first `n` of [`machine_cores`].
+fn first_cores(n: usize) -> Vec<usize> {
+    machine_cores().iter().copied().take(n).collect()
+}
+
+/// The production configuration for `cores` workers, pinned to the first
+/// `cores` cores as a node pins its exec tile's (the suite runs on the
+/// first).
 pub fn config(cores: usize) -> ExecConfig {
     ExecConfig {
         exec_workers: cores,
+        worker_cores: first_cores(cores),
         ..ExecConfig::default()
     }
 }
@@ -202,6 +223,7 @@ pub fn config(cores: usize) -> ExecConfig {
 pub fn forced_config(cores: usize) -> ExecConfig {
     ExecConfig {
         exec_workers: cores,
+        worker_cores: first_cores(cores),
         parallel_min_txs: 1,
         hot_key_share_max: f64::INFINITY,
         parallel_with_one_worker: true,
@@ -222,6 +244,24 @@ fn round3(x: f64) -> f64 {
 }
 
 pub fn run(opts: &BenchOpts) -> SuiteReport {
+    // On a thread pinned to the first core, the exec tile's seat: the caller is
+    // worker 0 of the parallel executor, and the sequential executor gets
+    // the same core. Left unpinned, the caller and a worker can share a
+    // core for a while.
+    let first = machine_cores().first().copied();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if let Some(id) = first {
+                core_affinity::set_for_current(core_affinity::CoreId { id });
+            }
+            run_pinned(opts)
+        })
+        .join()
+        .expect("exec suite panicked")
+    })
+}
+
+fn run_pinned(opts: &BenchOpts) -> SuiteReport {
     let time = opts.measure_time();
     let mut workloads = Map::new();
     let (mut ops, mut base) = (0.0, 0.0);

@@ -11,7 +11,8 @@
 //!   absence proofs.
 //! - [`effects`]: what each transaction kind does, defined once.
 //! - [`seq`]: the sequential executor, the oracle.
-//! - [`parallel`]: the Block-STM parallel executor, checked against the oracle.
+//! - [`parallel`]: the Block-STM parallel executor, checked against the oracle,
+//!   on a [`pool`] of pinned worker threads.
 //!
 //! In the pipeline it sits after consensus: the node hands each committed
 //! block's verified transactions to an executor, which returns receipts, the
@@ -20,6 +21,7 @@
 pub mod effects;
 pub mod hash;
 pub mod parallel;
+pub mod pool;
 pub mod reason;
 pub mod seq;
 pub mod smt;
@@ -30,7 +32,9 @@ pub mod verify;
 pub use effects::{declared_keys, tx_effects, TxKeys, Writes, TX_KEYS_MAX};
 pub use parallel::{
     execute_parallel, ExecConfig, ExecMetrics, ExecPath, ParallelExecutor, SequentialReason,
+    PARALLEL_PHASES,
 };
+pub use pool::{Fanout, WorkerPool};
 pub use reason::RejectReason;
 pub use seq::{execute_sequential, BlockOutput, ExecContext, Receipt};
 pub use smt::{verify as verify_proof, Proof, ProofError};

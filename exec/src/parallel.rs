@@ -16,7 +16,8 @@
 //! transaction has read what its predecessors finally wrote.
 //!
 //! ```text
-//!            next_task(): validation_idx < execution_idx ? validate : execute
+//!   next_claim(): validation_idx < execution_idx ? validate : execute, the
+//!   next few indices at once (a claim; see `CLAIM_MAX`)
 //!
 //!   READY(inc) --try_incarnate--> EXECUTING(inc) --finish_execution--> EXECUTED(inc)
 //!       ^                             |                                   |
@@ -50,11 +51,12 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Barrier, Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use crate::effects::{declared_keys, tx_effects, TX_KEYS_MAX};
 use crate::hash::KeyHashBuilder;
+use crate::pool::{Fanout, SpinBarrier, WorkerPool};
 use crate::reason::RejectReason;
 use crate::seq::{execute_sequential, BlockOutput, ExecContext, Receipt};
 use crate::state::{shard_of, ShardMap, State, StateDiff, StateKey, StateValue, STATE_SHARDS};
@@ -67,21 +69,27 @@ pub struct ExecConfig {
     /// Worker threads per block, the calling thread included. More than the
     /// machine's cores only adds contention.
     pub exec_workers: usize,
-    /// Blocks with fewer transactions run sequentially: spawning workers costs
-    /// ~20-50 us, about what 50 sequential transfers take, and small blocks
-    /// have little to overlap.
+    /// Blocks with fewer transactions run sequentially: waking the pool's
+    /// workers and the block's tables cost about what 50-100 sequential
+    /// transfers take, and small blocks have little to overlap.
     pub parallel_min_txs: usize,
     /// Run sequentially when the estimated share of the block's transactions
     /// that touch the single hottest key exceeds this: those transactions form
     /// one chain that Block-STM can only run one after another, with its
-    /// bookkeeping on top. 1.0 or more disables the estimate.
+    /// bookkeeping on top, so the speedup is at most 1 / share. Only the
+    /// hopeless cases are excluded here (at 0.5, half the block off the chain
+    /// still measured 1.3x on 2 cores); the adaptive guard judges the rest by
+    /// measured cost. 1.0 or more disables the estimate.
     pub hot_key_share_max: f64,
     /// Pin spawned workers to distinct cores.
     pub pin_workers: bool,
     /// The CPUs workers are pinned to, in worker order (worker `w` on
     /// `worker_cores[w % len]`; worker 0 is the calling thread, which keeps
     /// its own pinning). The node passes its layout's exec cores. Empty:
-    /// every core of the machine.
+    /// the cores the thread that runs the first parallel block may use, if
+    /// there are at least `exec_workers` of them; otherwise workers are
+    /// not pinned (a caller pinned to one core would else get every worker
+    /// on its own core).
     pub worker_cores: Vec<usize>,
     /// Run Block-STM even with one worker (tests use it; production should
     /// not, it is strictly slower than the sequential executor).
@@ -107,7 +115,7 @@ impl Default for ExecConfig {
                 .map(|n| n.get())
                 .unwrap_or(1),
             parallel_min_txs: 512,
-            hot_key_share_max: 0.1,
+            hot_key_share_max: 0.75,
             pin_workers: true,
             worker_cores: Vec::new(),
             parallel_with_one_worker: false,
@@ -178,6 +186,11 @@ pub enum ExecPath {
     Sequential(SequentialReason),
 }
 
+/// The phases of a parallel block, in order (see `run_block`): building the
+/// key table, Block-STM execution and validation, final values and receipts,
+/// writing the state maps, updating the commitment tree.
+pub const PARALLEL_PHASES: [&str; 5] = ["key_table", "execute", "final_values", "apply", "commit"];
+
 /// Counters, shared with whoever exports metrics. All relaxed atomics.
 #[derive(Debug, Default)]
 pub struct ExecMetrics {
@@ -198,6 +211,10 @@ pub struct ExecMetrics {
     /// Wall time of whole blocks (either path), sum in ns and count.
     pub block_exec_ns_sum: AtomicU64,
     pub block_exec_count: AtomicU64,
+    /// Wall time of the parallel executor's phases (as seen by the calling
+    /// worker, so waits for the slowest worker are included), summed over
+    /// blocks that ran in parallel; indexed like [`PARALLEL_PHASES`].
+    pub phase_ns: [AtomicU64; PARALLEL_PHASES.len()],
     /// The adaptive guard's moving averages, ns per transaction (0: not yet
     /// measured), and the count of blocks it has decided.
     pub seq_ns_per_tx: AtomicU64,
@@ -218,13 +235,17 @@ impl ExecMetrics {
     }
 }
 
-/// The parallel executor: configuration and metrics. Workers are scoped
-/// threads spawned per block (pinned when `pin_workers`), so no thread
-/// outlives a call and the block's data is borrowed, not copied.
+/// The parallel executor: configuration, metrics and its pool of
+/// `exec_workers - 1` persistent worker threads (pinned when `pin_workers`;
+/// the calling thread is worker 0), started by the first parallel block.
+/// Blocks borrow their data to the workers; nothing is copied.
 #[derive(Debug, Default)]
 pub struct ParallelExecutor {
     pub config: ExecConfig,
     pub metrics: ExecMetrics,
+    /// `None` inside when the threads could not be started: blocks then
+    /// spawn their workers (slower, same result).
+    pool: OnceLock<Option<WorkerPool>>,
 }
 
 /// Executes `txs` against `state` with `exec`; same output as
@@ -243,7 +264,47 @@ impl ParallelExecutor {
         Self {
             config,
             metrics: ExecMetrics::default(),
+            pool: OnceLock::new(),
         }
+    }
+
+    /// The cores workers are pinned to (empty: not pinned).
+    fn cores(&self) -> Vec<core_affinity::CoreId> {
+        if !self.config.pin_workers {
+            Vec::new()
+        } else if self.config.worker_cores.is_empty() {
+            let mine = core_affinity::get_core_ids().unwrap_or_default();
+            if mine.len() >= self.config.exec_workers {
+                mine
+            } else {
+                Vec::new()
+            }
+        } else {
+            self.config
+                .worker_cores
+                .iter()
+                .map(|&id| core_affinity::CoreId { id })
+                .collect()
+        }
+    }
+
+    /// Where this executor's blocks fan out: its pool, started on first use.
+    fn fanout(&self) -> (Fanout<'_>, Vec<core_affinity::CoreId>) {
+        let cores = self.cores();
+        let pool = self.pool.get_or_init(|| {
+            let threads = self.config.exec_workers.clamp(1, EXEC_WORKERS_MAX) - 1;
+            match WorkerPool::new(threads, &cores) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "exec worker pool did not start; blocks spawn their workers");
+                    None
+                }
+            }
+        });
+        (
+            pool.as_ref().map_or(Fanout::Spawn(&[]), Fanout::Pool),
+            cores,
+        )
     }
 
     pub fn execute(&self, state: &mut State, txs: &[VerifiedTx], ctx: ExecContext) -> BlockOutput {
@@ -261,7 +322,7 @@ impl ParallelExecutor {
         let workers = self.config.exec_workers.clamp(1, txs.len().max(1));
         let path = match self.choose(txs, workers) {
             Some(reason) => ExecPath::Sequential(reason),
-            None => match run_block(state, txs, ctx, workers, &self.config, &self.metrics) {
+            None => match self.run_parallel(state, txs, ctx, workers) {
                 Ok(out) => {
                     self.metrics.parallel_blocks.fetch_add(1, Ordering::Relaxed);
                     Self::record_cost(&self.metrics.par_ns_per_tx, start, txs.len());
@@ -285,6 +346,30 @@ impl ParallelExecutor {
         self.metrics.sequential_blocks[reason.index()].fetch_add(1, Ordering::Relaxed);
         self.finish(start);
         (out, path)
+    }
+
+    fn run_parallel(
+        &self,
+        state: &mut State,
+        txs: &[VerifiedTx],
+        ctx: ExecContext,
+        workers: usize,
+    ) -> Result<BlockOutput, SequentialReason> {
+        let (fanout, cores) = self.fanout();
+        let fanout = match fanout {
+            Fanout::Spawn(_) => Fanout::Spawn(&cores),
+            pool => pool,
+        };
+        let workers = workers.min(fanout.max_workers());
+        run_block(
+            state,
+            txs,
+            ctx,
+            workers,
+            fanout,
+            &self.config,
+            &self.metrics,
+        )
     }
 
     fn finish(&self, start: Instant) {
@@ -723,6 +808,28 @@ enum Task {
     Validate { txn: u32, inc: u32 },
 }
 
+/// Consecutive indices claimed by one worker with one atomic increment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Claim {
+    Execute(Range<usize>),
+    Validate(Range<usize>),
+}
+
+impl Claim {
+    fn range(&self) -> Range<usize> {
+        match self {
+            Claim::Execute(r) | Claim::Validate(r) => r.clone(),
+        }
+    }
+}
+
+/// Indices per claim at most. Claiming one index at a time (the paper's
+/// scheduler) costs two contended atomic increments per task, which on
+/// ~0.5 us transactions cost as much as the transactions; a claim of 16
+/// pays them once per 16. Smaller claims near a block's size keep all
+/// workers busy to the end (see `Scheduler::new`).
+const CLAIM_MAX: usize = 16;
+
 /// Keeps a hot shared counter on its own cache line (128 bytes: adjacent-line
 /// prefetch pairs lines on x86), so workers bumping one do not invalidate
 /// the others.
@@ -747,8 +854,11 @@ struct Scheduler {
     validation_idx: Padded<AtomicUsize>,
     /// Bumped by every decrease, so `check_done` can see one happen.
     decrease_cnt: Padded<AtomicUsize>,
-    /// Tasks handed out and not yet finished.
+    /// Claims handed out and not yet finished (each covers its tasks and
+    /// their follow-ups).
     num_active_tasks: Padded<AtomicUsize>,
+    /// Indices per claim.
+    claim: usize,
     done: Padded<AtomicBool>,
     /// (incarnation, status) per transaction.
     status: Vec<Mutex<(u32, Status)>>,
@@ -760,13 +870,14 @@ struct Scheduler {
 const ORD: Ordering = Ordering::SeqCst;
 
 impl Scheduler {
-    fn new(n: usize) -> Self {
+    fn new(n: usize, workers: usize) -> Self {
         Self {
             n,
             execution_idx: Padded(AtomicUsize::new(0)),
             validation_idx: Padded(AtomicUsize::new(0)),
             decrease_cnt: Padded(AtomicUsize::new(0)),
             num_active_tasks: Padded(AtomicUsize::new(0)),
+            claim: (n / (workers * 32)).clamp(1, CLAIM_MAX),
             done: Padded(AtomicBool::new(false)),
             status: (0..n)
                 .map(|_| Mutex::new((0, Status::ReadyToExecute)))
@@ -805,11 +916,8 @@ impl Scheduler {
         }
     }
 
-    /// READY -> EXECUTING; the caller owns the task-count accounting.
+    /// READY -> EXECUTING.
     fn try_incarnate(&self, txn: usize) -> Option<u32> {
-        if txn >= self.n {
-            return None;
-        }
         let mut s = lock(&self.status[txn]);
         if s.1 == Status::ReadyToExecute {
             s.1 = Status::Executing;
@@ -819,50 +927,54 @@ impl Scheduler {
         }
     }
 
-    fn next_version_to_execute(&self) -> Option<Task> {
-        if self.execution_idx.load(ORD) >= self.n {
+    /// Claims the next `self.claim` indices of `idx` (the execution or the
+    /// validation index). The claim counts as one active task until
+    /// [`Scheduler::end_claim`]: every task started for its indices, and
+    /// every follow-up task, runs under that one count.
+    fn claim(&self, idx: &AtomicUsize) -> Option<Range<usize>> {
+        if idx.load(ORD) >= self.n {
             self.check_done();
             return None;
         }
         self.num_active_tasks.fetch_add(1, ORD);
-        let txn = self.execution_idx.fetch_add(1, ORD);
-        match self.try_incarnate(txn) {
-            Some(inc) => Some(Task::Execute {
+        let start = idx.fetch_add(self.claim, ORD);
+        if start >= self.n {
+            self.num_active_tasks.fetch_sub(1, ORD);
+            return None;
+        }
+        Some(start..(start + self.claim).min(self.n))
+    }
+
+    fn end_claim(&self) {
+        self.num_active_tasks.fetch_sub(1, ORD);
+    }
+
+    /// The next batch of work: validations while the validation index is
+    /// behind the execution index, executions otherwise.
+    fn next_claim(&self) -> Option<Claim> {
+        if self.validation_idx.load(ORD) < self.execution_idx.load(ORD) {
+            self.claim(&self.validation_idx).map(Claim::Validate)
+        } else {
+            self.claim(&self.execution_idx).map(Claim::Execute)
+        }
+    }
+
+    /// The task a claimed index starts: executing it if it is ready,
+    /// validating it if it has executed; nothing otherwise (another worker
+    /// has it, or it waits on a dependency).
+    fn claimed_task(&self, claim: &Claim, txn: usize) -> Option<Task> {
+        match claim {
+            Claim::Execute(_) => self.try_incarnate(txn).map(|inc| Task::Execute {
                 txn: txn as u32,
                 inc,
             }),
-            None => {
-                self.num_active_tasks.fetch_sub(1, ORD);
-                None
-            }
-        }
-    }
-
-    fn next_version_to_validate(&self) -> Option<Task> {
-        if self.validation_idx.load(ORD) >= self.n {
-            self.check_done();
-            return None;
-        }
-        self.num_active_tasks.fetch_add(1, ORD);
-        let txn = self.validation_idx.fetch_add(1, ORD);
-        if txn < self.n {
-            let (inc, status) = *lock(&self.status[txn]);
-            if status == Status::Executed {
-                return Some(Task::Validate {
+            Claim::Validate(_) => {
+                let (inc, status) = *lock(&self.status[txn]);
+                (status == Status::Executed).then_some(Task::Validate {
                     txn: txn as u32,
                     inc,
-                });
+                })
             }
-        }
-        self.num_active_tasks.fetch_sub(1, ORD);
-        None
-    }
-
-    fn next_task(&self) -> Option<Task> {
-        if self.validation_idx.load(ORD) < self.execution_idx.load(ORD) {
-            self.next_version_to_validate()
-        } else {
-            self.next_version_to_execute()
         }
     }
 
@@ -879,8 +991,6 @@ impl Scheduler {
             s.1 = Status::Aborting;
         }
         deps.push(txn);
-        drop(deps);
-        self.num_active_tasks.fetch_sub(1, ORD);
         true
     }
 
@@ -919,7 +1029,6 @@ impl Scheduler {
                 return Some(Task::Validate { txn, inc });
             }
         }
-        self.num_active_tasks.fetch_sub(1, ORD);
         None
     }
 
@@ -944,7 +1053,6 @@ impl Scheduler {
                 }
             }
         }
-        self.num_active_tasks.fetch_sub(1, ORD);
         None
     }
 }
@@ -984,40 +1092,38 @@ impl BlockRun<'_> {
     }
 
     fn work(&self, local: &mut Local) {
-        let mut task: Option<Task> = None;
         let mut idle_spins = 0u32;
-        loop {
-            task = match task {
-                Some(Task::Execute { txn, inc }) => match self.try_execute(txn, inc, local) {
-                    Ok(next) => next,
-                    Err(reason) => return self.fail(reason),
-                },
-                Some(Task::Validate { txn, inc }) => match self.validate(txn, inc, local) {
-                    Ok(next) => next,
-                    Err(reason) => return self.fail(reason),
-                },
-                None => {
-                    if self.sched.done() {
-                        return;
-                    }
-                    let t = self.sched.next_task();
-                    if t.is_some() {
-                        idle_spins = 0;
-                    } else {
-                        // Nothing to do until another worker finishes a task.
-                        // Spin briefly, then yield: with more workers than
-                        // free cores a spinner would delay the worker it
-                        // waits for.
-                        idle_spins += 1;
-                        if idle_spins < IDLE_SPINS_BEFORE_YIELD {
-                            std::hint::spin_loop();
-                        } else {
-                            std::thread::yield_now();
+        while !self.sched.done() {
+            let Some(claim) = self.sched.next_claim() else {
+                // Nothing to claim until another worker finishes a task.
+                // Spin briefly, then yield: with more workers than free
+                // cores a spinner would delay the worker it waits for.
+                idle_spins += 1;
+                if idle_spins < IDLE_SPINS_BEFORE_YIELD {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+                continue;
+            };
+            idle_spins = 0;
+            for txn in claim.range() {
+                let mut task = self.sched.claimed_task(&claim, txn);
+                while let Some(t) = task {
+                    let next = match t {
+                        Task::Execute { txn, inc } => self.try_execute(txn, inc, local),
+                        Task::Validate { txn, inc } => self.validate(txn, inc, local),
+                    };
+                    match next {
+                        Ok(next) => task = next,
+                        Err(reason) => {
+                            self.sched.end_claim();
+                            return self.fail(reason);
                         }
                     }
-                    t
                 }
-            };
+            }
+            self.sched.end_claim();
         }
     }
 
@@ -1107,7 +1213,7 @@ impl BlockRun<'_> {
             // Written back unchanged: in the diff (sequential execution
             // reports every written key), no change to the commitment.
             if self.base.get(key) != new {
-                fw.changed.push(*key);
+                fw.changed.push((*key, new));
             }
             match key {
                 StateKey::Account(_) => fw.accounts.push((*key, new)),
@@ -1140,6 +1246,44 @@ fn internal(s: Stop) -> SequentialReason {
     }
 }
 
+/// Times the phases of one parallel block ([`PARALLEL_PHASES`]).
+struct PhaseClock {
+    last: Instant,
+    ns: [u64; PARALLEL_PHASES.len()],
+    next: usize,
+}
+
+impl PhaseClock {
+    fn start() -> Self {
+        Self {
+            last: Instant::now(),
+            ns: [0; PARALLEL_PHASES.len()],
+            next: 0,
+        }
+    }
+
+    /// Ends the current phase at `at`.
+    fn lap_at(&mut self, at: Instant) {
+        let d = at.saturating_duration_since(self.last);
+        if let Some(slot) = self.ns.get_mut(self.next) {
+            *slot = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        }
+        self.next += 1;
+        self.last = at;
+    }
+
+    fn lap(&mut self) {
+        self.lap_at(Instant::now());
+    }
+
+    fn add_to(&self, sums: &[AtomicU64; PARALLEL_PHASES.len()]) {
+        debug_assert_eq!(self.next, PARALLEL_PHASES.len(), "every phase timed");
+        for (sum, ns) in sums.iter().zip(self.ns) {
+            sum.fetch_add(ns, Ordering::Relaxed);
+        }
+    }
+}
+
 type DiffEntries = Vec<(StateKey, Option<StateValue>)>;
 
 /// One worker's share of the block's result.
@@ -1147,8 +1291,8 @@ type DiffEntries = Vec<(StateKey, Option<StateValue>)>;
 struct FinalWrites {
     accounts: DiffEntries,
     counters: DiffEntries,
-    /// Keys whose value differs from the pre-block state.
-    changed: Vec<StateKey>,
+    /// Keys whose value differs from the pre-block state, with that value.
+    changed: DiffEntries,
 }
 
 type WorkerResult = Result<(FinalWrites, Vec<Receipt>), SequentialReason>;
@@ -1169,36 +1313,6 @@ fn apply_part(shards: &mut [ShardMap], first: usize, fw: &FinalWrites) {
     }
 }
 
-/// Runs `f(w)` for `w` in `0..workers`, the caller as worker 0 and the others
-/// on scoped threads pinned to `cores`; returns the results in worker order.
-fn on_workers<R: Send>(
-    workers: usize,
-    cores: &[core_affinity::CoreId],
-    f: impl Fn(usize) -> R + Sync,
-) -> Vec<R> {
-    std::thread::scope(|s| {
-        let f = &f;
-        let handles: Vec<_> = (1..workers)
-            .map(|w| {
-                let core = (!cores.is_empty()).then(|| cores[w % cores.len()]);
-                s.spawn(move || {
-                    if let Some(c) = core {
-                        core_affinity::set_for_current(c);
-                    }
-                    f(w)
-                })
-            })
-            .collect();
-        let mut results = vec![f(0)];
-        results.extend(
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("exec worker panicked")),
-        );
-        results
-    })
-}
-
 /// Runs Block-STM on `workers` threads (the caller is worker 0). On success
 /// applies the block to `state` and returns the output; on failure `state`
 /// is untouched.
@@ -1208,43 +1322,41 @@ fn on_workers<R: Send>(
 /// 2. Block-STM execution and validation until the scheduler is done;
 /// 3. final values of part `w`'s keys, which of them changed, receipts of chunk `w`;
 /// 4. (a second scope, with `&mut State`) worker `w` writes its shards; then
-///    the changed keys are handed to the commitment, updated by `state.root()`.
+///    the changed keys and values go to the commitment tree, updated on
+///    `workers` threads.
 fn run_block(
     state: &mut State,
     txs: &[VerifiedTx],
     ctx: ExecContext,
     workers: usize,
+    fanout: Fanout<'_>,
     config: &ExecConfig,
     metrics: &ExecMetrics,
 ) -> Result<BlockOutput, SequentialReason> {
     let workers = workers.min(EXEC_WORKERS_MAX);
+    // Phase end times on worker 0 (the caller); the key table's phase
+    // includes allocating the block's tables.
+    let mut clock = PhaseClock::start();
     let run = BlockRun {
         txs,
         ctx,
         base: &*state,
         mv: MvMemory::new(txs.len(), workers),
-        sched: Scheduler::new(txs.len()),
+        sched: Scheduler::new(txs.len(), workers),
         failure: Mutex::new(None),
         executions_per_worker_max: (txs.len() as u64)
             .saturating_mul(config.reexecutions_per_tx_max as u64),
     };
-    let barrier = Barrier::new(workers);
-    let cores = if !config.pin_workers {
-        Vec::new()
-    } else if config.worker_cores.is_empty() {
-        core_affinity::get_core_ids().unwrap_or_default()
-    } else {
-        config
-            .worker_cores
-            .iter()
-            .map(|&id| core_affinity::CoreId { id })
-            .collect()
-    };
-    let results = on_workers(workers, &cores, |w| -> WorkerResult {
+    let barrier = SpinBarrier::new(workers);
+    let phase_ends: [OnceLock<Instant>; 2] = [OnceLock::new(), OnceLock::new()];
+    let results = fanout.run(workers, |w| -> WorkerResult {
         if let Err(reason) = run.mv.build_part(txs, w) {
             run.fail(reason);
         }
         barrier.wait();
+        if w == 0 {
+            let _ = phase_ends[0].set(Instant::now());
+        }
         let mut local = Local::default();
         if lock(&run.failure).is_none() {
             run.work(&mut local);
@@ -1265,6 +1377,9 @@ fn run_block(
             .dependency_waits
             .fetch_add(local.dependency_waits, Ordering::Relaxed);
         barrier.wait();
+        if w == 0 {
+            let _ = phase_ends[1].set(Instant::now());
+        }
         if let Some(reason) = *lock(&run.failure) {
             return Err(reason);
         }
@@ -1276,6 +1391,10 @@ fn run_block(
     drop(run);
     let results: Vec<(FinalWrites, Vec<Receipt>)> =
         results.into_iter().collect::<Result<_, _>>()?;
+    for end in &phase_ends {
+        clock.lap_at(*end.get().expect("worker 0 ran every phase"));
+    }
+    clock.lap();
 
     // Phase 4: each worker writes its own shards.
     {
@@ -1289,16 +1408,20 @@ fn run_block(
             rest = tail;
             jobs.push(Mutex::new(Some((mine, range.start))));
         }
-        on_workers(workers, &cores, |w| {
+        fanout.run(workers, |w| {
             let (shards, first) = lock(&jobs[w]).take().expect("one job per worker");
             apply_part(shards, first, &results[w].0);
         });
     }
-    state.mark_dirty(
-        results
-            .iter()
-            .flat_map(|(fw, _)| fw.changed.iter().copied()),
-    );
+    clock.lap();
+    let changed: DiffEntries = results
+        .iter()
+        .flat_map(|(fw, _)| fw.changed.iter().copied())
+        .collect();
+    // The commitment, on all workers too.
+    state.commit_applied(&changed, workers, fanout);
+    clock.lap();
+    clock.add_to(&metrics.phase_ns);
 
     // Accounts sort before counters; within each, parts are in key order.
     let nkeys = results
@@ -1350,11 +1473,15 @@ mod tests {
             .unwrap_or_default()
             .last()
             .map_or(0, |c| c.id);
-        let seen = on_workers(3, &[core_affinity::CoreId { id: last }], |_| allowed_cpus());
-        // Worker 0 is the caller (its pinning is its own); the spawned ones
-        // are on the given core only.
-        assert_eq!(seen[1], vec![last]);
-        assert_eq!(seen[2], vec![last]);
+        let cores = [core_affinity::CoreId { id: last }];
+        let pool = WorkerPool::new(2, &cores).unwrap();
+        for fanout in [Fanout::Spawn(&cores), Fanout::Pool(&pool)] {
+            let seen = fanout.run(3, |_| allowed_cpus());
+            // Worker 0 is the caller (its pinning is its own); the others
+            // are on the given core only.
+            assert_eq!(seen[1], vec![last], "{fanout:?}");
+            assert_eq!(seen[2], vec![last], "{fanout:?}");
+        }
     }
 
     #[test]

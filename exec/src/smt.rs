@@ -52,6 +52,7 @@ use std::sync::OnceLock;
 
 use blake3::hazmat::HasherExt;
 
+use crate::pool::Fanout;
 use crate::state::{StateKey, StateRoot, StateValue, VALUE_BYTES_MAX};
 
 /// A node hash.
@@ -693,18 +694,36 @@ impl Smt {
     /// `workers` threads (the caller's included) when the batch is large
     /// enough to pay for them ([`PARALLEL_KEYS_PER_THREAD_MIN`]).
     pub fn apply(&mut self, entries: &[(StateKey, Option<StateValue>)], workers: usize) {
-        let threads = workers.min(entries.len() / PARALLEL_KEYS_PER_THREAD_MIN);
-        self.apply_on(entries, threads);
+        self.apply_with(entries, workers, Fanout::Spawn(&[]));
+    }
+
+    /// [`Smt::apply`] with its threads taken from `fanout` (a pool's
+    /// workers, or spawned ones).
+    pub fn apply_with(
+        &mut self,
+        entries: &[(StateKey, Option<StateValue>)],
+        workers: usize,
+        fanout: Fanout<'_>,
+    ) {
+        let threads = workers
+            .min(entries.len() / PARALLEL_KEYS_PER_THREAD_MIN)
+            .min(fanout.max_workers());
+        self.apply_on(entries, threads, fanout);
     }
 
     /// [`Smt::apply`] on exactly `threads` threads (1 to `SMT_SHARDS`).
-    fn apply_on(&mut self, entries: &[(StateKey, Option<StateValue>)], threads: usize) {
+    fn apply_on(
+        &mut self,
+        entries: &[(StateKey, Option<StateValue>)],
+        threads: usize,
+        fanout: Fanout<'_>,
+    ) {
         if entries.is_empty() {
             return;
         }
         let workers = threads.clamp(1, SMT_SHARDS);
         // Phase 1: paths and leaf hashes, bucketed by shard, per thread.
-        let buckets: Vec<Vec<Vec<LeafUpdate>>> = on_threads(workers, |w| {
+        let buckets: Vec<Vec<Vec<LeafUpdate>>> = fanout.run(workers, |w| {
             let mine = &entries[chunk(entries.len(), workers, w)];
             // Paths are uniform: a shard gets ~1/16 of the keys.
             let per_shard = mine.len() / SMT_SHARDS + mine.len() / (4 * SMT_SHARDS) + 8;
@@ -743,7 +762,7 @@ impl Smt {
                 jobs.push(std::sync::Mutex::new(Some((s, u))));
             }
         }
-        on_threads(workers, |w| {
+        fanout.run(workers, |w| {
             let (shards, ups) = jobs[w]
                 .lock()
                 .expect("poisoned")
@@ -931,25 +950,6 @@ fn chunk(n: usize, parts: usize, i: usize) -> std::ops::Range<usize> {
     let extra = n % parts;
     let start = i * base + i.min(extra);
     start..start + base + usize::from(i < extra)
-}
-
-/// Runs `f(i)` for `i` in `0..n`, the caller as 0 and the rest on scoped
-/// threads; results in order.
-fn on_threads<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
-    if n <= 1 {
-        return vec![f(0)];
-    }
-    std::thread::scope(|s| {
-        let f = &f;
-        let handles: Vec<_> = (1..n).map(|i| s.spawn(move || f(i))).collect();
-        let mut out = vec![f(0)];
-        out.extend(
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("smt thread panicked")),
-        );
-        out
-    })
 }
 
 /// Where a proof's path ends.

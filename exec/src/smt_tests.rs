@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::pool::{Fanout, WorkerPool};
 use crate::state::{Account, State};
 use crate::tx::AccountId;
 
@@ -139,10 +140,16 @@ fn final_map(ops: &[(u32, Option<u64>)]) -> BTreeMap<StateKey, StateValue> {
     m
 }
 
+/// A pool shared by the tests (4 workers), as the executor's is by blocks.
+fn pool() -> &'static WorkerPool {
+    static POOL: std::sync::OnceLock<WorkerPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| WorkerPool::new(3, &[]).expect("threads start"))
+}
+
 fn tree_of(m: &BTreeMap<StateKey, StateValue>, threads: usize) -> Smt {
     let entries: Batch = m.iter().map(|(k, v)| (*k, Some(*v))).collect();
     let mut t = Smt::new();
-    t.apply_on(&entries, threads);
+    t.apply_on(&entries, threads, Fanout::Spawn(&[]));
     t
 }
 
@@ -233,7 +240,7 @@ fn large_batches_on_threads_match_from_scratch() {
         batch.push((key(i), Some(value(i, 3))));
         m.insert(key(i), value(i, 3));
     }
-    t.apply_on(&batch, 2);
+    t.apply_on(&batch, 2, Fanout::Pool(pool()));
     t.check(&|k| m.get(k).copied());
     assert_eq!(t.root(), root_from_scratch(m.iter()));
     assert!(t.memory_bytes() >= t.len() * std::mem::size_of::<StateKey>());
@@ -266,7 +273,12 @@ proptest! {
         let want = ref_root(&final_map(&ops));
         let mut t = Smt::new();
         for (i, b) in batches(&ops, &cuts).iter().enumerate() {
-            t.apply_on(b, if i % 2 == 0 { threads } else { 1 });
+            // Alternately on the shared pool and on one thread.
+            if i % 2 == 0 {
+                t.apply_on(b, threads, Fanout::Pool(pool()));
+            } else {
+                t.apply_on(b, 1, Fanout::Spawn(&[]));
+            }
         }
         let fm = final_map(&ops);
         t.check(&|k| fm.get(k).copied());

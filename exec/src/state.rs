@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::hash::KeyHashBuilder;
+use crate::pool::Fanout;
 use crate::smt::{Proof, Smt};
 use crate::tx::AccountId;
 
@@ -385,9 +386,26 @@ impl State {
         debug_assert_eq!(self.tree.len(), self.len());
     }
 
-    /// Records that `keys` were written behind [`State::set`]'s back (the
-    /// parallel executor writes the shards directly).
-    pub(crate) fn mark_dirty(&mut self, keys: impl IntoIterator<Item = StateKey>) {
+    /// Brings the tree up to date after a writer applied `entries` to the
+    /// maps behind [`State::set`]'s back (the parallel executor writes the
+    /// shards directly), on up to `workers` threads of `fanout`. `entries` must be
+    /// unique keys with exactly the values the maps now hold (`None`:
+    /// absent): the writer already has them, so the tree needs neither the
+    /// dirty list's sort nor a second map lookup per key.
+    pub(crate) fn commit_applied(
+        &mut self,
+        entries: &[(StateKey, Option<StateValue>)],
+        workers: usize,
+        fanout: Fanout<'_>,
+    ) {
+        debug_assert!(entries.iter().all(|(k, v)| self.get(k) == *v));
+        self.update_tree();
+        self.tree.apply_with(entries, workers, fanout);
+        debug_assert_eq!(self.tree.len(), self.len());
+    }
+
+    /// Records that `keys` were written behind [`State::set`]'s back.
+    fn mark_dirty(&mut self, keys: impl IntoIterator<Item = StateKey>) {
         for k in keys {
             if self.dirty.len() >= DIRTY_KEYS_MAX {
                 self.update_tree();
@@ -398,8 +416,8 @@ impl State {
 
     /// The shards, for writers that apply a block's final values shard by
     /// shard (on several threads): each must insert only normalized values
-    /// (no empty one) into the shard [`shard_of`] names, and then report
-    /// every key it wrote with [`State::mark_dirty`].
+    /// (no empty one) into the shard [`shard_of`] names, and then hand
+    /// every key it changed to [`State::commit_applied`].
     pub(crate) fn shards_mut(&mut self) -> &mut [ShardMap] {
         &mut self.shards
     }
