@@ -59,6 +59,7 @@ use crate::hash::KeyHashBuilder;
 use crate::pool::{Fanout, SpinBarrier, WorkerPool};
 use crate::reason::RejectReason;
 use crate::seq::{execute_sequential, BlockOutput, ExecContext, Receipt};
+use crate::smt::LeafBatch;
 use crate::state::{shard_of, ShardMap, State, StateDiff, StateKey, StateValue, STATE_SHARDS};
 use crate::tx::Tx;
 use crate::verify::VerifiedTx;
@@ -606,9 +607,13 @@ impl Versions {
     }
 }
 
-/// The keys of the state shards one worker owns, and their versions.
+/// The keys of the state shards one worker owns, their pre-block values
+/// and their versions.
 struct Part {
     keys: Vec<StateKey>,
+    /// Per key: its value before the block (read once, while the table is
+    /// built, so execution never looks into the state maps).
+    base: Vec<Option<StateValue>>,
     /// Per key: versions sorted by transaction index.
     versions: Vec<Mutex<Versions>>,
 }
@@ -650,9 +655,16 @@ impl MvMemory {
     }
 
     /// Builds part `w`: indexes every declared key of the block that lives in
-    /// the shards `w` owns.
-    fn build_part(&self, txs: &[VerifiedTx], w: usize) -> Result<(), SequentialReason> {
-        let shards = chunk(STATE_SHARDS, self.parts.len(), w);
+    /// the shards `w` owns (`maps`, the first of which is shard `first`),
+    /// with its value there.
+    fn build_part(
+        &self,
+        txs: &[VerifiedTx],
+        w: usize,
+        maps: &[ShardMap],
+        first: usize,
+    ) -> Result<(), SequentialReason> {
+        let shards = first..first + maps.len();
         let expect = txs.len() * TX_KEYS_MAX * shards.len() / STATE_SHARDS + 16;
         let mut ids: HashMap<StateKey, u32, KeyHashBuilder> =
             HashMap::with_capacity_and_hasher(expect, KeyHashBuilder::default());
@@ -672,12 +684,20 @@ impl MvMemory {
         if keys.len() > LOCAL_MASK as usize {
             return Err(SequentialReason::InternalError("too many keys in one part"));
         }
+        let base = keys
+            .iter()
+            .map(|k| maps[shard_of(k) - first].get(k).copied())
+            .collect();
         let versions = keys
             .iter()
             .map(|_| Mutex::new(Versions::default()))
             .collect();
         self.parts[w]
-            .set(Part { keys, versions })
+            .set(Part {
+                keys,
+                base,
+                versions,
+            })
             .map_err(|_| SequentialReason::InternalError("part built twice"))
     }
 
@@ -689,6 +709,11 @@ impl MvMemory {
 
     fn versions(&self, kid: u32) -> &Mutex<Versions> {
         &self.part((kid >> LOCAL_BITS) as usize).versions[(kid & LOCAL_MASK) as usize]
+    }
+
+    /// The pre-block value of `kid`.
+    fn base(&self, kid: u32) -> Option<StateValue> {
+        self.part((kid >> LOCAL_BITS) as usize).base[(kid & LOCAL_MASK) as usize]
     }
 
     fn key_id(&self, txn: u32, tx: &Tx, k: &StateKey) -> Result<u32, Stop> {
@@ -1070,6 +1095,20 @@ struct Local {
     dependency_waits: u64,
 }
 
+impl Local {
+    fn add_to(&self, m: &ExecMetrics) {
+        for (sum, n) in [
+            (&m.executions, self.executions),
+            (&m.reexecutions, self.reexecutions),
+            (&m.validations, self.validations),
+            (&m.validation_failures, self.validation_failures),
+            (&m.dependency_waits, self.dependency_waits),
+        ] {
+            sum.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Failed task fetches before an idle worker yields its core: ~1-2 us of
 /// spinning, shorter than a typical task.
 const IDLE_SPINS_BEFORE_YIELD: u32 = 64;
@@ -1077,7 +1116,6 @@ const IDLE_SPINS_BEFORE_YIELD: u32 = 64;
 struct BlockRun<'a> {
     txs: &'a [VerifiedTx],
     ctx: ExecContext,
-    base: &'a State,
     mv: MvMemory,
     sched: Scheduler,
     /// First internal error or budget overrun; set once, then `sched.halt()`.
@@ -1157,7 +1195,7 @@ impl BlockRun<'_> {
                     }
                     MvRead::Base => {
                         reads.push(kid, Origin::Base)?;
-                        Ok(self.base.get(k))
+                        Ok(self.mv.base(kid))
                     }
                 }
             });
@@ -1203,7 +1241,7 @@ impl BlockRun<'_> {
         let part = self.mv.part(w);
         let mut fw = FinalWrites::default();
         fw.accounts.reserve(part.keys.len());
-        for (key, versions) in part.keys.iter().zip(&part.versions) {
+        for ((key, versions), base) in part.keys.iter().zip(&part.versions).zip(&part.base) {
             let v = lock(versions);
             let Some(&(_, last)) = v.last() else { continue };
             let Entry::Write { value, .. } = last else {
@@ -1212,7 +1250,7 @@ impl BlockRun<'_> {
             let new = StateValue::normalize(Some(value));
             // Written back unchanged: in the diff (sequential execution
             // reports every written key), no change to the commitment.
-            if self.base.get(key) != new {
+            if *base != new {
                 fw.changed.push((*key, new));
             }
             match key {
@@ -1297,11 +1335,12 @@ struct FinalWrites {
 
 type WorkerResult = Result<(FinalWrites, Vec<Receipt>), SequentialReason>;
 
-/// Writes `entries` (all in `shards`, which start at shard `first`) to the
-/// state maps. Values are normalized; the commitment is updated separately.
-fn apply_part(shards: &mut [ShardMap], first: usize, fw: &FinalWrites) {
-    for (k, v) in fw.accounts.iter().chain(&fw.counters) {
-        let map = &mut shards[shard_of(k) - first];
+/// Writes the changed keys of `fw` to the state maps `maps` (the first of
+/// which is shard `first`; values are normalized) and adds them to `leaves`
+/// for the tree.
+fn apply_part(maps: &mut [ShardMap], first: usize, fw: &FinalWrites, leaves: &mut LeafBatch) {
+    for (k, v) in &fw.changed {
+        let map = &mut maps[shard_of(k) - first];
         match v {
             Some(v) => {
                 map.insert(*k, *v);
@@ -1310,20 +1349,35 @@ fn apply_part(shards: &mut [ShardMap], first: usize, fw: &FinalWrites) {
                 map.remove(k);
             }
         }
+        leaves.push(*k, v.as_ref());
     }
 }
 
-/// Runs Block-STM on `workers` threads (the caller is worker 0). On success
-/// applies the block to `state` and returns the output; on failure `state`
-/// is untouched.
+/// Hands each worker its share once (`take` by worker index).
+fn handed_out<T>(items: impl IntoIterator<Item = T>) -> Vec<Mutex<Option<T>>> {
+    items.into_iter().map(|t| Mutex::new(Some(t))).collect()
+}
+
+fn take_share<T>(shares: &[Mutex<Option<T>>], w: usize) -> T {
+    lock(&shares[w]).take().expect("one share per worker")
+}
+
+/// Runs Block-STM on `workers` workers of `fanout` (the caller is worker 0).
+/// On success applies the block to `state` and returns the output; on
+/// failure `state` is untouched.
 ///
-/// Phases, each on all workers, separated by barriers:
-/// 1. build: worker `w` indexes the keys of its shards (part `w`);
+/// One fan-out; worker `w` owns the state shards `chunk(STATE_SHARDS,
+/// workers, w)` throughout (part `w`). Phases, separated by barriers:
+/// 1. key table: worker `w` indexes its shards' keys and reads their
+///    pre-block values (execution never touches the maps);
 /// 2. Block-STM execution and validation until the scheduler is done;
-/// 3. final values of part `w`'s keys, which of them changed, receipts of chunk `w`;
-/// 4. (a second scope, with `&mut State`) worker `w` writes its shards; then
-///    the changed keys and values go to the commitment tree, updated on
-///    `workers` threads.
+/// 3. final values of part `w`'s keys, which of them changed, receipts of
+///    transaction chunk `w` (a failure here still leaves the state as it
+///    was: nothing is written before the next barrier);
+/// 4. worker `w` writes its changed keys to its shards and hashes their tree
+///    leaves;
+/// 5. worker `w` updates tree shard set `w` with every worker's leaves; the
+///    caller then recombines the top of the tree.
 fn run_block(
     state: &mut State,
     txs: &[VerifiedTx],
@@ -1334,13 +1388,12 @@ fn run_block(
     metrics: &ExecMetrics,
 ) -> Result<BlockOutput, SequentialReason> {
     let workers = workers.min(EXEC_WORKERS_MAX);
-    // Phase end times on worker 0 (the caller); the key table's phase
-    // includes allocating the block's tables.
+    // Phase times on worker 0 (the caller); the key table's includes
+    // allocating the block's tables.
     let mut clock = PhaseClock::start();
     let run = BlockRun {
         txs,
         ctx,
-        base: &*state,
         mv: MvMemory::new(txs.len(), workers),
         sched: Scheduler::new(txs.len(), workers),
         failure: Mutex::new(None),
@@ -1348,78 +1401,80 @@ fn run_block(
             .saturating_mul(config.reexecutions_per_tx_max as u64),
     };
     let barrier = SpinBarrier::new(workers);
-    let phase_ends: [OnceLock<Instant>; 2] = [OnceLock::new(), OnceLock::new()];
-    let results = fanout.run(workers, |w| -> WorkerResult {
-        if let Err(reason) = run.mv.build_part(txs, w) {
-            run.fail(reason);
-        }
+    let (maps, tree) = state.block_parts();
+    let map_shares = {
+        let mut rest = maps;
+        handed_out((0..workers).map(|w| {
+            let range = chunk(STATE_SHARDS, workers, w);
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(range.len());
+            rest = tail;
+            (mine, range.start)
+        }))
+    };
+    let tree_sets = tree.shard_sets(workers);
+    let leaves: Vec<OnceLock<LeafBatch>> = (0..workers).map(|_| OnceLock::new()).collect();
+    let phase_ends: [OnceLock<Instant>; PARALLEL_PHASES.len() - 1] = Default::default();
+    // Worker 0 notes when each phase ended, after its barrier.
+    let phase_done = |w: usize, phase: usize| {
         barrier.wait();
         if w == 0 {
-            let _ = phase_ends[0].set(Instant::now());
+            let _ = phase_ends[phase].set(Instant::now());
         }
+    };
+    let results = fanout.run(workers, |w| -> WorkerResult {
+        let (maps, first) = take_share(&map_shares, w);
+        if let Err(reason) = run.mv.build_part(txs, w, maps, first) {
+            run.fail(reason);
+        }
+        phase_done(w, 0);
         let mut local = Local::default();
         if lock(&run.failure).is_none() {
             run.work(&mut local);
         }
-        metrics
-            .executions
-            .fetch_add(local.executions, Ordering::Relaxed);
-        metrics
-            .reexecutions
-            .fetch_add(local.reexecutions, Ordering::Relaxed);
-        metrics
-            .validations
-            .fetch_add(local.validations, Ordering::Relaxed);
-        metrics
-            .validation_failures
-            .fetch_add(local.validation_failures, Ordering::Relaxed);
-        metrics
-            .dependency_waits
-            .fetch_add(local.dependency_waits, Ordering::Relaxed);
-        barrier.wait();
-        if w == 0 {
-            let _ = phase_ends[1].set(Instant::now());
-        }
+        local.add_to(metrics);
+        phase_done(w, 1);
+        // Whatever the outcome, every worker goes on to the next barrier: a
+        // failure set here by a faster worker must not make a slower one
+        // skip it.
+        let out = if lock(&run.failure).is_none() {
+            let out = run
+                .final_writes(w)
+                .and_then(|fw| Ok((fw, run.receipts(chunk(txs.len(), workers, w))?)));
+            if let Err(reason) = out {
+                run.fail(reason);
+            }
+            out.ok()
+        } else {
+            None
+        };
+        phase_done(w, 2);
+        // Every worker sees the same failure here (none is set after the
+        // barrier), and no map has been written yet.
         if let Some(reason) = *lock(&run.failure) {
             return Err(reason);
         }
-        Ok((
-            run.final_writes(w)?,
-            run.receipts(chunk(txs.len(), workers, w))?,
-        ))
+        let out = out.ok_or(SequentialReason::InternalError("final values missing"))?;
+        let mut batch = LeafBatch::with_capacity(out.0.changed.len());
+        apply_part(maps, first, &out.0, &mut batch);
+        if leaves[w].set(batch).is_err() {
+            unreachable!("worker {w} hashed its leaves twice");
+        }
+        phase_done(w, 3);
+        let batches: Vec<&LeafBatch> = leaves
+            .iter()
+            .map(|l| l.get().expect("every worker hashed its leaves"))
+            .collect();
+        take_share(&tree_sets, w).apply(&batches);
+        Ok(out)
     });
     drop(run);
+    drop(tree_sets);
     let results: Vec<(FinalWrites, Vec<Receipt>)> =
         results.into_iter().collect::<Result<_, _>>()?;
+    state.finish_block_update();
     for end in &phase_ends {
         clock.lap_at(*end.get().expect("worker 0 ran every phase"));
     }
-    clock.lap();
-
-    // Phase 4: each worker writes its own shards.
-    {
-        let mut rest = state.shards_mut();
-        // Worker w's shards and the index of the first, handed over once.
-        type ApplyJob<'s> = Mutex<Option<(&'s mut [ShardMap], usize)>>;
-        let mut jobs: Vec<ApplyJob> = Vec::with_capacity(workers);
-        for w in 0..workers {
-            let range = chunk(STATE_SHARDS, workers, w);
-            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(range.len());
-            rest = tail;
-            jobs.push(Mutex::new(Some((mine, range.start))));
-        }
-        fanout.run(workers, |w| {
-            let (shards, first) = lock(&jobs[w]).take().expect("one job per worker");
-            apply_part(shards, first, &results[w].0);
-        });
-    }
-    clock.lap();
-    let changed: DiffEntries = results
-        .iter()
-        .flat_map(|(fw, _)| fw.changed.iter().copied())
-        .collect();
-    // The commitment, on all workers too.
-    state.commit_applied(&changed, workers, fanout);
     clock.lap();
     clock.add_to(&metrics.phase_ns);
 

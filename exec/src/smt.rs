@@ -214,6 +214,69 @@ impl LeafUpdate {
     }
 }
 
+/// Leaf updates of some keys (any subset of a batch, built by any thread),
+/// bucketed by tree shard. A batch update gives every shard the updates of
+/// all its keys from every [`LeafBatch`].
+pub(crate) struct LeafBatch {
+    buckets: Vec<Vec<LeafUpdate>>,
+}
+
+impl LeafBatch {
+    /// Room for about `keys` keys.
+    pub(crate) fn with_capacity(keys: usize) -> Self {
+        // Paths are uniform: a shard gets ~1/16 of the keys.
+        let per_shard = keys / SMT_SHARDS + keys / (4 * SMT_SHARDS) + 8;
+        Self {
+            buckets: (0..SMT_SHARDS)
+                .map(|_| Vec::with_capacity(per_shard))
+                .collect(),
+        }
+    }
+
+    /// Adds `key` with its new value (`None` or empty: deleted). Hashes its
+    /// path and leaf.
+    pub(crate) fn push(&mut self, key: StateKey, value: Option<&StateValue>) {
+        let u = LeafUpdate::new(key, value);
+        self.buckets[shard_of_path(&u.path)].push(u);
+    }
+}
+
+/// Consecutive tree shards, updated by one worker of a batch update.
+pub(crate) struct ShardSet<'a> {
+    /// Index of `shards[0]`.
+    first: usize,
+    shards: &'a mut [Shard],
+}
+
+impl ShardSet<'_> {
+    /// Applies to this set's shards their updates from all `batches`. A key
+    /// may appear in several batches only with the same value.
+    pub(crate) fn apply(self, batches: &[&LeafBatch]) {
+        let mut ups = Vec::new();
+        for (i, shard) in self.shards.iter_mut().enumerate() {
+            let s = self.first + i;
+            ups.clear();
+            for b in batches {
+                ups.extend_from_slice(&b.buckets[s]);
+            }
+            if ups.is_empty() {
+                continue;
+            }
+            sort_by_path(&mut ups);
+            ups.dedup_by(|a, b| {
+                if a.path == b.path {
+                    assert!(a.key == b.key, "two keys with one path");
+                    assert!(a.hash == b.hash, "one key with two values in one batch");
+                    true
+                } else {
+                    false
+                }
+            });
+            shard.apply(&ups);
+        }
+    }
+}
+
 /// A child link in a shard's arena: empty, a leaf index, or an internal
 /// node index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -723,69 +786,56 @@ impl Smt {
         }
         let workers = threads.clamp(1, SMT_SHARDS);
         // Phase 1: paths and leaf hashes, bucketed by shard, per thread.
-        let buckets: Vec<Vec<Vec<LeafUpdate>>> = fanout.run(workers, |w| {
+        let batches: Vec<LeafBatch> = fanout.run(workers, |w| {
             let mine = &entries[chunk(entries.len(), workers, w)];
-            // Paths are uniform: a shard gets ~1/16 of the keys.
-            let per_shard = mine.len() / SMT_SHARDS + mine.len() / (4 * SMT_SHARDS) + 8;
-            let mut b: Vec<Vec<LeafUpdate>> = (0..SMT_SHARDS)
-                .map(|_| Vec::with_capacity(per_shard))
-                .collect();
+            let mut b = LeafBatch::with_capacity(mine.len());
             for (k, v) in mine {
-                let u = LeafUpdate::new(*k, v.as_ref());
-                b[shard_of_path(&u.path)].push(u);
+                b.push(*k, v.as_ref());
             }
             b
         });
-        // Each shard's updates in one vector.
-        let mut per_shard: Vec<Vec<LeafUpdate>> = (0..SMT_SHARDS).map(|_| Vec::new()).collect();
-        for b in buckets {
-            for (s, v) in b.into_iter().enumerate() {
-                if per_shard[s].is_empty() {
-                    per_shard[s] = v;
-                } else {
-                    per_shard[s].extend_from_slice(&v);
-                }
-            }
-        }
-        // Phase 2: each thread sorts and applies whole shards, handed over
-        // once with their updates.
-        type Job<'a> = std::sync::Mutex<Option<(&'a mut [Shard], &'a mut [Vec<LeafUpdate>])>>;
-        let mut jobs: Vec<Job> = Vec::with_capacity(workers);
-        {
-            let (mut shards, mut ups) = (&mut self.shards[..], &mut per_shard[..]);
-            for w in 0..workers {
-                let n = chunk(SMT_SHARDS, workers, w).len();
-                let (s, s_rest) = std::mem::take(&mut shards).split_at_mut(n);
-                let (u, u_rest) = std::mem::take(&mut ups).split_at_mut(n);
-                shards = s_rest;
-                ups = u_rest;
-                jobs.push(std::sync::Mutex::new(Some((s, u))));
-            }
-        }
+        // Phase 2: each thread applies whole shards, gathering their
+        // updates from every batch.
+        let batches: Vec<&LeafBatch> = batches.iter().collect();
+        let sets = self.shard_sets(workers);
         fanout.run(workers, |w| {
-            let (shards, ups) = jobs[w]
+            sets[w]
                 .lock()
                 .expect("poisoned")
                 .take()
-                .expect("one job per thread");
-            for (shard, ups) in shards.iter_mut().zip(ups.iter_mut()) {
-                if ups.is_empty() {
-                    continue;
-                }
-                sort_by_path(ups);
-                ups.dedup_by(|a, b| {
-                    if a.path == b.path {
-                        assert!(a.key == b.key, "two keys with one path");
-                        assert!(a.hash == b.hash, "one key with two values in one batch");
-                        true
-                    } else {
-                        false
-                    }
-                });
-                shard.apply(ups);
-            }
+                .expect("one set per thread")
+                .apply(&batches);
         });
-        drop(jobs);
+        drop(sets);
+        self.recompute_top();
+    }
+
+    /// Splits the shards into `parts` sets (whole shards, in order), one per
+    /// worker of a batch update, each handed over once: apply each set's
+    /// [`ShardSet::apply`], then [`Smt::finish_update`].
+    pub(crate) fn shard_sets(
+        &mut self,
+        parts: usize,
+    ) -> Vec<std::sync::Mutex<Option<ShardSet<'_>>>> {
+        let mut rest = &mut self.shards[..];
+        let mut first = 0;
+        (0..parts)
+            .map(|w| {
+                let n = chunk(SMT_SHARDS, parts, w).len();
+                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(n);
+                rest = tail;
+                let set = ShardSet {
+                    first,
+                    shards: mine,
+                };
+                first += n;
+                std::sync::Mutex::new(Some(set))
+            })
+            .collect()
+    }
+
+    /// Brings the levels above the shards up to date after [`ShardSet::apply`].
+    pub(crate) fn finish_update(&mut self) {
         self.recompute_top();
     }
 

@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::hash::KeyHashBuilder;
-use crate::pool::Fanout;
 use crate::smt::{Proof, Smt};
 use crate::tx::AccountId;
 
@@ -323,7 +322,7 @@ impl State {
             (Entry::Vacant(_), None) => false,
         };
         if changed {
-            self.mark_dirty(std::iter::once(key));
+            self.mark_dirty(key);
         }
     }
 
@@ -386,40 +385,34 @@ impl State {
         debug_assert_eq!(self.tree.len(), self.len());
     }
 
-    /// Brings the tree up to date after a writer applied `entries` to the
-    /// maps behind [`State::set`]'s back (the parallel executor writes the
-    /// shards directly), on up to `workers` threads of `fanout`. `entries` must be
-    /// unique keys with exactly the values the maps now hold (`None`:
-    /// absent): the writer already has them, so the tree needs neither the
-    /// dirty list's sort nor a second map lookup per key.
-    pub(crate) fn commit_applied(
-        &mut self,
-        entries: &[(StateKey, Option<StateValue>)],
-        workers: usize,
-        fanout: Fanout<'_>,
-    ) {
-        debug_assert!(entries.iter().all(|(k, v)| self.get(k) == *v));
-        self.update_tree();
-        self.tree.apply_with(entries, workers, fanout);
-        debug_assert_eq!(self.tree.len(), self.len());
-    }
-
-    /// Records that `keys` were written behind [`State::set`]'s back.
-    fn mark_dirty(&mut self, keys: impl IntoIterator<Item = StateKey>) {
-        for k in keys {
-            if self.dirty.len() >= DIRTY_KEYS_MAX {
-                self.update_tree();
-            }
-            self.dirty.push(k);
+    /// Records that `key` changed (its tree leaf is stale until the next
+    /// update).
+    fn mark_dirty(&mut self, key: StateKey) {
+        if self.dirty.len() >= DIRTY_KEYS_MAX {
+            self.update_tree();
         }
+        self.dirty.push(key);
     }
 
-    /// The shards, for writers that apply a block's final values shard by
-    /// shard (on several threads): each must insert only normalized values
-    /// (no empty one) into the shard [`shard_of`] names, and then hand
-    /// every key it changed to [`State::commit_applied`].
-    pub(crate) fn shards_mut(&mut self) -> &mut [ShardMap] {
-        &mut self.shards
+    /// The maps and the tree (brought up to date first), for a writer that
+    /// applies a block shard by shard on several threads and updates the
+    /// tree itself (the parallel executor). It must insert only normalized
+    /// values (no empty one) into the shard [`shard_of`] names, hand exactly
+    /// the keys it changed, with their new values, to the tree (a
+    /// [`crate::smt::LeafBatch`] per thread, then [`ShardSet::apply`] of
+    /// every set of [`Smt::shard_sets`]), and then call
+    /// [`State::finish_block_update`].
+    ///
+    /// [`ShardSet::apply`]: crate::smt::ShardSet::apply
+    pub(crate) fn block_parts(&mut self) -> (&mut [ShardMap], &mut Smt) {
+        self.update_tree();
+        (&mut self.shards, &mut self.tree)
+    }
+
+    /// Completes a [`State::block_parts`] update.
+    pub(crate) fn finish_block_update(&mut self) {
+        self.tree.finish_update();
+        debug_assert_eq!(self.tree.len(), self.len());
     }
 
     /// The root recomputed from scratch from the maps, without the tree (for
