@@ -683,6 +683,19 @@ pub fn render_metrics(n: &NodeHandle) -> String {
             c.load(Ordering::Relaxed)
         );
     }
+    family(
+        &mut o,
+        "velox_exec_parallel_phase_seconds_total",
+        "counter",
+        "Wall time of the parallel executor's phases, summed over parallel blocks.",
+    );
+    for (phase, ns) in velox_exec::PARALLEL_PHASES.iter().zip(&x.phase_ns) {
+        let _ = writeln!(
+            o,
+            "velox_exec_parallel_phase_seconds_total{{phase=\"{phase}\"}} {}",
+            ns.load(Ordering::Relaxed) as f64 / 1e9
+        );
+    }
     let i = &n.ingress;
     let net: [(&str, &str, &str, f64); 7] = [
         (
