@@ -38,6 +38,8 @@ pub struct Config {
     #[serde(default)]
     pub storage: StorageConfig,
     #[serde(default)]
+    pub exec: ExecSection,
+    #[serde(default)]
     pub genesis: GenesisConfig,
     /// Benchmark-only switches (off by default; a node with any of them on
     /// says so loudly in its log and in /status).
@@ -159,6 +161,54 @@ impl Default for StorageConfig {
             snapshots_kept: 2,
             retention_commits: 10_000,
             consensus_log_margin_rounds: 1000,
+        }
+    }
+}
+
+/// The parallel executor (docs/execution.md, "Fallback rules").
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecSection {
+    /// Workers per block, the exec tile's thread included; 0: one per
+    /// `[layout] exec` core. 1 runs every block on the sequential executor.
+    pub workers: usize,
+    /// Blocks with fewer transactions run sequentially.
+    pub parallel_min_txs: usize,
+    /// Run a block sequentially when more than this share of its
+    /// transactions touch one key (1.0 or more: never for that reason).
+    pub hot_key_share_max: f64,
+    /// The adaptive guard: eligible blocks take the path measured cheaper,
+    /// and every this-many the other one; 0 turns it off (every eligible
+    /// block runs in parallel).
+    pub adaptive_probe_every_blocks: u64,
+}
+
+impl Default for ExecSection {
+    fn default() -> Self {
+        let d = velox_exec::ExecConfig::default();
+        Self {
+            workers: 0,
+            parallel_min_txs: d.parallel_min_txs,
+            hot_key_share_max: d.hot_key_share_max,
+            adaptive_probe_every_blocks: d.adaptive_probe_every_blocks,
+        }
+    }
+}
+
+impl ExecSection {
+    /// The executor's configuration on `exec_cores` (the layout's).
+    pub fn executor_config(&self, exec_cores: &[usize]) -> velox_exec::ExecConfig {
+        velox_exec::ExecConfig {
+            exec_workers: if self.workers == 0 {
+                exec_cores.len().max(1)
+            } else {
+                self.workers
+            },
+            worker_cores: exec_cores.to_vec(),
+            parallel_min_txs: self.parallel_min_txs,
+            hot_key_share_max: self.hot_key_share_max,
+            adaptive_probe_every_blocks: self.adaptive_probe_every_blocks,
+            ..velox_exec::ExecConfig::default()
         }
     }
 }
@@ -373,6 +423,30 @@ impl Config {
                 "use 0 (off) to 16777216 accounts (default 65536)",
             ));
         }
+        if self.exec.workers > velox_exec::parallel::EXEC_WORKERS_MAX {
+            return Err(err(
+                "exec.workers",
+                format!("is {}", self.exec.workers),
+                &format!(
+                    "use 0 (one per exec core) to {}",
+                    velox_exec::parallel::EXEC_WORKERS_MAX
+                ),
+            ));
+        }
+        if self.exec.parallel_min_txs == 0 {
+            return Err(err(
+                "exec.parallel_min_txs",
+                "is 0".into(),
+                "set it to at least 1 (default 512)",
+            ));
+        }
+        if self.exec.hot_key_share_max.is_nan() || self.exec.hot_key_share_max <= 0.0 {
+            return Err(err(
+                "exec.hot_key_share_max",
+                format!("is {}", self.exec.hot_key_share_max),
+                "use a share above 0 (default 0.75; 1.0 or more turns the check off)",
+            ));
+        }
         if self.consensus.gc_depth_rounds < 10 {
             return Err(err(
                 "consensus.gc_depth_rounds",
@@ -552,6 +626,29 @@ mod tests {
             Config::parse(&off, "f").unwrap().storage.retention_commits,
             0
         );
+    }
+
+    #[test]
+    fn exec_keys_map_to_the_executor_and_are_checked() {
+        let c = Config::parse(DEFAULT_CONFIG, "default").unwrap();
+        assert_eq!(c.exec, ExecSection::default());
+        // 0 workers: one per exec core, pinned to them.
+        let e = c.exec.executor_config(&[3, 5]);
+        assert_eq!((e.exec_workers, e.worker_cores), (2, vec![3, 5]));
+        let one = DEFAULT_CONFIG.replace("workers = 0", "workers = 1");
+        let e = Config::parse(&one, "f").unwrap().exec.executor_config(&[3, 5]);
+        assert_eq!(e.exec_workers, 1);
+        for (from, to, field) in [
+            ("workers = 0", "workers = 65", "exec.workers"),
+            ("parallel_min_txs = 512", "parallel_min_txs = 0", "exec.parallel_min_txs"),
+            ("hot_key_share_max = 0.75", "hot_key_share_max = 0.0", "exec.hot_key_share_max"),
+            ("hot_key_share_max = 0.75", "hot_key_share_max = nan", "exec.hot_key_share_max"),
+        ] {
+            let bad = DEFAULT_CONFIG.replace(from, to);
+            assert_ne!(bad, DEFAULT_CONFIG, "{from}");
+            let e = Config::parse(&bad, "f.toml").unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains("fix:"), "{e}");
+        }
     }
 
     #[test]

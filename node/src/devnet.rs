@@ -415,6 +415,38 @@ fn chaos_kill_restart(
     })
 }
 
+/// The devnet's `[exec]` sections: validator 0 executes every block on the
+/// sequential executor (the oracle), the others run Block-STM on 2 workers
+/// for every block with a transaction (no size threshold, no adaptive
+/// guard), so `state_roots_agree` compares the parallel engine against the
+/// oracle on every commit.
+fn devnet_exec_toml(validator: u32) -> String {
+    if validator == 0 {
+        "\n[exec]\nworkers = 1\n".into()
+    } else {
+        "\n[exec]\nworkers = 2\nparallel_min_txs = 1\nadaptive_probe_every_blocks = 0\n".into()
+    }
+}
+
+/// A validator's executor counters from /metrics: blocks run in parallel
+/// and sequential blocks by reason.
+fn exec_paths(api: SocketAddr) -> Option<serde_json::Value> {
+    let (code, body) = crate::httpc::get(api, "/metrics").ok()?;
+    if code != 200 {
+        return None;
+    }
+    let fams = velox_tuning::monitor::parse_exposition(&body).ok()?;
+    let family = |name: &str| fams.iter().find(|f| f.name == name);
+    let parallel = family("velox_exec_parallel_blocks_total")?.samples.first()?.value;
+    let mut sequential = serde_json::Map::new();
+    for s in &family("velox_exec_sequential_blocks_total")?.samples {
+        if let Some(reason) = s.label("reason") {
+            sequential.insert(reason.into(), json!(s.value as u64));
+        }
+    }
+    Some(json!({"parallel_blocks": parallel as u64, "sequential_blocks": sequential}))
+}
+
 /// A validator's parsed /metrics, if it answers.
 fn scrape(api: SocketAddr) -> Option<velox_tuning::monitor::Snapshot> {
     let (code, body) = crate::httpc::get(api, "/metrics").ok()?;
@@ -492,8 +524,8 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
     } else {
         String::new()
     };
-    let prepared = prepare_network(tmp.path(), args.validators, args.accounts, &|_| {
-        bench_toml.clone()
+    let prepared = prepare_network(tmp.path(), args.validators, args.accounts, &|i| {
+        format!("{bench_toml}{}", devnet_exec_toml(i))
     })?;
     let mut nodes = Vec::new();
     for p in &prepared {
@@ -610,6 +642,14 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
         json!(busy
             .iter()
             .map(|(v, t, i, c, f)| json!({"validator": v, "tile": t, "index": i, "core": c, "busy_fraction": f}))
+            .collect::<Vec<_>>()),
+    );
+    o.insert(
+        "exec_paths".into(),
+        json!(apis
+            .iter()
+            .enumerate()
+            .map(|(v, a)| json!({"validator": v, "paths": exec_paths(*a)}))
             .collect::<Vec<_>>()),
     );
     if let Some(c) = chaos_report {

@@ -262,11 +262,9 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("api.addr {}: cannot bind (in use?)", cfg.api.addr))?;
     api_listener.set_nonblocking(true)?;
 
-    let executor = Arc::new(velox_exec::ParallelExecutor::new(velox_exec::ExecConfig {
-        exec_workers: layout.exec.len(),
-        worker_cores: layout.exec.clone(),
-        ..Default::default()
-    }));
+    let executor = Arc::new(velox_exec::ParallelExecutor::new(
+        cfg.exec.executor_config(&layout.exec),
+    ));
     let shared = Arc::new(Shared {
         executor: executor.clone(),
         chain_id: cfg.chain_id,

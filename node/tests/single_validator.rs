@@ -357,11 +357,14 @@ fn wrong_config_is_refused_with_the_field_named() {
 fn devnet_main_job_writes_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
+    // Two validators: the devnet runs validator 0 on the sequential
+    // executor and validator 1 on Block-STM, so agreeing roots compare the
+    // two engines on every commit.
     let out = std::process::Command::new(EXE)
         .args([
             "devnet",
             "--validators",
-            "1",
+            "2",
             "--rate",
             "400",
             "--duration",
@@ -400,6 +403,17 @@ fn devnet_main_job_writes_a_report() {
     assert_eq!(v["rejected"], 0);
     assert_eq!(v["state_roots_agree"], true);
     assert!(v["latency_ms_p99"].as_f64().unwrap() > 0.0);
+    let paths = v["exec_paths"].as_array().expect("exec_paths");
+    assert_eq!(paths.len(), 2, "{v}");
+    assert_eq!(paths[0]["paths"]["parallel_blocks"], 0, "{v}");
+    assert!(
+        paths[1]["paths"]["parallel_blocks"].as_u64().unwrap() > 0,
+        "validator 1 ran Block-STM: {v}"
+    );
+    assert_eq!(
+        paths[1]["paths"]["sequential_blocks"]["internal_error"], 0,
+        "{v}"
+    );
     // Per-tile busy fractions over the load, and their plot next to the report.
     let busy = v["tile_busy"].as_array().expect("tile_busy");
     let verify = busy
