@@ -636,13 +636,28 @@ mod tests {
         let e = c.exec.executor_config(&[3, 5]);
         assert_eq!((e.exec_workers, e.worker_cores), (2, vec![3, 5]));
         let one = DEFAULT_CONFIG.replace("workers = 0", "workers = 1");
-        let e = Config::parse(&one, "f").unwrap().exec.executor_config(&[3, 5]);
+        let e = Config::parse(&one, "f")
+            .unwrap()
+            .exec
+            .executor_config(&[3, 5]);
         assert_eq!(e.exec_workers, 1);
         for (from, to, field) in [
             ("workers = 0", "workers = 65", "exec.workers"),
-            ("parallel_min_txs = 512", "parallel_min_txs = 0", "exec.parallel_min_txs"),
-            ("hot_key_share_max = 0.75", "hot_key_share_max = 0.0", "exec.hot_key_share_max"),
-            ("hot_key_share_max = 0.75", "hot_key_share_max = nan", "exec.hot_key_share_max"),
+            (
+                "parallel_min_txs = 512",
+                "parallel_min_txs = 0",
+                "exec.parallel_min_txs",
+            ),
+            (
+                "hot_key_share_max = 0.75",
+                "hot_key_share_max = 0.0",
+                "exec.hot_key_share_max",
+            ),
+            (
+                "hot_key_share_max = 0.75",
+                "hot_key_share_max = nan",
+                "exec.hot_key_share_max",
+            ),
         ] {
             let bad = DEFAULT_CONFIG.replace(from, to);
             assert_ne!(bad, DEFAULT_CONFIG, "{from}");

@@ -437,7 +437,10 @@ fn exec_paths(api: SocketAddr) -> Option<serde_json::Value> {
     }
     let fams = velox_tuning::monitor::parse_exposition(&body).ok()?;
     let family = |name: &str| fams.iter().find(|f| f.name == name);
-    let parallel = family("velox_exec_parallel_blocks_total")?.samples.first()?.value;
+    let parallel = family("velox_exec_parallel_blocks_total")?
+        .samples
+        .first()?
+        .value;
     let mut sequential = serde_json::Map::new();
     for s in &family("velox_exec_sequential_blocks_total")?.samples {
         if let Some(reason) = s.label("reason") {
