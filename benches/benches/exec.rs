@@ -12,6 +12,12 @@ const CTX: ExecContext = ExecContext { genesis: false };
 fn exec(c: &mut Criterion) {
     let mut cores = vec![1, 2, available_cores()];
     cores.dedup();
+    // Workers are pinned to the first cores (`config`); the caller is worker
+    // 0, so it takes the first, as in the JSON suite.
+    let first = config(1).worker_cores.first().copied();
+    if let Some(id) = first {
+        core_affinity::set_for_current(core_affinity::CoreId { id });
+    }
     for w in Workload::ALL {
         let (state, txs) = workload(w, BLOCK_TXS);
         let mut g = c.benchmark_group(format!("exec/{}", w.name()));

@@ -221,6 +221,8 @@ pub struct ExecMetrics {
     pub seq_ns_per_tx: AtomicU64,
     pub par_ns_per_tx: AtomicU64,
     pub adaptive_blocks: AtomicU64,
+    /// The adaptive guard's current preference (logged when it changes).
+    pub adaptive_prefers_seq: AtomicBool,
 }
 
 impl ExecMetrics {
@@ -342,6 +344,22 @@ impl ParallelExecutor {
         let ExecPath::Sequential(reason) = path else {
             unreachable!()
         };
+        match reason {
+            SequentialReason::InternalError(what) => tracing::warn!(
+                txs = txs.len(),
+                what,
+                "parallel execution found an inconsistency (a bug); block re-run on the sequential executor"
+            ),
+            SequentialReason::ReexecutionBudget => tracing::info!(
+                txs = txs.len(),
+                "parallel execution ran out of its re-execution budget; block re-run on the sequential executor"
+            ),
+            _ => tracing::debug!(
+                txs = txs.len(),
+                reason = reason.label(),
+                "block runs on the sequential executor"
+            ),
+        }
         let out = execute_sequential(state, txs, ctx);
         if matches!(
             reason,
@@ -422,7 +440,18 @@ impl ParallelExecutor {
             (_, 0) => false,
             (0, _) => true,
             // The cheaper path, except every `every`-th block: the other.
-            _ => (par > seq) != (n % every == every - 1),
+            _ => {
+                let prefer_seq = par > seq;
+                if m.adaptive_prefers_seq.swap(prefer_seq, Ordering::Relaxed) != prefer_seq {
+                    tracing::info!(
+                        parallel_ns_per_tx = par,
+                        sequential_ns_per_tx = seq,
+                        "adaptive guard now prefers the {} executor",
+                        if prefer_seq { "sequential" } else { "parallel" }
+                    );
+                }
+                prefer_seq != (n % every == every - 1)
+            }
         };
         use_seq.then_some(SequentialReason::Adaptive)
     }

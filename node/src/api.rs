@@ -622,7 +622,7 @@ pub fn render_metrics(n: &NodeHandle) -> String {
     ];
     scalars(&mut o, &durability);
     let x = &s.executor.metrics;
-    let exec: [(&str, &str, &str, f64); 7] = [
+    let exec: [(&str, &str, &str, f64); 8] = [
         (
             "velox_exec_executions_total",
             "counter",
@@ -664,6 +664,12 @@ pub fn render_metrics(n: &NodeHandle) -> String {
             "counter",
             "Blocks whose path the adaptive cost check chose.",
             x.adaptive_blocks.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_exec_adaptive_prefers_sequential",
+            "gauge",
+            "1 while the adaptive guard measures the sequential executor cheaper.",
+            u8::from(x.adaptive_prefers_seq.load(Ordering::Relaxed)) as f64,
         ),
     ];
     scalars(&mut o, &exec);
