@@ -15,7 +15,11 @@
 //! median block times, so `speedup` compares like with like even on a busy
 //! machine; `sequential_ops_per_s` of a workload is the median over its pairs. The parallel executor runs with its
 //! production configuration (fallbacks on) and also forced to run Block-STM
-//! whatever the block looks like, to show what the fallback saves.
+//! whatever the block looks like, to show what the fallback saves. Per
+//! workload, `sequential_transition_ops_per_s` times the sequential state
+//! transition alone (`apply_sequential`: no tree update), interleaved with
+//! whole sequential blocks, and `transition_share_of_sequential_block` is
+//! the share of a whole block's time it takes.
 
 use std::time::{Duration, Instant};
 
@@ -24,8 +28,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Map, Value};
 use velox_exec::{
-    execute_sequential, verify_batch, Account, AccountId, ExecConfig, ExecContext, ExecPath,
-    ParallelExecutor, State, StateKey, StateValue, Tx, TxBody, TxBuilder, VerifiedTx,
+    apply_sequential, execute_sequential, verify_batch, Account, AccountId, ExecConfig,
+    ExecContext, ExecPath, ParallelExecutor, State, StateKey, StateValue, Tx, TxBody, TxBuilder,
+    VerifiedTx,
 };
 
 use crate::{BenchOpts, SuiteReport};
@@ -310,9 +315,27 @@ fn run_pinned(opts: &BenchOpts) -> SuiteReport {
         }
         seq_runs.sort_by(f64::total_cmp);
         let seq_median = seq_runs[seq_runs.len() / 2];
+        // The state transition alone (no tree update), against the whole
+        // sequential block in the same interleaved run.
+        let (transition, whole) = measure_pair(
+            time,
+            &state,
+            &txs,
+            |s| {
+                apply_sequential(s, &txs, CTX);
+            },
+            |s| {
+                execute_sequential(s, &txs, CTX);
+            },
+        );
         workloads.insert(
             w.name().into(),
-            json!({"sequential_ops_per_s": seq_median.round(), "per_core_count": per_cores}),
+            json!({
+                "sequential_ops_per_s": seq_median.round(),
+                "sequential_transition_ops_per_s": transition.round(),
+                "transition_share_of_sequential_block": round3(whole / transition),
+                "per_core_count": per_cores,
+            }),
         );
     }
     let mut extra = Map::new();

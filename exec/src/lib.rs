@@ -36,7 +36,7 @@ pub use parallel::{
 };
 pub use pool::{Fanout, WorkerPool};
 pub use reason::RejectReason;
-pub use seq::{execute_sequential, BlockOutput, ExecContext, Receipt};
+pub use seq::{apply_sequential, execute_sequential, BlockOutput, ExecContext, Receipt};
 pub use smt::{verify as verify_proof, Proof, ProofError};
 pub use state::{Account, State, StateDiff, StateKey, StateRoot, StateValue};
 pub use tx::{AccountId, Tx, TxBody, TxBuilder, TxDecodeError, TxDigest, TxKind};

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 
 use crate::effects::tx_effects;
 use crate::reason::RejectReason;
-use crate::state::{State, StateDiff, StateRoot};
+use crate::state::{State, StateDiff, StateKey, StateRoot};
 use crate::tx::TxDigest;
 use crate::verify::VerifiedTx;
 
@@ -44,6 +44,25 @@ impl BlockOutput {
 
 /// Executes `txs` in order against `state`, mutating it.
 pub fn execute_sequential(state: &mut State, txs: &[VerifiedTx], ctx: ExecContext) -> BlockOutput {
+    let (receipts, written) = apply_sequential(state, txs, ctx);
+    let entries = written.into_iter().map(|k| (k, state.get(&k))).collect();
+    BlockOutput {
+        receipts,
+        diff: StateDiff { entries },
+        root: state.root(),
+    }
+}
+
+/// The state transition alone: applies `txs` in order to `state` and
+/// returns the receipts and the keys written (sorted, deduplicated). The
+/// commitment is not brought up to date ([`State::root`] does that when next
+/// asked); [`execute_sequential`] is this, the diff and the root. The
+/// benchmarks time it to show what execution costs without the tree.
+pub fn apply_sequential(
+    state: &mut State,
+    txs: &[VerifiedTx],
+    ctx: ExecContext,
+) -> (Vec<Receipt>, Vec<StateKey>) {
     let mut receipts = Vec::with_capacity(txs.len());
     // Every key written, with repeats; sorted and deduplicated at the end
     // (cheaper than a sorted map per write).
@@ -67,12 +86,7 @@ pub fn execute_sequential(state: &mut State, txs: &[VerifiedTx], ctx: ExecContex
     }
     written.sort_unstable();
     written.dedup();
-    let entries = written.into_iter().map(|k| (k, state.get(&k))).collect();
-    BlockOutput {
-        receipts,
-        diff: StateDiff { entries },
-        root: state.root(),
-    }
+    (receipts, written)
 }
 
 #[cfg(test)]
@@ -285,6 +299,29 @@ mod tests {
             1,
             "only the sender's account changes"
         );
+    }
+
+    #[test]
+    fn the_transition_alone_is_the_block_without_its_root() {
+        let mut s = State::new();
+        execute_sequential(
+            &mut s,
+            &[genesis(id(1), 100), genesis(id(2), 5)],
+            ExecContext { genesis: true },
+        );
+        let txs = vec![
+            transfer(1, 0, id(3), 10, 1),
+            transfer(2, 0, id(3), 50, 1),
+            transfer(1, 1, id(2), 5, 1),
+        ];
+        let mut whole = s.clone();
+        let out = execute_sequential(&mut whole, &txs, ExecContext { genesis: false });
+        let (receipts, written) = apply_sequential(&mut s, &txs, ExecContext { genesis: false });
+        assert_eq!(receipts, out.receipts);
+        let keys: Vec<StateKey> = out.diff.entries.iter().map(|e| e.0).collect();
+        assert_eq!(written, keys);
+        // The tree catches up when the root is asked for.
+        assert_eq!(s.root(), out.root);
     }
 
     #[test]
