@@ -643,15 +643,22 @@ impl Versions {
     }
 }
 
-/// The keys of the state shards one worker owns, their pre-block values
-/// and their versions.
+/// One key's entry in the multi-version memory: its versions and its
+/// pre-block value side by side, so a read that falls through to the
+/// pre-block value touches one place (the line usually comes from another
+/// worker's cache: keys belong to the worker owning their shard).
+struct Slot {
+    /// Versions sorted by transaction index.
+    versions: Mutex<Versions>,
+    /// The value before the block (read once, while the table is built, so
+    /// execution never looks into the state maps).
+    base: Option<StateValue>,
+}
+
+/// The keys of the state shards one worker owns, with their slots.
 struct Part {
     keys: Vec<StateKey>,
-    /// Per key: its value before the block (read once, while the table is
-    /// built, so execution never looks into the state maps).
-    base: Vec<Option<StateValue>>,
-    /// Per key: versions sorted by transaction index.
-    versions: Vec<Mutex<Versions>>,
+    slots: Vec<Slot>,
 }
 
 /// A key id is `part << LOCAL_BITS | index within the part`.
@@ -720,20 +727,15 @@ impl MvMemory {
         if keys.len() > LOCAL_MASK as usize {
             return Err(SequentialReason::InternalError("too many keys in one part"));
         }
-        let base = keys
+        let slots = keys
             .iter()
-            .map(|k| maps[shard_of(k) - first].get(k).copied())
-            .collect();
-        let versions = keys
-            .iter()
-            .map(|_| Mutex::new(Versions::default()))
+            .map(|k| Slot {
+                versions: Mutex::new(Versions::default()),
+                base: maps[shard_of(k) - first].get(k).copied(),
+            })
             .collect();
         self.parts[w]
-            .set(Part {
-                keys,
-                base,
-                versions,
-            })
+            .set(Part { keys, slots })
             .map_err(|_| SequentialReason::InternalError("part built twice"))
     }
 
@@ -743,13 +745,17 @@ impl MvMemory {
             .expect("parts are built before the barrier")
     }
 
+    fn slot(&self, kid: u32) -> &Slot {
+        &self.part((kid >> LOCAL_BITS) as usize).slots[(kid & LOCAL_MASK) as usize]
+    }
+
     fn versions(&self, kid: u32) -> &Mutex<Versions> {
-        &self.part((kid >> LOCAL_BITS) as usize).versions[(kid & LOCAL_MASK) as usize]
+        &self.slot(kid).versions
     }
 
     /// The pre-block value of `kid`.
     fn base(&self, kid: u32) -> Option<StateValue> {
-        self.part((kid >> LOCAL_BITS) as usize).base[(kid & LOCAL_MASK) as usize]
+        self.slot(kid).base
     }
 
     fn key_id(&self, txn: u32, tx: &Tx, k: &StateKey) -> Result<u32, Stop> {
@@ -1317,7 +1323,7 @@ impl BlockRun<'_> {
         let part = self.mv.part(w);
         let mut fw = FinalWrites::default();
         fw.accounts.reserve(part.keys.len());
-        for ((key, versions), base) in part.keys.iter().zip(&part.versions).zip(&part.base) {
+        for (key, Slot { versions, base }) in part.keys.iter().zip(&part.slots) {
             let v = lock(versions);
             let Some(&(_, last)) = v.last() else { continue };
             let Entry::Write { value, .. } = last else {
