@@ -97,7 +97,7 @@ pub struct ExecConfig {
     pub parallel_with_one_worker: bool,
     /// Adaptive guard: once both paths have been timed on blocks of at least
     /// `parallel_min_txs`, blocks take the path with the lower measured cost
-    /// per transaction (moving average), and every this-many eligible blocks
+    /// per transaction (median of each path's last blocks), and every this-many eligible blocks
     /// take the other one to refresh its figure. Covers what the conflict
     /// estimate cannot see: too few free cores, workers sharing cores with
     /// other tiles. 0 disables it.
@@ -216,13 +216,42 @@ pub struct ExecMetrics {
     /// worker, so waits for the slowest worker are included), summed over
     /// blocks that ran in parallel; indexed like [`PARALLEL_PHASES`].
     pub phase_ns: [AtomicU64; PARALLEL_PHASES.len()],
-    /// The adaptive guard's moving averages, ns per transaction (0: not yet
-    /// measured), and the count of blocks it has decided.
+    /// The adaptive guard's cost estimates, ns per transaction (the median
+    /// of each path's last [`COST_SAMPLES`] blocks; 0: not yet measured),
+    /// and the count of blocks it has decided.
     pub seq_ns_per_tx: AtomicU64,
     pub par_ns_per_tx: AtomicU64,
     pub adaptive_blocks: AtomicU64,
     /// The adaptive guard's current preference (logged when it changes).
     pub adaptive_prefers_seq: AtomicBool,
+    seq_samples: Mutex<CostSamples>,
+    par_samples: Mutex<CostSamples>,
+}
+
+/// Blocks per path whose cost the adaptive guard's estimate is the median
+/// of. A median, not a moving average: one block stretched by preemption
+/// (common when cores are shared) would otherwise bias the estimate for
+/// several probes, i.e. for dozens of blocks on the wrong path.
+pub const COST_SAMPLES: usize = 5;
+
+/// The last [`COST_SAMPLES`] costs of one path (a ring) and how many were
+/// recorded.
+#[derive(Debug, Default)]
+struct CostSamples {
+    ring: [u64; COST_SAMPLES],
+    recorded: usize,
+}
+
+impl CostSamples {
+    /// Adds `sample`; returns the median of the samples held.
+    fn record(&mut self, sample: u64) -> u64 {
+        self.ring[self.recorded % COST_SAMPLES] = sample;
+        self.recorded += 1;
+        let mut held = self.ring;
+        let held = &mut held[..self.recorded.min(COST_SAMPLES)];
+        held.sort_unstable();
+        held[held.len() / 2]
+    }
 }
 
 impl ExecMetrics {
@@ -333,7 +362,8 @@ impl ParallelExecutor {
                 Ok(out) => {
                     self.metrics.parallel_blocks.fetch_add(1, Ordering::Relaxed);
                     if pool_was_warm {
-                        Self::record_cost(&self.metrics.par_ns_per_tx, start, txs.len());
+                        let m = &self.metrics;
+                        Self::record_cost(&m.par_samples, &m.par_ns_per_tx, start, txs.len());
                     }
                     self.finish(start);
                     return (out, ExecPath::Parallel { workers });
@@ -366,7 +396,8 @@ impl ParallelExecutor {
             SequentialReason::Adaptive | SequentialReason::HotKey
         ) {
             // Blocks the parallel path could have taken: comparable costs.
-            Self::record_cost(&self.metrics.seq_ns_per_tx, start, txs.len());
+            let m = &self.metrics;
+            Self::record_cost(&m.seq_samples, &m.seq_ns_per_tx, start, txs.len());
         }
         self.metrics.sequential_blocks[reason.index()].fetch_add(1, Ordering::Relaxed);
         self.finish(start);
@@ -456,18 +487,13 @@ impl ParallelExecutor {
         use_seq.then_some(SequentialReason::Adaptive)
     }
 
-    /// Folds one block's cost per transaction into a moving average
-    /// (weight 1/4: a few blocks to follow a change of load).
-    fn record_cost(avg: &AtomicU64, start: Instant, txs: usize) {
+    /// Records one block's cost per transaction in `samples` and publishes
+    /// the new estimate (their median) in `estimate`.
+    fn record_cost(samples: &Mutex<CostSamples>, estimate: &AtomicU64, start: Instant, txs: usize) {
         let sample =
             (start.elapsed().as_nanos() / txs.max(1) as u128).clamp(1, u64::MAX as u128) as u64;
-        let old = avg.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            sample
-        } else {
-            (old.saturating_mul(3).saturating_add(sample)) / 4
-        };
-        avg.store(new.max(1), Ordering::Relaxed);
+        let median = lock(samples).record(sample);
+        estimate.store(median.max(1), Ordering::Relaxed);
     }
 }
 
@@ -1636,6 +1662,22 @@ mod tests {
             assert_eq!(SequentialReason::LABELS[r.index()], r.label());
             assert!(!std::mem::replace(&mut seen[r.index()], true));
         }
+    }
+
+    #[test]
+    fn cost_estimate_is_the_median_of_the_last_samples() {
+        let mut c = CostSamples::default();
+        assert_eq!(c.record(100), 100);
+        // One preempted block does not move the estimate far.
+        assert_eq!(c.record(5000), 5000);
+        assert_eq!(c.record(110), 110);
+        assert_eq!(c.record(105), 110);
+        assert_eq!(c.record(95), 105);
+        // The ring keeps the last COST_SAMPLES: the outlier drops out.
+        for s in [50, 50, 50] {
+            c.record(s);
+        }
+        assert_eq!(c.record(50), 50);
     }
 
     #[test]
