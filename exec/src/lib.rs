@@ -20,6 +20,7 @@
 
 pub mod effects;
 pub mod hash;
+mod key_index;
 pub mod parallel;
 pub mod pool;
 pub mod reason;

@@ -48,14 +48,13 @@
 //! counted. The parallel phase never mutates the [`State`] before it has
 //! succeeded, so a fallback starts from the untouched pre-block state.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use crate::effects::{declared_keys, tx_effects, TX_KEYS_MAX};
-use crate::hash::KeyHashBuilder;
+use crate::key_index::KeyIndex;
 use crate::pool::{Fanout, SpinBarrier, WorkerPool};
 use crate::reason::RejectReason;
 use crate::seq::{execute_sequential, BlockOutput, ExecContext, Receipt};
@@ -735,24 +734,20 @@ impl MvMemory {
     ) -> Result<(), SequentialReason> {
         let shards = first..first + maps.len();
         let expect = txs.len() * TX_KEYS_MAX * shards.len() / STATE_SHARDS + 16;
-        let mut ids: HashMap<StateKey, u32, KeyHashBuilder> =
-            HashMap::with_capacity_and_hasher(expect, KeyHashBuilder::default());
-        let mut keys = Vec::with_capacity(expect);
+        let mut index = KeyIndex::with_capacity(expect);
         for (i, tx) in txs.iter().enumerate() {
             for (slot, k) in declared_keys(tx).as_slice().iter().enumerate() {
                 if !shards.contains(&shard_of(k)) {
                     continue;
                 }
-                let local = *ids.entry(*k).or_insert_with(|| {
-                    keys.push(*k);
-                    (keys.len() - 1) as u32
-                });
+                let local = index
+                    .id_or_insert(k)
+                    .filter(|&id| id <= LOCAL_MASK)
+                    .ok_or(SequentialReason::InternalError("too many keys in one part"))?;
                 self.tx_ids[i][slot].store(((w as u32) << LOCAL_BITS) | local, Ordering::Relaxed);
             }
         }
-        if keys.len() > LOCAL_MASK as usize {
-            return Err(SequentialReason::InternalError("too many keys in one part"));
-        }
+        let keys = index.into_keys();
         let slots = keys
             .iter()
             .map(|k| Slot {
