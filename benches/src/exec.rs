@@ -298,6 +298,15 @@ fn run_pinned(opts: &BenchOpts) -> SuiteReport {
                 entry.insert(format!("{label}ops_per_s"), json!(par.round()));
                 entry.insert(format!("{label}speedup"), json!(round3(par / seq)));
                 entry.insert(format!("{label}path"), json!(path.map(path_label)));
+                // Which path the production executor's blocks took: its
+                // rate is the median block of a mix when the guard switched.
+                entry.insert(
+                    format!("{label}parallel_block_share"),
+                    json!(round3(
+                        m.parallel_blocks.load(std::sync::atomic::Ordering::Relaxed) as f64
+                            / runs as f64
+                    )),
+                );
                 entry.insert(
                     format!("{label}reexecutions_per_block"),
                     json!(m.reexecutions.load(std::sync::atomic::Ordering::Relaxed) / runs),

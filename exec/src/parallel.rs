@@ -94,10 +94,12 @@ pub struct ExecConfig {
     /// Run Block-STM even with one worker (tests use it; production should
     /// not, it is strictly slower than the sequential executor).
     pub parallel_with_one_worker: bool,
-    /// Adaptive guard: once both paths have been timed on blocks of at least
-    /// `parallel_min_txs`, blocks take the path with the lower measured cost
-    /// per transaction (median of each path's last blocks), and every this-many eligible blocks
-    /// take the other one to refresh its figure. Covers what the conflict
+    /// Adaptive guard: eligible blocks (at least `parallel_min_txs`, no hot
+    /// key) alternate between the paths until each has been timed on
+    /// [`ADAPTIVE_SETTLE_SAMPLES`] blocks; then they take the path with the
+    /// lower measured cost per transaction (median of each path's last
+    /// [`COST_SAMPLES`] blocks), and every this-many eligible blocks take the
+    /// other one to refresh its figure. Covers what the conflict
     /// estimate cannot see: too few free cores, workers sharing cores with
     /// other tiles. 0 disables it.
     pub adaptive_probe_every_blocks: u64,
@@ -223,6 +225,8 @@ pub struct ExecMetrics {
     pub adaptive_blocks: AtomicU64,
     /// The adaptive guard's current preference (logged when it changes).
     pub adaptive_prefers_seq: AtomicBool,
+    /// The guard has compared the paths at least once.
+    adaptive_decided: AtomicBool,
     seq_samples: Mutex<CostSamples>,
     par_samples: Mutex<CostSamples>,
 }
@@ -233,6 +237,11 @@ pub struct ExecMetrics {
 /// several probes, i.e. for dozens of blocks on the wrong path.
 pub const COST_SAMPLES: usize = 5;
 
+/// Blocks each path is timed on before the adaptive guard compares them:
+/// a majority of [`COST_SAMPLES`], so the first comparison is already a
+/// median that one outlier cannot move.
+pub const ADAPTIVE_SETTLE_SAMPLES: usize = COST_SAMPLES / 2 + 1;
+
 /// The last [`COST_SAMPLES`] costs of one path (a ring) and how many were
 /// recorded.
 #[derive(Debug, Default)]
@@ -242,6 +251,11 @@ struct CostSamples {
 }
 
 impl CostSamples {
+    /// Forgets every sample.
+    fn restart(&mut self) {
+        self.recorded = 0;
+    }
+
     /// Adds `sample`; returns the median of the samples held.
     fn record(&mut self, sample: u64) -> u64 {
         self.ring[self.recorded % COST_SAMPLES] = sample;
@@ -464,15 +478,24 @@ impl ParallelExecutor {
         let n = m.adaptive_blocks.fetch_add(1, Ordering::Relaxed);
         let seq = m.seq_ns_per_tx.load(Ordering::Relaxed);
         let par = m.par_ns_per_tx.load(Ordering::Relaxed);
-        let use_seq = match (seq, par) {
-            // Measure parallel first (from the second parallel block: the
-            // first starts the pool), then sequential once.
-            (_, 0) => false,
-            (0, _) => true,
-            // The cheaper path, except every `every`-th block: the other.
-            _ => {
+        let timed_seq = lock(&m.seq_samples).recorded;
+        let timed_par = lock(&m.par_samples).recorded;
+        // Settling: alternate until each path has a median of several
+        // blocks, parallel first (its first block starts the pool and is not
+        // timed). Deciding on one block each let one preempted block keep a
+        // node on the slower path for dozens of blocks.
+        let settling = |timed_seq: usize, timed_par: usize| {
+            (timed_seq.min(timed_par) < ADAPTIVE_SETTLE_SAMPLES).then_some(timed_seq < timed_par)
+        };
+        let use_seq = match settling(timed_seq, timed_par) {
+            Some(use_seq) => use_seq,
+            None => {
+                // The cheaper path, except every `every`-th block: the other.
                 let prefer_seq = par > seq;
-                if m.adaptive_prefers_seq.swap(prefer_seq, Ordering::Relaxed) != prefer_seq {
+                let decided = m.adaptive_decided.swap(true, Ordering::Relaxed);
+                let flipped =
+                    m.adaptive_prefers_seq.swap(prefer_seq, Ordering::Relaxed) != prefer_seq;
+                if flipped {
                     tracing::info!(
                         parallel_ns_per_tx = par,
                         sequential_ns_per_tx = seq,
@@ -480,7 +503,19 @@ impl ParallelExecutor {
                         if prefer_seq { "sequential" } else { "parallel" }
                     );
                 }
-                prefer_seq != (n % every == every - 1)
+                if decided && flipped {
+                    // The estimates behind a switch are of different ages:
+                    // the preferred path's from the last few blocks, the
+                    // other's from probes up to 5 * `every` blocks old. A
+                    // burst of slow blocks on the preferred path (a busy
+                    // core) then switches, and the stale side is slow to
+                    // switch back (3 probes). Both paths are timed afresh.
+                    lock(&m.seq_samples).restart();
+                    lock(&m.par_samples).restart();
+                    settling(0, 0).unwrap_or(false)
+                } else {
+                    prefer_seq != (n % every == every - 1)
+                }
             }
         };
         use_seq.then_some(SequentialReason::Adaptive)
@@ -1673,6 +1708,60 @@ mod tests {
             c.record(s);
         }
         assert_eq!(c.record(50), 50);
+    }
+
+    /// Feeds the guard a cost for the path it chose; returns that path
+    /// (true = sequential).
+    fn guard_step(exec: &ParallelExecutor, seq_ns: u64, par_ns: u64) -> bool {
+        let m = &exec.metrics;
+        let use_seq = exec.adaptive_choice().is_some();
+        let (samples, estimate, ns) = if use_seq {
+            (&m.seq_samples, &m.seq_ns_per_tx, seq_ns)
+        } else {
+            (&m.par_samples, &m.par_ns_per_tx, par_ns)
+        };
+        estimate.store(lock(samples).record(ns), Ordering::Relaxed);
+        use_seq
+    }
+
+    #[test]
+    fn adaptive_guard_settles_switches_and_retimes_after_a_switch() {
+        let exec = ParallelExecutor::new(ExecConfig {
+            adaptive_probe_every_blocks: 4,
+            ..ExecConfig::default()
+        });
+        // Settling: parallel first, then alternating, until each path has
+        // ADAPTIVE_SETTLE_SAMPLES blocks.
+        let settle: Vec<bool> = (0..2 * ADAPTIVE_SETTLE_SAMPLES)
+            .map(|_| guard_step(&exec, 100, 60))
+            .collect();
+        let alternating: Vec<bool> = (0..2 * ADAPTIVE_SETTLE_SAMPLES)
+            .map(|i| i % 2 == 1)
+            .collect();
+        assert_eq!(settle, alternating);
+        // Parallel is cheaper: it runs, with a sequential probe every 4th.
+        let steady: Vec<bool> = (0..8).map(|_| guard_step(&exec, 100, 60)).collect();
+        assert_eq!(steady.iter().filter(|s| **s).count(), 2, "{steady:?}");
+        assert!(!exec.metrics.adaptive_prefers_seq.load(Ordering::Relaxed));
+        // A burst of slow parallel blocks (a busy core) switches the
+        // preference; both paths are then timed afresh, alternating, and
+        // the fresh figures switch it back.
+        let mut path = Vec::new();
+        while !exec.metrics.adaptive_prefers_seq.load(Ordering::Relaxed) {
+            path.push(guard_step(&exec, 100, 500));
+            assert!(path.len() < 20, "never switched: {path:?}");
+        }
+        // The switching block is the first of the re-timing (parallel): the
+        // older samples are gone.
+        assert_eq!(path.last(), Some(&false));
+        assert_eq!(lock(&exec.metrics.seq_samples).recorded, 0);
+        assert_eq!(lock(&exec.metrics.par_samples).recorded, 1);
+        let retimed: Vec<bool> = (1..2 * ADAPTIVE_SETTLE_SAMPLES)
+            .map(|_| guard_step(&exec, 100, 60))
+            .collect();
+        assert_eq!(retimed, alternating[1..]);
+        assert!(!guard_step(&exec, 100, 60));
+        assert!(!exec.metrics.adaptive_prefers_seq.load(Ordering::Relaxed));
     }
 
     #[test]

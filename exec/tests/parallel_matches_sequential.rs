@@ -13,6 +13,7 @@ use std::sync::{Mutex, OnceLock};
 
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
+use velox_exec::parallel::ADAPTIVE_SETTLE_SAMPLES;
 use velox_exec::{
     execute_parallel, execute_sequential, verify_one, AccountId, BlockOutput, ExecConfig,
     ExecContext, ExecPath, ParallelExecutor, SequentialReason, State, Tx, TxBody, TxBuilder,
@@ -550,27 +551,30 @@ fn adaptive_guard_measures_both_paths_and_probes() {
         ..ExecConfig::default()
     });
     let mut paths = Vec::new();
-    for _ in 0..10 {
+    for _ in 0..16 {
         let mut st = small_state();
         let (out, path) = exec.execute_with_path(&mut st, &txs, ExecContext { genesis: false });
         assert_eq!(out, expected);
         paths.push(path);
     }
-    // First the parallel cost is measured (the first parallel block starts
-    // the worker pool and is not counted, so it takes two), then the
-    // sequential one; after that the cheaper path runs, and every 4th block
-    // the other.
-    assert_eq!(paths[0], ExecPath::Parallel { workers: 2 });
-    assert_eq!(paths[1], ExecPath::Parallel { workers: 2 });
-    assert_eq!(paths[2], ExecPath::Sequential(SequentialReason::Adaptive));
-    assert!(paths[3..]
-        .iter()
-        .any(|p| matches!(p, ExecPath::Parallel { .. })));
-    assert!(paths[3..].contains(&ExecPath::Sequential(SequentialReason::Adaptive)));
+    // First the paths alternate until each is timed on
+    // ADAPTIVE_SETTLE_SAMPLES blocks, parallel first (the first parallel
+    // block starts the worker pool and is not timed, so it takes one more);
+    // after that the cheaper path runs, and every 4th block the other.
+    let par = ExecPath::Parallel { workers: 2 };
+    let seq = ExecPath::Sequential(SequentialReason::Adaptive);
+    let settle = 1 + 2 * ADAPTIVE_SETTLE_SAMPLES;
+    let mut want = vec![par];
+    for _ in 0..ADAPTIVE_SETTLE_SAMPLES {
+        want.extend([par, seq]);
+    }
+    assert_eq!(&paths[..settle], &want[..]);
+    assert!(paths[settle..].contains(&par));
+    assert!(paths[settle..].contains(&seq));
     let m = &exec.metrics;
     assert!(m.seq_ns_per_tx.load(Relaxed) > 0 && m.par_ns_per_tx.load(Relaxed) > 0);
     assert_eq!(
         m.parallel_blocks.load(Relaxed) + m.sequential(SequentialReason::Adaptive),
-        10
+        16
     );
 }
