@@ -20,6 +20,13 @@ use crate::state::StateKey;
 /// Slots per key at least (load factor 1/2 at most).
 const SLOTS_PER_KEY: usize = 2;
 
+/// The slot of the key with hash `h` and id `id`: its tag (the hash's high
+/// 32 bits) and `id + 1` (0 marks an empty slot).
+#[inline]
+fn slot(h: u64, id: u32) -> u64 {
+    (h >> 32 << 32) | (u64::from(id) + 1)
+}
+
 /// Distinct keys with dense ids in order of first appearance.
 pub(crate) struct KeyIndex<S = KeyHashBuilder> {
     hasher: S,
@@ -69,7 +76,7 @@ impl<S: BuildHasher> KeyIndex<S> {
         let id = u32::try_from(self.keys.len())
             .ok()
             .filter(|&id| id < u32::MAX - 1)?;
-        self.slots[i] = (tag << 32) | u64::from(id + 1);
+        self.slots[i] = slot(h, id);
         self.keys.push(*k);
         if self.keys.len() * SLOTS_PER_KEY > self.slots.len() {
             self.grow();
@@ -88,7 +95,7 @@ impl<S: BuildHasher> KeyIndex<S> {
             while slots[i] != 0 {
                 i = (i + 1) & mask;
             }
-            slots[i] = ((h >> 32) << 32) | (id as u64 + 1);
+            slots[i] = slot(h, id as u32);
         }
         self.slots = slots;
     }

@@ -510,9 +510,10 @@ impl ParallelExecutor {
                     // burst of slow blocks on the preferred path (a busy
                     // core) then switches, and the stale side is slow to
                     // switch back (3 probes). Both paths are timed afresh.
+                    // Parallel first, as in the first settling.
                     lock(&m.seq_samples).restart();
                     lock(&m.par_samples).restart();
-                    settling(0, 0).unwrap_or(false)
+                    false
                 } else {
                     prefer_seq != (n % every == every - 1)
                 }
