@@ -480,43 +480,38 @@ impl ParallelExecutor {
         let par = m.par_ns_per_tx.load(Ordering::Relaxed);
         let timed_seq = lock(&m.seq_samples).recorded;
         let timed_par = lock(&m.par_samples).recorded;
-        // Settling: alternate until each path has a median of several
-        // blocks, parallel first (its first block starts the pool and is not
-        // timed). Deciding on one block each let one preempted block keep a
-        // node on the slower path for dozens of blocks.
-        let settling = |timed_seq: usize, timed_par: usize| {
-            (timed_seq.min(timed_par) < ADAPTIVE_SETTLE_SAMPLES).then_some(timed_seq < timed_par)
-        };
-        let use_seq = match settling(timed_seq, timed_par) {
-            Some(use_seq) => use_seq,
-            None => {
-                // The cheaper path, except every `every`-th block: the other.
-                let prefer_seq = par > seq;
-                let decided = m.adaptive_decided.swap(true, Ordering::Relaxed);
-                let flipped =
-                    m.adaptive_prefers_seq.swap(prefer_seq, Ordering::Relaxed) != prefer_seq;
-                if flipped {
-                    tracing::info!(
-                        parallel_ns_per_tx = par,
-                        sequential_ns_per_tx = seq,
-                        "adaptive guard now prefers the {} executor",
-                        if prefer_seq { "sequential" } else { "parallel" }
-                    );
-                }
-                if decided && flipped {
-                    // The estimates behind a switch are of different ages:
-                    // the preferred path's from the last few blocks, the
-                    // other's from probes up to 5 * `every` blocks old. A
-                    // burst of slow blocks on the preferred path (a busy
-                    // core) then switches, and the stale side is slow to
-                    // switch back (3 probes). Both paths are timed afresh.
-                    // Parallel first, as in the first settling.
-                    lock(&m.seq_samples).restart();
-                    lock(&m.par_samples).restart();
-                    false
-                } else {
-                    prefer_seq != (n % every == every - 1)
-                }
+        let use_seq = if timed_seq.min(timed_par) < ADAPTIVE_SETTLE_SAMPLES {
+            // Settling: alternate until each path has a median of several
+            // blocks, parallel first (its first block starts the pool and is
+            // not timed). Deciding on one block each let one preempted block
+            // keep a node on the slower path for dozens of blocks.
+            timed_seq < timed_par
+        } else {
+            // The cheaper path, except every `every`-th block: the other.
+            let prefer_seq = par > seq;
+            let decided = m.adaptive_decided.swap(true, Ordering::Relaxed);
+            let flipped = m.adaptive_prefers_seq.swap(prefer_seq, Ordering::Relaxed) != prefer_seq;
+            if flipped {
+                tracing::info!(
+                    parallel_ns_per_tx = par,
+                    sequential_ns_per_tx = seq,
+                    "adaptive guard now prefers the {} executor",
+                    if prefer_seq { "sequential" } else { "parallel" }
+                );
+            }
+            if decided && flipped {
+                // The estimates behind a switch are of different ages:
+                // the preferred path's from the last few blocks, the
+                // other's from probes up to 5 * `every` blocks old. A
+                // burst of slow blocks on the preferred path (a busy
+                // core) then switches, and the stale side is slow to
+                // switch back (3 probes). Both paths are timed afresh.
+                // Parallel first, as in the first settling.
+                lock(&m.seq_samples).restart();
+                lock(&m.par_samples).restart();
+                false
+            } else {
+                prefer_seq != (n % every == every - 1)
             }
         };
         use_seq.then_some(SequentialReason::Adaptive)

@@ -30,17 +30,6 @@ pub enum StateKey {
     Kv([u8; 32]),
 }
 
-impl StateKey {
-    /// The encoding's tag and the 32-byte body.
-    #[inline]
-    fn tag_and_body(&self) -> (u8, &[u8; 32]) {
-        match self {
-            StateKey::Account(AccountId(b)) => (TAG_ACCOUNT, b),
-            StateKey::Kv(b) => (TAG_KV, b),
-        }
-    }
-}
-
 impl Ord for StateKey {
     /// Byte order of the encodings, computed as the tag, then the first 8
     /// body bytes as one big-endian integer, then the other 24 bytes only on
@@ -71,18 +60,20 @@ const TAG_ACCOUNT: u8 = 1;
 const TAG_KV: u8 = 2;
 
 impl StateKey {
-    pub fn to_bytes(&self) -> [u8; STATE_KEY_BYTES] {
-        let mut out = [0u8; STATE_KEY_BYTES];
+    /// The encoding's tag and the 32-byte body.
+    #[inline]
+    fn tag_and_body(&self) -> (u8, &[u8; 32]) {
         match self {
-            StateKey::Account(id) => {
-                out[0] = TAG_ACCOUNT;
-                out[1..].copy_from_slice(&id.0);
-            }
-            StateKey::Kv(k) => {
-                out[0] = TAG_KV;
-                out[1..].copy_from_slice(k);
-            }
+            StateKey::Account(AccountId(b)) => (TAG_ACCOUNT, b),
+            StateKey::Kv(b) => (TAG_KV, b),
         }
+    }
+
+    pub fn to_bytes(&self) -> [u8; STATE_KEY_BYTES] {
+        let (tag, body) = self.tag_and_body();
+        let mut out = [0u8; STATE_KEY_BYTES];
+        out[0] = tag;
+        out[1..].copy_from_slice(body);
         out
     }
 
@@ -229,10 +220,7 @@ const _: () = assert!(STATE_SHARDS.is_power_of_two() && STATE_SHARDS <= 256);
 
 /// The shard of `key`: the top bits of the first byte after the tag.
 pub fn shard_of(key: &StateKey) -> usize {
-    let b = match key {
-        StateKey::Account(id) => id.0[0],
-        StateKey::Kv(k) => k[0],
-    };
+    let b = key.tag_and_body().1[0];
     (b as usize * STATE_SHARDS) >> 8
 }
 
