@@ -19,7 +19,7 @@
 //! The block digest is `blake3(BLOCK_DIGEST_DOMAIN || encoding without the
 //! signature)`. The whole encoding is at most [`BLOCK_BYTES_MAX`].
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use thiserror::Error;
 
 use crate::types::{Committee, Digest, Epoch, Round, StakeAggregator, ValidatorIndex};
@@ -475,14 +475,14 @@ pub trait SignatureVerifier: Send {
     fn verify(&self, key: &VerifyingKey, digest: &Digest, signature: &[u8; 64]) -> bool;
 }
 
-/// Plain ed25519 strict verification.
+/// The chain's signature rule (`velox_exec::sig`, docs/protocol.md): the
+/// same function that decides transactions decides blocks.
 #[derive(Copy, Clone, Debug, Default)]
 pub struct Ed25519Verifier;
 
 impl SignatureVerifier for Ed25519Verifier {
     fn verify(&self, key: &VerifyingKey, digest: &Digest, signature: &[u8; 64]) -> bool {
-        key.verify_strict(&digest.0, &Signature::from_bytes(signature))
-            .is_ok()
+        velox_exec::sig::verify(key.as_bytes(), &digest.0, signature).is_ok()
     }
 }
 

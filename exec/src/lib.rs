@@ -4,7 +4,9 @@
 //!
 //! - [`tx`]: the wire format (a zerocopy header, a payload, an ed25519
 //!   signature over the blake3 digest of header and payload) and its decoder.
-//! - [`verify`]: signature checks, single and batched; the only way to make a
+//! - [`sig`]: the chain's one ed25519 acceptance rule (ZIP-215 and a key
+//!   rule), single and batched, and crafted edge cases of it.
+//! - [`verify`]: transaction checks, single and batched; the only way to make a
 //!   [`verify::VerifiedTx`], the type every later stage takes.
 //! - [`state`]: the account map; its commitment is the root of
 //! - [`smt`]: a sparse Merkle tree over the state, with inclusion and
@@ -25,6 +27,7 @@ pub mod parallel;
 pub mod pool;
 pub mod reason;
 pub mod seq;
+pub mod sig;
 pub mod smt;
 pub mod state;
 pub mod tx;

@@ -424,10 +424,23 @@ impl TxBuilder {
 
     /// Signs with `key` and returns the encoded transaction bytes.
     pub fn sign(&self, key: &SigningKey) -> Vec<u8> {
-        let mut out = self.encode_unsigned(key.verifying_key().to_bytes());
+        self.encode_signed_by(key.verifying_key().to_bytes(), |digest| {
+            key.sign(digest).to_bytes()
+        })
+    }
+
+    /// Encodes with `sender` as the key field and the 64 bytes `sign`
+    /// returns for the digest as the signature: for signatures made outside
+    /// this crate (a hardware signer, or the crafted edge cases of
+    /// [`crate::sig::craft`]).
+    pub fn encode_signed_by(
+        &self,
+        sender: [u8; 32],
+        sign: impl FnOnce(&[u8; 32]) -> [u8; 64],
+    ) -> Vec<u8> {
+        let mut out = self.encode_unsigned(sender);
         let digest = blake3::hash(&out);
-        let sig = key.sign(digest.as_bytes());
-        out.extend_from_slice(&sig.to_bytes());
+        out.extend_from_slice(&sign(digest.as_bytes()));
         out
     }
 

@@ -1,18 +1,16 @@
-//! Signature verification: the only way to obtain a [`VerifiedTx`].
+//! Transaction verification: the only way to obtain a [`VerifiedTx`].
 //!
-//! Batches use ed25519-dalek's batch equation (one multiscalar
-//! multiplication for the whole batch, ~2x the single-verify rate). A batch
-//! that fails is re-checked one by one with `verify_strict`, so one bad
-//! signature costs its batch a second pass but never rejects a good one.
-
-use ed25519_dalek::{Signature, VerifyingKey};
+//! A transaction is valid when its stateless checks pass and its signature
+//! passes the chain's rule ([`crate::sig`]): the sender's key over the
+//! transaction digest. [`verify_batch`] uses the rule's batch fast path and
+//! returns, for every input, exactly what [`verify_one`] returns.
 
 use crate::reason::RejectReason;
+use crate::sig::{self, Item};
 use crate::tx::{Tx, TxKind};
 
-/// Largest batch handed to the batch equation. Larger batches amortise less
-/// and make the fallback pass after one bad signature more expensive.
-pub const VERIFY_BATCH_TXS_MAX: usize = 64;
+/// Largest batch handed to the batch equation (the rule's own chunk size).
+pub const VERIFY_BATCH_TXS_MAX: usize = sig::SIG_BATCH_MAX;
 
 /// A transaction whose signature, chain and kind have been checked. Only this
 /// module and [`VerifiedTx::from_trusted`] construct it.
@@ -63,68 +61,42 @@ pub fn check_stateless(tx: &Tx, chain_id: u64) -> Result<(), RejectReason> {
     Ok(())
 }
 
-fn parts(tx: &Tx) -> Result<(VerifyingKey, Signature), RejectReason> {
-    let key = VerifyingKey::from_bytes(&tx.sender().0).map_err(|_| RejectReason::BadPublicKey)?;
-    if key.is_weak() {
-        return Err(RejectReason::BadPublicKey);
-    }
-    Ok((key, Signature::from_bytes(tx.signature())))
-}
-
-/// Verifies one transaction.
+/// Verifies one transaction: the chain's rule for a single signature.
 pub fn verify_one(tx: Tx, chain_id: u64) -> Result<VerifiedTx, RejectReason> {
     check_stateless(&tx, chain_id)?;
-    let (key, sig) = parts(&tx)?;
-    key.verify_strict(&tx.digest().0, &sig)
-        .map_err(|_| RejectReason::BadSignature)?;
+    sig::verify(&tx.sender().0, &tx.digest().0, tx.signature())?;
     Ok(VerifiedTx(tx))
 }
 
-/// Verifies a batch, returning one result per input in input order.
+/// Verifies a batch, returning one result per input in input order: for
+/// each, exactly the answer of [`verify_one`].
 pub fn verify_batch(txs: Vec<Tx>, chain_id: u64) -> Vec<Result<VerifiedTx, RejectReason>> {
-    let mut out: Vec<Result<VerifiedTx, RejectReason>> = Vec::with_capacity(txs.len());
-    let mut chunk: Vec<Tx> = Vec::with_capacity(VERIFY_BATCH_TXS_MAX);
-    let mut iter = txs.into_iter().peekable();
-    while iter.peek().is_some() {
-        chunk.clear();
-        chunk.extend(iter.by_ref().take(VERIFY_BATCH_TXS_MAX));
-        verify_chunk(&mut chunk, chain_id, &mut out);
-    }
+    let stateless: Vec<Result<(), RejectReason>> =
+        txs.iter().map(|t| check_stateless(t, chain_id)).collect();
+    let senders: Vec<[u8; 32]> = txs.iter().map(|t| t.sender().0).collect();
+    let digests: Vec<[u8; 32]> = txs.iter().map(|t| t.digest().0).collect();
+    let items: Vec<Item<'_>> = stateless
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_ok())
+        .map(|(i, _)| Item {
+            key: &senders[i],
+            message: &digests[i],
+            signature: txs[i].signature(),
+        })
+        .collect();
+    let mut answers = sig::verify_many(&items).into_iter();
+    let out: Vec<Result<VerifiedTx, RejectReason>> = txs
+        .into_iter()
+        .zip(stateless)
+        .map(|(tx, s)| {
+            s?;
+            answers.next().expect("one answer per item")?;
+            Ok(VerifiedTx(tx))
+        })
+        .collect();
+    debug_assert!(answers.next().is_none());
     out
-}
-
-fn verify_chunk(
-    chunk: &mut Vec<Tx>,
-    chain_id: u64,
-    out: &mut Vec<Result<VerifiedTx, RejectReason>>,
-) {
-    // Pre-screen: stateless checks and key decoding. Only candidates that pass
-    // go into the batch equation.
-    let mut keys = Vec::with_capacity(chunk.len());
-    let mut sigs = Vec::with_capacity(chunk.len());
-    let mut msgs: Vec<[u8; 32]> = Vec::with_capacity(chunk.len());
-    let mut screened: Vec<Result<(), RejectReason>> = Vec::with_capacity(chunk.len());
-    for tx in chunk.iter() {
-        let r = check_stateless(tx, chain_id).and_then(|_| parts(tx));
-        match r {
-            Ok((k, s)) => {
-                keys.push(k);
-                sigs.push(s);
-                msgs.push(tx.digest().0);
-                screened.push(Ok(()));
-            }
-            Err(e) => screened.push(Err(e)),
-        }
-    }
-    let msg_refs: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
-    let batch_ok = !keys.is_empty() && ed25519_dalek::verify_batch(&msg_refs, &sigs, &keys).is_ok();
-    for (tx, s) in chunk.drain(..).zip(screened) {
-        out.push(match s {
-            Err(e) => Err(e),
-            Ok(()) if batch_ok => Ok(VerifiedTx(tx)),
-            Ok(()) => verify_one(tx, chain_id),
-        });
-    }
 }
 
 #[cfg(test)]

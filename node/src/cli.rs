@@ -158,6 +158,10 @@ enum Cmd {
         /// The node's configuration (its genesis must match the data's).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Do not check stored transactions' signatures (for data written in
+        /// benchmark mode, whose transactions are unsigned).
+        #[arg(long)]
+        skip_signatures: bool,
     },
     /// Run a benchmark suite; with --json print one JSON object.
     Bench {
@@ -368,6 +372,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir,
             from,
             config,
+            skip_signatures,
         } => {
             let config = config
                 .map(|p| crate::config::Config::load(&p))
@@ -381,6 +386,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 data_dir,
                 from,
                 config,
+                check_signatures: !skip_signatures,
             };
             match crate::replay::run_replay(&args, &mut std::io::stderr())? {
                 crate::replay::ReplayOutcome::AllMatch {

@@ -105,6 +105,15 @@ impl CommitteeFile {
                     "use the public key printed by `velox keygen`",
                 )
             })?;
+            // The chain's key rule (canonical, not of small order): a key
+            // that fails it could never sign a block anyone accepts.
+            velox_exec::sig::PublicKey::parse(&bytes.0).map_err(|e| {
+                err(
+                    field("public_key"),
+                    format!("is not a valid ed25519 public key ({e})"),
+                    "use the public key printed by `velox keygen`",
+                )
+            })?;
             let vk = VerifyingKey::from_bytes(&bytes.0).map_err(|_| {
                 err(
                     field("public_key"),

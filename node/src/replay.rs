@@ -35,6 +35,10 @@ pub struct ReplayArgs {
     pub from: Option<PathBuf>,
     /// The node's configuration: its genesis must match the data's.
     pub config: Option<Config>,
+    /// Check every stored transaction's signature against the chain's rule
+    /// (off only for data written in benchmark mode, which holds unsigned
+    /// transactions).
+    pub check_signatures: bool,
 }
 
 /// A replay that ran to its end or to the first mismatch.
@@ -189,6 +193,14 @@ pub fn run_replay(args: &ReplayArgs, progress: &mut dyn Write) -> anyhow::Result
                 }
             }
         }
+        if index > 0 && args.check_signatures {
+            if let Some((i, e)) = first_bad_signature(&txs) {
+                return Ok(ReplayOutcome::Mismatch {
+                    index,
+                    what: format!("stored transaction {i} fails the chain's signature rule: {e}"),
+                });
+            }
+        }
         let out = if index == 0 {
             crate::pipeline::execute_genesis(&mut state, &txs)
         } else {
@@ -286,4 +298,25 @@ pub fn restore(
         std::fs::copy(file, &copy)?;
     }
     Ok(h)
+}
+
+/// The first transaction whose signature fails the chain's rule (stored
+/// transactions were verified before they were stored: a failure means the
+/// data was altered or written under another rule).
+fn first_bad_signature(txs: &[VerifiedTx]) -> Option<(usize, velox_exec::sig::SigError)> {
+    let digests: Vec<[u8; 32]> = txs.iter().map(|t| t.digest().0).collect();
+    let senders: Vec<[u8; 32]> = txs.iter().map(|t| t.sender().0).collect();
+    let items: Vec<velox_exec::sig::Item<'_>> = txs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| velox_exec::sig::Item {
+            key: &senders[i],
+            message: &digests[i],
+            signature: t.signature(),
+        })
+        .collect();
+    velox_exec::sig::verify_many(&items)
+        .into_iter()
+        .enumerate()
+        .find_map(|(i, r)| r.err().map(|e| (i, e)))
 }

@@ -572,6 +572,151 @@ fn a_validator_that_lost_its_data_joins_from_a_peers_snapshot() {
     }
 }
 
+/// A Byzantine client sends validator 0 signatures at the edges of the
+/// chain's rule (mixed- and small-order R, S ≥ L, small-order and mixed-order
+/// keys, …), each from its own funded account, next to valid transfers on
+/// one stream. Each gets the rule's answer; what validator 0 batches, every
+/// validator executes (their roots agree, each recipient's balance is the
+/// same everywhere), and the validators agree on every transaction's fate.
+#[test]
+fn edge_case_signatures_get_one_answer_on_every_validator() {
+    use velox_exec::sig::craft::{Case, Crafter};
+    use velox_exec::{AccountId, RejectReason, TxBody, TxBuilder};
+    use velox_net::{AckMode, IngressClient, Status};
+    use velox_node::devnet::{DEVNET_CHAIN_ID, DEVNET_SEED};
+
+    let cases = [
+        Case::Valid,
+        Case::MixedOrderR(1),
+        Case::MixedOrderR(4),
+        Case::MixedOrderR(6),
+        Case::SmallOrderR(0),
+        Case::SmallOrderR(3),
+        Case::SmallOrderR(10),
+        Case::SmallOrderRZeroS(2),
+        Case::SPlusL,
+        Case::SHighBit,
+        Case::RNotOnCurve,
+        Case::WrongMessage,
+        Case::MixedOrderKey(2),
+        Case::SmallOrderKey(1, 1),
+        Case::NonCanonicalKey(0),
+    ];
+    let accounts = cases.len() as u32 + 10;
+    let (net, all) = start_four("", accounts);
+    assert!(wait_commit_index(&all, 1, Duration::from_secs(60)));
+    let dev = |i: u32| velox_node::keys::dev_key(DEVNET_SEED, i);
+    let recipient = |i: usize| AccountId([0xE0 + i as u8; 32]);
+    let mut txs: Vec<Vec<u8>> = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let signer = dev(i as u32);
+        let crafter = Crafter::new(&signer);
+        let b = TxBuilder {
+            chain_id: DEVNET_CHAIN_ID,
+            nonce: 0,
+            fee: 1,
+            body: TxBody::Transfer {
+                to: recipient(i),
+                amount: 5,
+            },
+        };
+        txs.push(b.encode_signed_by(crafter.key_for(*case), |d| crafter.sign(*case, d).1));
+        // A valid neighbour from another funded account.
+        let n = dev(cases.len() as u32 + (i % 10) as u32);
+        txs.push(
+            TxBuilder {
+                chain_id: DEVNET_CHAIN_ID,
+                nonce: (i / 10) as u64,
+                fee: 1,
+                body: TxBody::Transfer {
+                    to: AccountId([0xD0; 32]),
+                    amount: 1,
+                },
+            }
+            .sign(&n),
+        );
+    }
+    let target = velox_node::devnet::load_target(&net.nodes[0].dir, net.nodes[0].ingress);
+    let responses = common::rt().block_on(async {
+        let cert = std::fs::read(target.cert.as_ref().unwrap()).unwrap();
+        let ep = velox_net::ingress::client_endpoint(Some(cert)).unwrap();
+        let c = IngressClient::connect(&ep, target.addr).await.unwrap();
+        let refs: Vec<&[u8]> = txs.iter().map(|t| t.as_slice()).collect();
+        c.submit(AckMode::Commit, &refs).await.unwrap()
+    });
+    assert_eq!(responses.len(), txs.len());
+    for (i, case) in cases.iter().enumerate() {
+        let r = &responses[2 * i];
+        match case.expected() {
+            // A valid signature: committed, except a key nobody funded,
+            // whose transfer fails at execution.
+            Ok(()) if case.uses_signer_key() => {
+                assert_eq!(r.status, Status::Committed, "{}: {r:?}", case.name())
+            }
+            Ok(()) => assert_eq!(
+                (r.status, r.reason),
+                (Status::Rejected, Some(RejectReason::InsufficientBalance)),
+                "{}",
+                case.name()
+            ),
+            Err(e) => assert_eq!(
+                (r.status, r.reason),
+                (Status::Rejected, Some(RejectReason::from(e))),
+                "{}",
+                case.name()
+            ),
+        }
+        assert_eq!(
+            responses[2 * i + 1].status,
+            Status::Committed,
+            "neighbour {i}"
+        );
+    }
+    roots_agree_at_top(&all);
+    for (i, case) in cases.iter().enumerate() {
+        let want = if case.expected().is_ok() && case.uses_signer_key() {
+            5
+        } else {
+            0
+        };
+        for api in &all {
+            let (_, body) =
+                velox_node::httpc::get(*api, &format!("/account/{}", recipient(i).to_hex()))
+                    .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                v["balance"].as_u64().unwrap_or(0),
+                want,
+                "{} on {api}: {body}",
+                case.name()
+            );
+        }
+        // Every validator that executed it records the same fate.
+        if case.expected().is_ok() {
+            let digest = responses[2 * i].digest.to_hex();
+            let fates: Vec<String> = all
+                .iter()
+                .map(|api| {
+                    let (_, body) = velox_node::httpc::get(*api, &format!("/tx/{digest}")).unwrap();
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    format!(
+                        "{} {} {} {}",
+                        v["status"], v["reason"], v["commit_index"], v["position"]
+                    )
+                })
+                .collect();
+            assert!(
+                fates.iter().all(|f| *f == fates[0]),
+                "{}: {fates:?}",
+                case.name()
+            );
+        }
+    }
+    for i in 0..4 {
+        assert!(!net.log(i).contains("panicked"), "v{i} panicked");
+    }
+}
+
 /// Waits until every validator reached the highest commit any of them has,
 /// then checks their roots agree at the common index, which it returns.
 fn roots_agree_at_top(all: &[std::net::SocketAddr]) -> u64 {
