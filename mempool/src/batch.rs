@@ -17,17 +17,33 @@
 //!  digest handed to consensus (a block's payload)
 //! ```
 //!
-//! Encoding: `b"VXB1"`, u32 count (little-endian), then per transaction a
-//! u32 length and its exact bytes. The digest is blake3 in derive-key mode
-//! (context `velox batch v1`) over the whole encoding, so equal content has
-//! one digest and a batch fetched from anyone can be checked against it.
+//! Encoding (version 2, `b"VXB2"`): the author's validator index (u32
+//! little-endian), a batch nonce (u64 little-endian, unique per author:
+//! the driver draws a random start per process and counts up), the
+//! transaction count (u32), then per transaction a u32 length and its exact
+//! bytes. The digest is blake3 in derive-key mode (context
+//! `velox batch v1`) over the whole encoding. The author and nonce make a
+//! batch's identity its own: two batches with the same transactions
+//! (a client resending a transaction that failed at execution, sealed alone
+//! again) have different digests, so the duplicate-batch window that skips
+//! a batch committed twice (a replay, or one batch in two blocks) never
+//! swallows a new batch (decision 0007). Version 1 (`b"VXB1"`, count and
+//! transactions only, content-addressed) is still decoded from disk and in
+//! fetched committed batches; fresh batches from peers must be version 2
+//! and name the peer that sent them.
 
 use std::collections::HashMap;
 
 use velox_exec::tx::TX_BYTES_MAX;
 
-/// First bytes of an encoded batch.
-pub const BATCH_MAGIC: &[u8; 4] = b"VXB1";
+/// First bytes of an encoded batch (version 2, with author and nonce).
+pub const BATCH_MAGIC: &[u8; 4] = b"VXB2";
+/// First bytes of a version-1 batch (content only): decoded, never made.
+pub const BATCH_MAGIC_V1: &[u8; 4] = b"VXB1";
+/// Bytes before the first transaction of a version-2 batch: magic, author,
+/// nonce, count.
+pub const BATCH_HEADER_BYTES: usize = 4 + 4 + 8 + 4;
+const BATCH_HEADER_BYTES_V1: usize = 4 + 4;
 /// Most transactions in one batch (decoder bound).
 pub const BATCH_TXS_MAX: usize = 16_384;
 /// Most bytes of one encoded batch (decoder bound).
@@ -79,10 +95,24 @@ impl BatchError {
     }
 }
 
-/// Encodes transactions (their exact bytes) as a batch.
-pub fn encode_batch<'a>(txs: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + txs.len() * 200);
+/// Who made a batch and which of theirs it is: part of its identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchOrigin {
+    /// The author's validator index.
+    pub author: u32,
+    /// Unique among the author's batches.
+    pub nonce: u64,
+}
+
+/// Encodes transactions (their exact bytes) as a version-2 batch of `origin`.
+pub fn encode_batch<'a>(
+    origin: BatchOrigin,
+    txs: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + txs.len() * 200);
     out.extend_from_slice(BATCH_MAGIC);
+    out.extend_from_slice(&origin.author.to_le_bytes());
+    out.extend_from_slice(&origin.nonce.to_le_bytes());
     out.extend_from_slice(&(txs.len() as u32).to_le_bytes());
     for t in txs {
         out.extend_from_slice(&(t.len() as u32).to_le_bytes());
@@ -98,28 +128,47 @@ pub fn batch_digest(bytes: &[u8]) -> BatchDigest {
     *h.finalize().as_bytes()
 }
 
+/// A decoded batch: its origin (`None` for version 1) and its transactions'
+/// byte slices.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DecodedBatch<'a> {
+    pub origin: Option<BatchOrigin>,
+    pub txs: Vec<&'a [u8]>,
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
 /// Splits untrusted bytes into transaction byte slices, checking every
 /// bound. Never panics.
-pub fn decode_batch(bytes: &[u8]) -> Result<Vec<&[u8]>, BatchError> {
+pub fn decode_batch(bytes: &[u8]) -> Result<DecodedBatch<'_>, BatchError> {
     if bytes.len() > BATCH_BYTES_MAX {
         return Err(BatchError::TooLarge(bytes.len()));
     }
-    if bytes.len() < 8 {
-        return Err(if bytes.starts_with(&BATCH_MAGIC[..bytes.len().min(4)]) {
-            BatchError::Truncated(bytes.len())
-        } else {
-            BatchError::Magic
-        });
-    }
-    if &bytes[..4] != BATCH_MAGIC {
+    let magic_len = bytes.len().min(4);
+    let v2 = bytes[..magic_len] == BATCH_MAGIC[..magic_len];
+    if !v2 && bytes[..magic_len] != BATCH_MAGIC_V1[..magic_len] {
         return Err(BatchError::Magic);
     }
-    let n = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
+    let header = if v2 {
+        BATCH_HEADER_BYTES
+    } else {
+        BATCH_HEADER_BYTES_V1
+    };
+    if bytes.len() < header {
+        return Err(BatchError::Truncated(bytes.len()));
+    }
+    let origin = v2.then(|| BatchOrigin {
+        author: u32_at(bytes, 4),
+        nonce: u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")),
+    });
+    let n = u32_at(bytes, header - 4) as usize;
     if n > BATCH_TXS_MAX {
         return Err(BatchError::TooManyTxs(n));
     }
-    let mut at = 8;
-    let mut out = Vec::with_capacity(n);
+    let mut at = header;
+    let mut txs = Vec::with_capacity(n.min(bytes.len() / 4));
     for _ in 0..n {
         let Some(len) = bytes.get(at..at + 4) else {
             return Err(BatchError::Truncated(at));
@@ -132,13 +181,13 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<&[u8]>, BatchError> {
         let Some(tx) = bytes.get(at..at + len) else {
             return Err(BatchError::Truncated(at));
         };
-        out.push(tx);
+        txs.push(tx);
         at += len;
     }
     if at != bytes.len() {
         return Err(BatchError::TrailingBytes(bytes.len() - at));
     }
-    Ok(out)
+    Ok(DecodedBatch { origin, txs })
 }
 
 #[derive(Debug)]
@@ -189,6 +238,13 @@ impl Availability {
         }
         self.pending.insert(d, acks);
         false
+    }
+
+    /// Stops waiting for acknowledgements of `d` (the author gave up on it:
+    /// its transactions went back to the pool). Later acks for it are
+    /// ignored, so it is never reported available. True if it was waiting.
+    pub fn abandon(&mut self, d: &BatchDigest) -> bool {
+        self.pending.remove(d).is_some()
     }
 
     /// Peer `from` says it stored `d`. Returns true when this acknowledgement
@@ -244,35 +300,78 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const O: BatchOrigin = BatchOrigin {
+        author: 3,
+        nonce: 77,
+    };
+
     #[test]
     fn roundtrip_and_digest() {
         let txs: Vec<Vec<u8>> = vec![vec![1, 2, 3], vec![], vec![9; 300]];
-        let b = encode_batch(txs.iter().map(|t| t.as_slice()));
+        let b = encode_batch(O, txs.iter().map(|t| t.as_slice()));
         let back = decode_batch(&b).unwrap();
-        assert_eq!(back, txs.iter().map(|t| t.as_slice()).collect::<Vec<_>>());
+        assert_eq!(
+            back.txs,
+            txs.iter().map(|t| t.as_slice()).collect::<Vec<_>>()
+        );
+        assert_eq!(back.origin, Some(O));
         assert_eq!(batch_digest(&b), batch_digest(&b.clone()));
         let mut other = b.clone();
         *other.last_mut().unwrap() ^= 1;
         assert_ne!(batch_digest(&b), batch_digest(&other));
     }
 
+    /// The fault this format closes: the same transactions sealed again (a
+    /// resent transaction alone in a batch) must not get the digest of the
+    /// earlier batch, or the duplicate window skips it at commit.
+    #[test]
+    fn the_same_transactions_in_another_batch_have_another_digest() {
+        let tx = vec![5u8; 168];
+        let a = encode_batch(O, [tx.as_slice()].into_iter());
+        let b = encode_batch(
+            BatchOrigin {
+                nonce: O.nonce + 1,
+                ..O
+            },
+            [tx.as_slice()].into_iter(),
+        );
+        let c = encode_batch(BatchOrigin { author: 4, ..O }, [tx.as_slice()].into_iter());
+        assert_ne!(batch_digest(&a), batch_digest(&b));
+        assert_ne!(batch_digest(&a), batch_digest(&c));
+        assert_eq!(decode_batch(&a).unwrap().txs, decode_batch(&b).unwrap().txs);
+    }
+
+    #[test]
+    fn version_1_batches_still_decode() {
+        let mut v1 = BATCH_MAGIC_V1.to_vec();
+        v1.extend_from_slice(&2u32.to_le_bytes());
+        for t in [&[1u8, 2][..], &[3u8][..]] {
+            v1.extend_from_slice(&(t.len() as u32).to_le_bytes());
+            v1.extend_from_slice(t);
+        }
+        let d = decode_batch(&v1).unwrap();
+        assert_eq!(d.origin, None);
+        assert_eq!(d.txs, vec![&[1u8, 2][..], &[3u8][..]]);
+    }
+
     #[test]
     fn malformed_batches_are_typed_errors() {
         assert_eq!(decode_batch(b"XXXX\0\0\0\0"), Err(BatchError::Magic));
         assert_eq!(decode_batch(b"VXB"), Err(BatchError::Truncated(3)));
-        let mut b = encode_batch([&[1u8, 2][..]].into_iter());
+        assert_eq!(decode_batch(b"VXB2\0\0\0\0"), Err(BatchError::Truncated(8)));
+        let mut b = encode_batch(O, [&[1u8, 2][..]].into_iter());
         b.push(0);
         assert_eq!(decode_batch(&b), Err(BatchError::TrailingBytes(1)));
         b.truncate(b.len() - 2);
         assert!(matches!(decode_batch(&b), Err(BatchError::Truncated(_))));
-        let mut many = BATCH_MAGIC.to_vec();
-        many.extend_from_slice(&u32::MAX.to_le_bytes());
+        let mut many = encode_batch(O, std::iter::empty::<&[u8]>());
+        many[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(
             decode_batch(&many),
             Err(BatchError::TooManyTxs(u32::MAX as usize))
         );
-        let mut big = BATCH_MAGIC.to_vec();
-        big.extend_from_slice(&1u32.to_le_bytes());
+        let mut big = encode_batch(O, std::iter::empty::<&[u8]>());
+        big[16..20].copy_from_slice(&1u32.to_le_bytes());
         big.extend_from_slice(&(TX_BYTES_MAX as u32 + 1).to_le_bytes());
         assert_eq!(
             decode_batch(&big),

@@ -155,6 +155,9 @@ pub struct ShardedPoolCounters {
     pub popped: u64,
     pub settled: u64,
     pub returned: u64,
+    /// Transactions that failed only because an earlier nonce of their
+    /// sender was still in flight; their sender then waits for that one.
+    pub gap_waits: u64,
 }
 
 #[derive(Default)]
@@ -171,6 +174,7 @@ struct Counters {
     popped: AtomicU64,
     settled: AtomicU64,
     returned: AtomicU64,
+    gap_waits: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -276,6 +280,11 @@ struct Sender {
     /// A transaction failed at execution: re-read `committed` once nothing
     /// is in flight.
     resync: bool,
+    /// A later nonce failed (`BadNonce`) because the transaction at
+    /// `committed` was still in flight: while that one stays in flight,
+    /// nothing past it leaves again (it would only fail again, once per
+    /// batch). Cleared when the transaction at `committed` settles.
+    gap_wait: bool,
 }
 
 impl Sender {
@@ -293,6 +302,7 @@ impl Sender {
             in_flight: 0,
             in_ready: false,
             resync: false,
+            gap_wait: false,
         }
     }
 }
@@ -427,6 +437,7 @@ struct Tally {
     evicted: u64,
     settled: u64,
     returned: u64,
+    gap_waits: u64,
 }
 
 impl<M> Core<M> {
@@ -695,9 +706,19 @@ impl<M> Core<M> {
         }
     }
 
+    /// The sender waits for its in-flight transaction at the committed
+    /// nonce to settle before anything later leaves (see `gap_wait`).
+    fn blocked_on_gap(&self, si: u32) -> bool {
+        let s = &self.senders[si];
+        s.gap_wait
+            && self
+                .find_nonce(si, s.committed)
+                .is_some_and(|i| self.slots[i].in_flight())
+    }
+
     /// Queues the sender if it became ready.
     fn requeue(&mut self, si: u32) {
-        if self.settle_next(si) && !self.senders[si].in_ready {
+        if self.settle_next(si) && !self.blocked_on_gap(si) && !self.senders[si].in_ready {
             self.senders[si].in_ready = true;
             self.ready.push_back(si);
         }
@@ -720,6 +741,12 @@ impl<M> Core<M> {
                 return false;
             };
             debug_assert!(self.senders[si].in_ready);
+            if self.blocked_on_gap(si) {
+                // Requeued when its transaction at the committed nonce
+                // settles or returns (`reconcile`).
+                self.senders[si].in_ready = false;
+                continue;
+            }
             let mut taken = 0;
             while taken < burst_max && out.len() < txs_max && self.settle_next(si) {
                 let next = self.senders[si].next_nonce;
@@ -969,6 +996,7 @@ impl<M> ShardedPool<M> {
         add(&c.evicted, t.evicted);
         add(&c.settled, t.settled);
         add(&c.returned, t.returned);
+        add(&c.gap_waits, t.gap_waits);
     }
 
     /// Runs `f` on shard `i`'s core, then settles the budget and gauges.
@@ -1096,13 +1124,20 @@ impl<M> ShardedPool<M> {
                         // transaction wrote nothing, so it goes back to
                         // pending and leaves again after the gap; its client
                         // hears the final outcome then.
+                        // Until the gap settles, nothing past it leaves
+                        // again (it would fail again, batch after batch).
                         core.back_to_pending(slot);
+                        core.senders[si].gap_wait = true;
                         t.returned += 1;
+                        t.gap_waits += 1;
                         touched.push(si);
                         continue;
                     }
                     let (bytes, meta, digest) = core.remove_slot(slot, Some(digest));
                     let s = &mut core.senders[si];
+                    if nonce == s.committed {
+                        s.gap_wait = false;
+                    }
                     match outcome {
                         Ok(()) => s.committed = s.committed.max(nonce + 1),
                         Err(_) => s.resync = true,
@@ -1243,6 +1278,7 @@ impl<M> ShardedPool<M> {
             popped: l(&c.popped),
             settled: l(&c.settled),
             returned: l(&c.returned),
+            gap_waits: l(&c.gap_waits),
         }
     }
 
@@ -1317,7 +1353,11 @@ impl<M> ShardedPool<M> {
                         !core.slots[i].in_flight(),
                         "next_nonce names an in-flight slot"
                     );
-                    assert!(s.in_ready, "sender {:?} ready but not queued", s.id);
+                    assert!(
+                        s.in_ready || core.blocked_on_gap(si),
+                        "sender {:?} ready but not queued",
+                        s.id
+                    );
                 }
                 p += s.pending as usize;
                 f += s.in_flight as usize;

@@ -492,6 +492,85 @@ fn failing_behind_a_returned_gap_goes_back_to_pending() {
     p.check_invariants();
 }
 
+/// Nonce 0 is in flight in a batch that has not committed; nonce 1 left in
+/// a later batch that committed first and failed `BadNonce`. Nonce 1 then
+/// waits for nonce 0 instead of leaving in every next batch (each would
+/// only fail again): it leaves once nonce 0 settles, and is answered once.
+#[test]
+fn a_nonce_behind_an_in_flight_gap_waits_instead_of_looping() {
+    let (p, chain) = pool_on_chain(config());
+    admit(&p, vec![(tx(1, 0), 0)], 0);
+    let a = p.pop_batch(10, usize::MAX);
+    assert_eq!(nonces(&a), vec![0]);
+    admit(&p, vec![(tx(1, 1), 1)], 0);
+    let b = p.pop_batch(10, usize::MAX);
+    assert_eq!(nonces(&b), vec![1]);
+    let mut out = Vec::new();
+    let bad: Vec<_> = b
+        .iter()
+        .map(|t| (t.sender(), t.digest(), Err(RejectReason::BadNonce)))
+        .collect();
+    p.handle_committed(bad, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(p.counters().gap_waits, 1);
+    p.check_invariants();
+    for _ in 0..5 {
+        assert!(p.pop_batch(10, usize::MAX).is_empty(), "nonce 1 left again");
+        p.check_invariants();
+    }
+    // Nonce 0 commits: nonce 1 leaves, commits, and is answered once.
+    commit_on_chain(&chain, &a);
+    p.handle_committed(receipts(&a), &mut out);
+    let c = p.pop_batch(10, usize::MAX);
+    assert_eq!(nonces(&c), vec![1]);
+    commit_on_chain(&chain, &c);
+    p.handle_committed(receipts(&c), &mut out);
+    let mut metas: Vec<u32> = out.iter().map(|s| s.meta).collect();
+    metas.sort();
+    assert_eq!(metas, vec![0, 1]);
+    assert!(out.iter().all(|s| s.outcome.is_ok()));
+    assert_eq!(p.held(), (0, 0));
+    p.check_invariants();
+    // When nonce 0 fails instead, nonce 1 waits pending for the gap (up to
+    // the pool's expiry), without leaving again; the client resends nonce
+    // 0 (the same bytes) and both commit.
+    admit(&p, vec![(tx(2, 0), 10)], 0);
+    let a = p.pop_batch(10, usize::MAX);
+    admit(&p, vec![(tx(2, 1), 11)], 0);
+    let b = p.pop_batch(10, usize::MAX);
+    let mut out = Vec::new();
+    p.handle_committed(
+        vec![(b[0].sender(), b[0].digest(), Err(RejectReason::BadNonce))],
+        &mut out,
+    );
+    assert!(p.pop_batch(10, usize::MAX).is_empty());
+    p.handle_committed(
+        vec![(
+            a[0].sender(),
+            a[0].digest(),
+            Err(RejectReason::InsufficientBalance),
+        )],
+        &mut out,
+    );
+    assert_eq!(reasons(&out), vec![(10, RejectReason::InsufficientBalance)]);
+    assert!(
+        p.pop_batch(10, usize::MAX).is_empty(),
+        "nonce 1 waits for 0"
+    );
+    p.check_invariants();
+    out.clear();
+    admit(&p, vec![(tx(2, 0), 12)], 0);
+    let c = p.pop_batch(10, usize::MAX);
+    assert_eq!(nonces(&c), vec![0, 1]);
+    commit_on_chain(&chain, &c);
+    p.handle_committed(receipts(&c), &mut out);
+    let mut metas: Vec<u32> = out.iter().map(|s| s.meta).collect();
+    metas.sort();
+    assert_eq!(metas, vec![11, 12]);
+    assert_eq!(p.held(), (0, 0));
+    p.check_invariants();
+}
+
 #[test]
 fn failed_execution_resyncs_and_evicts_stale() {
     let committed = Arc::new(Mutex::new(0u64));
@@ -706,10 +785,16 @@ fn single_drainer_sees_exact_nonce_order() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Insert { sender: u32, nonce: u64, fee: u64 },
+    Insert {
+        sender: u32,
+        nonce: u64,
+        fee: u64,
+    },
     Pop(usize),
     CommitOk,
     CommitFail,
+    /// The batch executes and every transaction fails for good (301).
+    CommitFailFinal,
     Return,
     Tick(u64),
 }
@@ -721,6 +806,7 @@ fn op() -> impl proptest::strategy::Strategy<Value = Op> {
         2 => (1usize..5).prop_map(Op::Pop),
         1 => Just(Op::CommitOk),
         1 => Just(Op::CommitFail),
+        1 => Just(Op::CommitFailFinal),
         1 => Just(Op::Return),
         1 => (0u64..400).prop_map(Op::Tick),
     ]
@@ -799,6 +885,10 @@ proptest::proptest! {
                     let d: Vec<_> = std::mem::take(&mut flying);
                     p.handle_committed(d.iter().map(|t| (t.sender(), t.digest(), Err(RejectReason::BadNonce))), &mut out);
                 }
+                Op::CommitFailFinal => {
+                    let d: Vec<_> = std::mem::take(&mut flying);
+                    p.handle_committed(d.iter().map(|t| (t.sender(), t.digest(), Err(RejectReason::InsufficientBalance))), &mut out);
+                }
                 Op::Return => {
                     let d: Vec<_> = flying.drain(..).map(|t| (t.sender(), t.digest())).collect();
                     p.return_uncommitted(d, &mut out);
@@ -828,5 +918,109 @@ proptest::proptest! {
         }
         proptest::prop_assert_eq!(p.held(), (0, 0));
         proptest::prop_assert_eq!(&accepted, &reported);
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// The pool and the batcher together, through a duplicate-batch window
+    /// as consensus keeps it: clients send random transactions and resend
+    /// random earlier ones (the same bytes, after they failed or while they
+    /// are pending), batches are sealed with their author and nonce, a
+    /// share of them is committed twice (a replay, skipped by the window),
+    /// commits fail or succeed at random, and the node restarts (its
+    /// batch nonce starts again from a new random value; the window is
+    /// kept, as it is reloaded from disk). Every admitted transaction is
+    /// answered exactly once, and none stays held once the load stops.
+    #[test]
+    fn every_admitted_transaction_is_answered_once_through_batches(
+        ops in proptest::collection::vec((0u8..10, 0u32..4, 0u64..4, proptest::prelude::any::<u64>()), 1..160)
+    ) {
+        use crate::batch::{batch_digest, decode_batch, encode_batch, BatchOrigin};
+        let (p, chain) = pool_on_chain(ShardedPoolConfig { txs_max: 24, nonce_ahead_max: 4, ..config() });
+        let mut window: HashSet<[u8; 32]> = HashSet::new();
+        let mut batch_nonce = 0u64;
+        let mut sent: Vec<VerifiedTx> = Vec::new();
+        let mut accepted: HashSet<u32> = HashSet::new();
+        let mut answered: HashSet<u32> = HashSet::new();
+        let mut sealed: Vec<(Vec<u8>, Vec<VerifiedTx>)> = Vec::new();
+        let mut out = Vec::new();
+        let mut meta = 0u32;
+        let mut commit = |bytes: &[u8], txs: &[VerifiedTx], ok: bool, p: &ShardedPool<u32>, out: &mut Vec<Settled<u32>>| {
+            if !window.insert(batch_digest(bytes)) {
+                return; // committed before: skipped, as consensus does
+            }
+            assert_eq!(decode_batch(bytes).unwrap().txs.len(), txs.len());
+            if ok {
+                commit_on_chain(&chain, txs);
+            }
+            let outcome = if ok { Ok(()) } else { Err(RejectReason::InsufficientBalance) };
+            p.handle_committed(txs.iter().map(|t| (t.sender(), t.digest(), outcome)), out);
+        };
+        for (op, sender, nonce, r) in ops {
+            match op {
+                0..=2 => {
+                    meta += 1;
+                    let t = tx(sender, nonce);
+                    if p.insert(t.clone(), meta, 0).is_ok() {
+                        accepted.insert(meta);
+                    }
+                    sent.push(t);
+                }
+                3 if !sent.is_empty() => {
+                    // A resend of earlier bytes.
+                    meta += 1;
+                    let t = sent[(r as usize) % sent.len()].clone();
+                    if p.insert(t, meta, 0).is_ok() {
+                        accepted.insert(meta);
+                    }
+                }
+                4 | 5 => {
+                    let txs = p.pop_batch(1 + (r % 4) as usize, usize::MAX);
+                    if !txs.is_empty() {
+                        let bytes = encode_batch(BatchOrigin { author: 0, nonce: batch_nonce }, txs.iter().map(|t| t.bytes()));
+                        batch_nonce = batch_nonce.wrapping_add(1);
+                        sealed.push((bytes, txs));
+                    }
+                }
+                6 | 7 if !sealed.is_empty() => {
+                    let (bytes, txs) = sealed.remove(0);
+                    commit(&bytes, &txs, r % 3 != 0, &p, &mut out);
+                    if r % 5 == 0 {
+                        commit(&bytes, &txs, true, &p, &mut out); // a replay
+                    }
+                }
+                // A restart: the node draws a new random 64-bit start; here
+                // one far from every earlier nonce, which is what 64 random
+                // bits give but a shrinking test input would not.
+                8 => batch_nonce = batch_nonce.wrapping_add(1 << 40).wrapping_add(r % 1000),
+                _ => {}
+            }
+            p.handle_inbox(&mut out);
+            for s in out.drain(..) {
+                proptest::prop_assert!(accepted.contains(&s.meta), "answered unknown {}", s.meta);
+                proptest::prop_assert!(answered.insert(s.meta), "answered twice {}", s.meta);
+            }
+            p.check_invariants();
+        }
+        // The load stops: commit what was sealed and what is pending.
+        for _ in 0..40 {
+            for (bytes, txs) in std::mem::take(&mut sealed) {
+                commit(&bytes, &txs, true, &p, &mut out);
+            }
+            let txs = p.pop_batch(64, usize::MAX);
+            if !txs.is_empty() {
+                let bytes = encode_batch(BatchOrigin { author: 0, nonce: batch_nonce }, txs.iter().map(|t| t.bytes()));
+                batch_nonce = batch_nonce.wrapping_add(1);
+                sealed.push((bytes, txs));
+            }
+        }
+        p.handle_expiry(10_000_000, &mut out); // gaps that never filled
+        for s in out.drain(..) {
+            proptest::prop_assert!(answered.insert(s.meta), "answered twice {}", s.meta);
+        }
+        proptest::prop_assert_eq!(p.held(), (0, 0));
+        proptest::prop_assert_eq!(&accepted, &answered);
     }
 }

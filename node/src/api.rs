@@ -447,6 +447,13 @@ pub fn render_metrics(n: &NodeHandle) -> String {
             pc.returned as f64,
         ),
         (
+            "velox_mempool_gap_waits_total",
+            "counter",
+            "Transactions that failed bad_nonce only because an earlier nonce of their sender \
+             was still in flight; the sender waits for that one before sending more.",
+            pc.gap_waits as f64,
+        ),
+        (
             "velox_mempool_backpressure_waits_total",
             "counter",
             "Inserts that found the pool full and held ingress waiting for room.",
@@ -907,7 +914,7 @@ fn render_peers(o: &mut String, s: &velox_net::peer::PeerCountersSnapshot) {
 
 fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-    let m: [(&str, &str, &str, f64); 31] = [
+    let m: [(&str, &str, &str, f64); 32] = [
         (
             "velox_consensus_round",
             "gauge",
@@ -992,6 +999,13 @@ fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
             "Own batches that could no longer commit (their block fell below the GC round, \
              or consensus could not queue them); their transactions went back to the pool.",
             g(&c.batches_returned),
+        ),
+        (
+            "velox_batches_abandoned_total",
+            "counter",
+            "Own batches not stored by f+1 stake within mempool.batch_available_timeout_ms; \
+             their transactions went back to the pool.",
+            g(&c.batches_abandoned),
         ),
         (
             "velox_batches_waiting_acks",

@@ -67,6 +67,10 @@ enum Cmd {
         /// signed transfers; only a node with [benchmark] skip_signature_checks accepts them.
         #[arg(long)]
         opaque_unsigned_bytes: Option<usize>,
+        /// Add this share (0..=0.5) of transfers from never-funded accounts, which fail at
+        /// execution, each resent with the same bytes a second later (every one must be answered).
+        #[arg(long, default_value_t = 0.0)]
+        resend_failed: f64,
     },
     /// Start a local devnet of validator processes, load it, and report.
     Devnet {
@@ -89,7 +93,8 @@ enum Cmd {
         #[arg(long)]
         bench_unsigned_opaque: bool,
         /// Fault injection: kill-restart (SIGKILL the last validator at 30% of the load,
-        /// restart it at 50%, report its catch-up time); needs at least 4 validators.
+        /// restart it at 50%, report its catch-up time; needs at least 4 validators), or
+        /// resend (5% extra transfers from unfunded accounts, each resent a second later).
         #[arg(long)]
         chaos: Option<String>,
     },
@@ -302,6 +307,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             connections,
             report,
             opaque_unsigned_bytes,
+            resend_failed,
         } => {
             if !cert.is_empty() && cert.len() != target.len() {
                 anyhow::bail!(
@@ -330,6 +336,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 grace: Duration::from_secs(30),
                 progress: true,
                 opaque_bytes: opaque_unsigned_bytes,
+                resend_failed_share: resend_failed,
             };
             let r = crate::load::run_load(&args)?;
             let text = serde_json::to_string_pretty(&r)?;

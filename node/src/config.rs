@@ -89,6 +89,10 @@ pub struct MempoolConfig {
     pub batch_txs_max: usize,
     /// ...or when its first transaction has waited this long (ms).
     pub batch_age_ms: u64,
+    /// An own batch that f+1 validators did not store this long after it
+    /// was sealed (ms) is abandoned and its transactions return to the pool
+    /// (docs/mempool.md, "One final answer").
+    pub batch_available_timeout_ms: u64,
 }
 impl Default for MempoolConfig {
     fn default() -> Self {
@@ -101,6 +105,7 @@ impl Default for MempoolConfig {
             full_wait_ms: 2_000,
             batch_txs_max: 1000,
             batch_age_ms: 10,
+            batch_available_timeout_ms: 20_000,
         }
     }
 }
@@ -400,6 +405,15 @@ impl Config {
                 "mempool.batch_age_ms",
                 format!("is {}", self.mempool.batch_age_ms),
                 "use 1..=10000 milliseconds (default 10)",
+            ));
+        }
+        if self.mempool.batch_available_timeout_ms < 1_000
+            || self.mempool.batch_available_timeout_ms > 600_000
+        {
+            return Err(err(
+                "mempool.batch_available_timeout_ms",
+                format!("is {}", self.mempool.batch_available_timeout_ms),
+                "use 1000..=600000 milliseconds (default 20000)",
             ));
         }
         if self.consensus.min_round_delay_ms == 0 || self.consensus.min_round_delay_ms > 10_000 {

@@ -33,7 +33,9 @@ use velox_dag::{
 };
 use velox_exec::{AccountId, Tx, TxDigest, VerifiedTx};
 use velox_io::{Ring, TileStats};
-use velox_mempool::batch::{batch_digest, decode_batch, encode_batch, Availability, BatchDigest};
+use velox_mempool::batch::{
+    batch_digest, decode_batch, encode_batch, Availability, BatchDigest, BatchOrigin,
+};
 use velox_net::peer::{Dest, Inbound, Outbound, PeerMessage, WireBlockRef};
 use velox_storage::{ChainStore, CommitConsensus, CommitMeta, LeaderPosition, DAG_KEY_LEN};
 
@@ -78,6 +80,12 @@ pub struct ConsensusParams {
     /// Peers' batches held in memory before a commit takes them; beyond,
     /// new ones are refused (not acknowledged) and counted.
     pub batches_held_max: usize,
+    /// An own batch not available (f+1 stored it) this long after sealing
+    /// is abandoned: its transactions go back to the pool (pending again,
+    /// their age still counting towards the pool's expiry), and late
+    /// acknowledgements never make it available. Bounds how long a
+    /// transaction stays in flight before it is proposed.
+    pub batch_available_timeout: Duration,
 }
 
 /// Counters of the consensus tile (exported on /metrics).
@@ -98,6 +106,9 @@ pub struct ConsensusCounters {
     /// Own batches that can no longer commit, their transactions returned
     /// to the pool.
     pub batches_returned: AtomicU64,
+    /// Own batches abandoned because they did not become available within
+    /// `batch_available_timeout` (their transactions returned to the pool).
+    pub batches_abandoned: AtomicU64,
     pub batches_received: AtomicU64,
     pub batches_rejected: AtomicU64,
     pub batches_refused_full: AtomicU64,
@@ -416,6 +427,10 @@ struct OwnBatch {
     txs: Vec<(AccountId, TxDigest)>,
     /// Round of the own block that carries it, once proposed.
     proposed: Option<Round>,
+    /// When it was sealed (for `batch_available_timeout`).
+    sealed: Instant,
+    /// Made available (its digest was handed to the core).
+    available: bool,
 }
 
 pub struct ConsensusTile {
@@ -446,6 +461,10 @@ pub struct ConsensusTile {
     own: HashMap<BatchDigest, OwnBatch>,
     /// The core's GC round when `own` was last checked.
     own_checked_gc: Round,
+    /// The next own batch's nonce (its identity beside the author, see
+    /// `velox_mempool::batch`): a random start per process, counting up, so
+    /// it never repeats across restarts either (2^64 values).
+    next_batch_nonce: u64,
     // Work of the current turn.
     persist_blocks: Vec<([u8; DAG_KEY_LEN], Vec<u8>)>,
     persist_batches: Vec<([u8; 32], Arc<[u8]>)>,
@@ -491,6 +510,7 @@ impl ConsensusTile {
             parked_on: HashMap::new(),
             own: HashMap::new(),
             own_checked_gc: Round(0),
+            next_batch_nonce: rand::random(),
             persist_blocks: Vec::new(),
             persist_batches: Vec::new(),
             sends: Vec::new(),
@@ -614,6 +634,7 @@ impl ConsensusTile {
                 }
             }
         }
+        self.abandon_unavailable_batches();
         self.fetch_missing_batches();
         self.drain_core_outputs();
         // Durable before anything is said about it.
@@ -658,7 +679,12 @@ impl ConsensusTile {
         if txs.is_empty() {
             return;
         }
-        let bytes: Arc<[u8]> = encode_batch(txs.iter().map(|t| t.bytes())).into();
+        let origin = BatchOrigin {
+            author: self.me.0,
+            nonce: self.next_batch_nonce,
+        };
+        self.next_batch_nonce = self.next_batch_nonce.wrapping_add(1);
+        let bytes: Arc<[u8]> = encode_batch(origin, txs.iter().map(|t| t.bytes())).into();
         let d = batch_digest(&bytes);
         self.counters.batches_sealed.fetch_add(1, Ordering::Relaxed);
         self.own.insert(
@@ -666,6 +692,8 @@ impl ConsensusTile {
             OwnBatch {
                 txs: txs.iter().map(|t| (t.sender(), t.digest())).collect(),
                 proposed: None,
+                sealed: Instant::now(),
+                available: false,
             },
         );
         self.persist_batches.push((d, bytes.clone()));
@@ -692,6 +720,9 @@ impl ConsensusTile {
         self.counters
             .batches_available
             .fetch_add(1, Ordering::Relaxed);
+        if let Some(o) = self.own.get_mut(&d) {
+            o.available = true;
+        }
         if self.core.handle_payload(now, &[Digest(d)]) == 0 {
             // The core's payload queue is full: consensus is far behind the
             // pool. The batch stays stored; its transactions stay in flight
@@ -743,7 +774,7 @@ impl ConsensusTile {
                 self.counters
                     .batches_received
                     .fetch_add(1, Ordering::Relaxed);
-                match self.check_batch(&bytes, false) {
+                match self.check_batch(&bytes, Some(from)) {
                     Some(txs) => {
                         self.hold(d, bytes, txs);
                         self.ack(from, d);
@@ -769,7 +800,7 @@ impl ConsensusTile {
                     }
                     // A committed batch: keep its valid transactions (every
                     // node filters the same bytes the same way).
-                    match self.check_batch(&bytes, true) {
+                    match self.check_batch(&bytes, None) {
                         Some(txs) => {
                             self.counters
                                 .batches_fetched
@@ -992,12 +1023,21 @@ impl ConsensusTile {
         self.unpark(&d);
     }
 
-    /// Decodes a batch and verifies its transactions. A fresh batch from a
-    /// peer must be wholly valid (`None` otherwise); a committed one
-    /// (`filter`) keeps only its valid transactions.
-    fn check_batch(&self, bytes: &[u8], filter: bool) -> Option<Vec<VerifiedTx>> {
+    /// Decodes a batch and verifies its transactions. A fresh batch from
+    /// peer `fresh_from` must be a version-2 batch authored by that peer and
+    /// wholly valid (`None` otherwise); a committed one (`fresh_from` is
+    /// `None`) keeps only its valid transactions.
+    fn check_batch(&self, bytes: &[u8], fresh_from: Option<u32>) -> Option<Vec<VerifiedTx>> {
+        let filter = fresh_from.is_none();
         let raw = match decode_batch(bytes) {
-            Ok(r) => r,
+            Ok(r) if fresh_from.is_some_and(|f| r.origin.map(|o| o.author) != Some(f)) => {
+                tracing::debug!(from = ?fresh_from, origin = ?r.origin, "batch not authored by its sender");
+                self.counters
+                    .batches_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            Ok(r) => r.txs,
             Err(e) => {
                 tracing::debug!(error = %e, "undecodable batch");
                 self.counters
@@ -1214,7 +1254,7 @@ impl ConsensusTile {
                 Ok(Some(bytes)) => {
                     // Disk is a boundary: check it again (it was checked
                     // when stored, so all of it should pass).
-                    let txs = self.check_batch(&bytes, true).unwrap_or_default();
+                    let txs = self.check_batch(&bytes, None).unwrap_or_default();
                     self.held.insert(
                         d,
                         HeldBatch {
@@ -1336,6 +1376,33 @@ impl ConsensusTile {
             .map(|(d, _)| *d)
             .collect();
         for d in dead {
+            if let Some(o) = self.own.remove(&d) {
+                self.return_to_pool(o);
+            }
+        }
+    }
+
+    /// Own batches that did not become available within
+    /// `batch_available_timeout` (too few peers stored them): their
+    /// transactions go back to the pool, and the batch is never proposed.
+    fn abandon_unavailable_batches(&mut self) {
+        let timeout = self.params.batch_available_timeout;
+        let late: Vec<BatchDigest> = self
+            .own
+            .iter()
+            .filter(|(_, o)| !o.available && o.sealed.elapsed() >= timeout)
+            .map(|(d, _)| *d)
+            .collect();
+        for d in late {
+            let abandoned = self.availability.abandon(&d);
+            debug_assert!(abandoned, "an unavailable own batch waits for acks");
+            self.counters
+                .batches_abandoned
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                batch = %hex::encode(&d[..8]),
+                "own batch not available in time; its transactions go back to the pool"
+            );
             if let Some(o) = self.own.remove(&d) {
                 self.return_to_pool(o);
             }

@@ -499,18 +499,32 @@ fn busy_fractions(
     out
 }
 
+/// `--chaos resend`: this share of extra transactions are transfers from
+/// never-funded accounts (they fail at execution, 301), each sent again
+/// with the same bytes a second later; every one must be answered.
+pub const CHAOS_RESEND_SHARE: f64 = 0.05;
+
 pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(args.validators >= 1, "--validators must be at least 1");
-    let chaos = match args.chaos.as_deref() {
-        None => false,
+    let (chaos, resend_failed_share) = match args.chaos.as_deref() {
+        None => (false, 0.0),
         Some("kill-restart") => {
             anyhow::ensure!(
                 args.validators >= 4,
                 "--chaos kill-restart needs at least 4 validators (the others must keep a 2f+1 quorum)"
             );
-            true
+            (true, 0.0)
         }
-        Some(other) => bail!("--chaos {other}: unknown mode; the supported mode is kill-restart"),
+        Some("resend") => {
+            anyhow::ensure!(
+                !args.bench_unsigned_opaque,
+                "--chaos resend sends signed failing transfers: not with --bench-unsigned-opaque"
+            );
+            (false, CHAOS_RESEND_SHARE)
+        }
+        Some(other) => {
+            bail!("--chaos {other}: unknown mode; the supported modes are kill-restart and resend")
+        }
     };
     let exe = std::env::current_exe()?;
     let tmp = tempfile::Builder::new().prefix("velox-devnet-").tempdir()?;
@@ -573,6 +587,7 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
         grace: Duration::from_secs(30),
         progress: true,
         opaque_bytes: args.bench_unsigned_opaque.then_some(BENCH_OPAQUE_BYTES),
+        resend_failed_share,
     };
     let scraped_before: Vec<_> = apis.iter().map(|a| scrape(*a)).collect();
     let start = Instant::now();
@@ -658,6 +673,12 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
     if let Some(c) = chaos_report {
         o.insert("catch_up_s".into(), json!(c.catch_up_s));
         o.insert("chaos".into(), serde_json::to_value(&c)?);
+    }
+    if resend_failed_share > 0.0 {
+        o.insert(
+            "chaos".into(),
+            json!({"chaos": "resend", "resend_failed_share": resend_failed_share}),
+        );
     }
     drop(nodes);
     if args.keep {

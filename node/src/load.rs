@@ -62,7 +62,15 @@ pub struct LoadArgs {
     /// node in benchmark mode (`[benchmark] skip_signature_checks`) accepts
     /// them.
     pub opaque_bytes: Option<usize>,
+    /// This share (0..=0.5) of extra transactions are transfers from
+    /// never-funded accounts, which fail at execution (301), each sent
+    /// again with the same bytes [`RESEND_AFTER`] later, as a wallet
+    /// retrying would: every one of them must still get an answer.
+    pub resend_failed_share: f64,
 }
+
+/// How long after a failing transfer its identical resend is sent.
+pub const RESEND_AFTER: Duration = Duration::from_secs(1);
 
 /// Size of an opaque transaction's fixed parts (header and signature).
 pub const OPAQUE_OVERHEAD_BYTES: usize =
@@ -189,10 +197,31 @@ pub fn run_load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
             None => vec![0; args.accounts as usize],
         },
     };
+    anyhow::ensure!(
+        (0.0..=0.5).contains(&args.resend_failed_share),
+        "the share of failing transfers to resend is 0..=0.5"
+    );
+    anyhow::ensure!(
+        args.resend_failed_share == 0.0 || args.opaque_bytes.is_none(),
+        "failing transfers to resend are signed: not with unsigned opaque load"
+    );
     let t = Instant::now();
     let txs = match args.opaque_bytes {
         Some(bytes) => opaque_unsigned(total, bytes, &args.dev_seed, args.chain_id),
         None => presign(total, args.accounts, &args.dev_seed, args.chain_id, &nonces),
+    };
+    // Account a's transfers always go to target a mod T (its nonces in
+    // order through one validator); extra failing ones spread round robin.
+    let k = args.accounts as usize;
+    let mut lane_of: Vec<usize> = (0..txs.len())
+        .map(|i| (i % k) % args.targets.len())
+        .collect();
+    let txs = if args.resend_failed_share > 0.0 {
+        let (txs, lanes) = with_failing_resends(txs, lane_of, args);
+        lane_of = lanes;
+        txs
+    } else {
+        txs
     };
     if args.progress {
         eprintln!(
@@ -215,7 +244,62 @@ pub fn run_load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, drive(args, txs, certs))
+    local.block_on(&rt, drive(args, txs, lane_of, certs))
+}
+
+/// Interleaves failing transfers (from never-funded keys, nonce 0) into
+/// `txs`, `args.resend_failed_share` of the funded count, each followed by
+/// the identical bytes `RESEND_AFTER` later (by send position at the offered
+/// rate). Returns the new sequence and each transaction's target lane.
+fn with_failing_resends(
+    txs: Vec<Vec<u8>>,
+    lane_of: Vec<usize>,
+    args: &LoadArgs,
+) -> (Vec<Vec<u8>>, Vec<usize>) {
+    let every = (1.0 / args.resend_failed_share).round().max(1.0) as usize;
+    let gap = ((args.rate as f64 * RESEND_AFTER.as_secs_f64()) as usize).max(1);
+    let targets = args.targets.len();
+    let mut out = Vec::with_capacity(txs.len() * (every + 2) / every);
+    let mut lanes = Vec::with_capacity(out.capacity());
+    // (send at or after this output position, bytes, lane)
+    let mut resends: std::collections::VecDeque<(usize, Vec<u8>, usize)> = Default::default();
+    let mut failing = 0usize;
+    for (i, (tx, lane)) in txs.into_iter().zip(lane_of).enumerate() {
+        while resends.front().is_some_and(|r| r.0 <= out.len()) {
+            let (_, b, l) = resends.pop_front().expect("front exists");
+            out.push(b);
+            lanes.push(l);
+        }
+        out.push(tx);
+        lanes.push(lane);
+        if i % every == every - 1 {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(b"unfunded");
+            seed[8..16].copy_from_slice(&(failing as u64).to_le_bytes());
+            seed[16..24].copy_from_slice(&args.chain_id.to_le_bytes());
+            let key = ed25519_dalek::SigningKey::from_bytes(&blake3::hash(&seed).into());
+            let b = TxBuilder {
+                chain_id: args.chain_id,
+                nonce: 0,
+                fee: 1,
+                body: TxBody::Transfer {
+                    to: AccountId([0xFA; 32]),
+                    amount: 1,
+                },
+            }
+            .sign(&key);
+            let lane = failing % targets;
+            failing += 1;
+            out.push(b.clone());
+            lanes.push(lane);
+            resends.push_back((out.len() + gap, b, lane));
+        }
+    }
+    for (_, b, l) in resends {
+        out.push(b);
+        lanes.push(l);
+    }
+    (out, lanes)
 }
 
 /// One target's connections and its share of the transactions.
@@ -234,10 +318,9 @@ struct Lane {
 async fn drive(
     args: &LoadArgs,
     txs: Vec<Vec<u8>>,
+    lane_of: Vec<usize>,
     certs: Vec<Option<Vec<u8>>>,
 ) -> anyhow::Result<LoadReport> {
-    let k = args.accounts as usize;
-    let n_targets = args.targets.len();
     let mut lanes = Vec::new();
     for (t, cert) in args.targets.iter().zip(certs) {
         let endpoint =
@@ -258,8 +341,8 @@ async fn drive(
             open_order: Default::default(),
         });
     }
-    for i in 0..txs.len() {
-        lanes[(i % k) % n_targets].order.push(i);
+    for (i, lane) in lane_of.into_iter().enumerate() {
+        lanes[lane].order.push(i);
     }
     let txs = Rc::new(txs);
     let tally = Rc::new(RefCell::new(Tally::default()));

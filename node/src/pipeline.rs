@@ -414,20 +414,22 @@ pub fn answer(shared: &Shared, settled: &mut Vec<Settled<Option<Ticket>>>) {
 }
 
 /// Settles a durable commit: its transactions' clients hear the outcome
-/// with the commit index (execution failures were counted by the
-/// executor); pending transactions it made stale are evicted and answered.
+/// with the commit index; every execution failure of the commit (whoever
+/// admitted the transaction) counts in `velox_rejected_total` under its
+/// reason; pending transactions it made stale are evicted and answered.
 fn settle(
     pool: &TxPool,
     f: Finalized,
     shared: &Shared,
     settled: &mut Vec<Settled<Option<Ticket>>>,
 ) {
-    let failed: HashSet<TxDigest> = f
-        .receipts
-        .iter()
-        .filter(|r| r.outcome.is_err())
-        .map(|r| r.digest)
-        .collect();
+    let mut failed: HashSet<TxDigest> = HashSet::new();
+    for r in &f.receipts {
+        if let Err(reason) = r.outcome {
+            shared.rejects.add(reason);
+            failed.insert(r.digest);
+        }
+    }
     pool.handle_committed(
         f.receipts
             .iter()

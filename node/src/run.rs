@@ -177,6 +177,7 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         batch_resend_ms: 1_000,
         batch_fetch_retry_ms: 300,
         batches_held_max: BATCHES_HELD_MAX,
+        batch_available_timeout: Duration::from_millis(cfg.mempool.batch_available_timeout_ms),
     };
     let recovered = crate::consensus::recover_core(
         &chain,

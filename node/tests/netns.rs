@@ -188,6 +188,7 @@ fn four_validators_commit_over_50ms_lossy_links() {
         grace: Duration::from_secs(60),
         progress: false,
         opaque_bytes: None,
+        resend_failed_share: 0.0,
     })
     .unwrap();
     assert_eq!(r.committed, r.submitted, "{r:?}\nv0 log:\n{}", log0());

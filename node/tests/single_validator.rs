@@ -3,7 +3,10 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
+use ed25519_dalek::SigningKey;
 use velox_exec::{AccountId, RejectReason};
 use velox_net::{AckMode, IngressClient, Status};
 
@@ -437,4 +440,157 @@ fn devnet_main_job_writes_a_report() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown mode"));
+}
+
+/// Submits `txs` on one commit-mode stream and waits at most `limit` for
+/// every answer (a missing answer fails the test instead of hanging it).
+fn submit_within(node: &TestNode, txs: &[Vec<u8>], limit: Duration) -> Vec<velox_net::Response> {
+    rt().block_on(async {
+        let ep = velox_net::ingress::client_endpoint(Some(node.cert())).unwrap();
+        let c = IngressClient::connect(&ep, node.ingress).await.unwrap();
+        let refs: Vec<&[u8]> = txs.iter().map(|t| t.as_slice()).collect();
+        tokio::time::timeout(limit, c.submit(AckMode::Commit, &refs))
+            .await
+            .unwrap_or_else(|_| panic!("no answer within {limit:?}; log:\n{}", node.log()))
+            .unwrap()
+    })
+}
+
+fn unfunded(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+/// A transaction rejected at execution leaves its nonce free, so the same
+/// bytes sent again are a new attempt (a wallet retrying after a top-up):
+/// each attempt gets its own final answer, before and after a restart, and
+/// `GET /tx` shows the latest.
+#[test]
+fn a_resent_failed_transaction_is_answered_each_time_and_after_a_restart() {
+    let mut node = TestNode::start(2, "");
+    let limit = Duration::from_secs(20);
+    let u = unfunded(0x55);
+    let tx = transfer(&u, 0, AccountId([0xAB; 32]), 10);
+    let first = submit_within(&node, std::slice::from_ref(&tx), limit);
+    assert_eq!(
+        (first[0].status, first[0].reason),
+        (Status::Rejected, Some(RejectReason::InsufficientBalance)),
+        "{first:?}"
+    );
+    let again = submit_within(&node, std::slice::from_ref(&tx), limit);
+    assert_eq!(
+        (again[0].status, again[0].reason),
+        (Status::Rejected, Some(RejectReason::InsufficientBalance)),
+        "{again:?}"
+    );
+    assert!(
+        again[0].commit_index > first[0].commit_index,
+        "{first:?} {again:?}"
+    );
+    // The top-up, then the same bytes once more: now they commit.
+    let top_up = submit_within(&node, &[transfer(&dev(1), 0, id(&u), 100)], limit);
+    assert_eq!(top_up[0].status, Status::Committed, "{top_up:?}");
+    let third = submit_within(&node, std::slice::from_ref(&tx), limit);
+    assert_eq!(third[0].status, Status::Committed, "{third:?}");
+    let st = node.get(&format!("/tx/{}", third[0].digest.to_hex()));
+    assert_eq!(st["status"], "committed", "{st}");
+    assert_eq!(st["commit_index"], third[0].commit_index, "{st}");
+    // The next nonce fails, the node restarts (its duplicate window
+    // reloaded from disk), and the same bytes are answered again.
+    let big = transfer(&u, 1, AccountId([0xAB; 32]), 1_000_000);
+    let before = submit_within(&node, std::slice::from_ref(&big), limit);
+    assert_eq!(before[0].reason, Some(RejectReason::InsufficientBalance));
+    let rejected = |node: &TestNode| {
+        metric(
+            &node.metrics(),
+            "velox_rejected_total{reason=\"insufficient_balance\"}",
+        )
+    };
+    assert_eq!(rejected(&node), 3.0, "execution rejections are counted");
+    node.sigkill();
+    node.restart();
+    let after = submit_within(&node, std::slice::from_ref(&big), limit);
+    assert_eq!(
+        (after[0].status, after[0].reason),
+        (Status::Rejected, Some(RejectReason::InsufficientBalance)),
+        "{after:?}"
+    );
+    assert!(after[0].commit_index > before[0].commit_index);
+    let st = node.get(&format!("/tx/{}", after[0].digest.to_hex()));
+    assert_eq!(st["commit_index"], after[0].commit_index, "{st}");
+    // And the account is not frozen: its next transaction commits.
+    let next = submit_within(&node, &[transfer(&u, 1, AccountId([0xAB; 32]), 5)], limit);
+    assert_eq!(next[0].status, Status::Committed, "{next:?}");
+    assert_eq!(rejected(&node), 1.0, "counted since the restart");
+}
+
+/// Never-funded keys each send a failing transfer alone and then the same
+/// bytes again alone, as many as the pool holds: every attempt is answered,
+/// nothing stays in the pool, and a funded client keeps committing. (With
+/// content-addressed batches each resend was sealed into a batch identical
+/// to the committed one, skipped as a duplicate, and held forever.)
+#[test]
+fn failing_resends_cannot_fill_a_small_pool() {
+    let node = TestNode::start(2, "\n[mempool]\ntxs_max = 16\nfull_wait_ms = 200\n");
+    let limit = Duration::from_secs(10);
+    let txs: Vec<Vec<u8>> = (0..16)
+        .map(|i| transfer(&unfunded(0x60 + i), 0, AccountId([0xAC; 32]), 1))
+        .collect();
+    for round in 0..2 {
+        for t in &txs {
+            let r = submit_within(&node, std::slice::from_ref(t), limit);
+            assert_eq!(
+                (r[0].status, r[0].reason),
+                (Status::Rejected, Some(RejectReason::InsufficientBalance)),
+                "round {round}: {r:?}"
+            );
+        }
+    }
+    let m = node.metrics();
+    assert_eq!(metric(&m, "velox_mempool_in_flight_txs "), 0.0, "{m}");
+    assert_eq!(metric(&m, "velox_mempool_held_txs "), 0.0, "{m}");
+    let funded: Vec<Vec<u8>> = (0..16)
+        .map(|n| transfer(&dev(1), n, AccountId([0xAD; 32]), 1))
+        .collect();
+    let r = submit_within(&node, &funded, limit);
+    assert!(r.iter().all(|x| x.status == Status::Committed), "{r:?}");
+}
+
+/// Nonce n fails at execution and is resent while n+1 waits behind it:
+/// both are answered, and n+1 is not executed again and again meanwhile.
+#[test]
+fn the_nonce_after_a_failed_one_is_answered_without_a_retry_loop() {
+    let node = TestNode::start(2, "");
+    let limit = Duration::from_secs(20);
+    let u = unfunded(0x70);
+    let n0 = transfer(&u, 0, AccountId([0xAE; 32]), 10);
+    let n1 = transfer(&u, 1, AccountId([0xAE; 32]), 1);
+    let r = submit_within(&node, &[n0.clone(), n1.clone()], limit);
+    assert_eq!(
+        r[0].reason,
+        Some(RejectReason::InsufficientBalance),
+        "{r:?}"
+    );
+    assert_eq!(r[1].reason, Some(RejectReason::BadNonce), "{r:?}");
+    // Resent together with unrelated traffic for a few seconds.
+    let r = submit_within(&node, &[n0, n1], limit);
+    assert_eq!(
+        r[0].reason,
+        Some(RejectReason::InsufficientBalance),
+        "{r:?}"
+    );
+    assert_eq!(r[1].reason, Some(RejectReason::BadNonce), "{r:?}");
+    for n in 0..20 {
+        let r = submit_within(
+            &node,
+            &[transfer(&dev(1), n, AccountId([0xAF; 32]), 1)],
+            limit,
+        );
+        assert_eq!(r[0].status, Status::Committed, "{r:?}");
+    }
+    let m = node.metrics();
+    let bad_nonce = metric(&m, "velox_rejected_total{reason=\"bad_nonce\"}");
+    assert!(
+        (2.0..=4.0).contains(&bad_nonce),
+        "nonce 1 executed {bad_nonce} times for two submissions: {m}"
+    );
 }

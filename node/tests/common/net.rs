@@ -72,6 +72,7 @@ impl Net {
             grace: Duration::from_secs(30),
             progress: false,
             opaque_bytes: None,
+            resend_failed_share: 0.0,
         }
     }
 
