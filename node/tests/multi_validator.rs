@@ -717,6 +717,75 @@ fn edge_case_signatures_get_one_answer_on_every_validator() {
     }
 }
 
+/// A validator whose peers are down cannot make its batches available:
+/// after `mempool.batch_available_timeout_ms` it abandons them and their
+/// transactions return to its pool (not stuck in flight); once the peers
+/// are up, the transaction leaves in a new batch and commits.
+#[test]
+fn an_unavailable_batch_is_abandoned_and_its_transactions_commit_later() {
+    use velox_net::{AckMode, IngressClient, Status};
+    let accounts = 4;
+    let mut net = Net::prepare_with(
+        4,
+        accounts,
+        "\n[mempool]\nbatch_available_timeout_ms = 1000\n",
+    );
+    net.start(0);
+    let key = velox_node::keys::dev_key(velox_node::devnet::DEVNET_SEED, 1);
+    let tx = velox_exec::TxBuilder {
+        chain_id: velox_node::devnet::DEVNET_CHAIN_ID,
+        nonce: 0,
+        fee: 1,
+        body: velox_exec::TxBody::Transfer {
+            to: velox_exec::AccountId([0xB7; 32]),
+            amount: 3,
+        },
+    }
+    .sign(&key);
+    let target = velox_node::devnet::load_target(&net.nodes[0].dir, net.nodes[0].ingress);
+    let r = common::rt().block_on(async {
+        let cert = std::fs::read(target.cert.as_ref().unwrap()).unwrap();
+        let ep = velox_net::ingress::client_endpoint(Some(cert)).unwrap();
+        let c = IngressClient::connect(&ep, target.addr).await.unwrap();
+        c.submit(AckMode::Admission, &[tx.as_slice()])
+            .await
+            .unwrap()
+    });
+    assert_eq!(r[0].status, Status::Accepted, "{r:?}");
+    let digest = r[0].digest.to_hex();
+    let t = Instant::now();
+    loop {
+        let m = net.metrics(0);
+        if metric(&m, "velox_batches_abandoned_total") >= 1.0 {
+            assert!(metric(&m, "velox_mempool_returned_total") >= 1.0, "{m}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no batch abandoned: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 1..4 {
+        net.start(i);
+    }
+    let t = Instant::now();
+    loop {
+        let (_, body) = velox_node::httpc::get(net.nodes[0].api, &format!("/tx/{digest}")).unwrap();
+        if body.contains("\"committed\"") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "not committed after the peers came up: {body}; log:\n{}",
+            net.log(0)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let all = net.apis(&[0, 1, 2, 3]);
+    roots_agree_at_top(&all);
+}
+
 /// Waits until every validator reached the highest commit any of them has,
 /// then checks their roots agree at the common index, which it returns.
 fn roots_agree_at_top(all: &[std::net::SocketAddr]) -> u64 {
