@@ -582,7 +582,7 @@ fn a_validator_that_lost_its_data_joins_from_a_peers_snapshot() {
 fn edge_case_signatures_get_one_answer_on_every_validator() {
     use velox_exec::sig::craft::{Case, Crafter};
     use velox_exec::{AccountId, RejectReason, TxBody, TxBuilder};
-    use velox_net::{AckMode, IngressClient, Status};
+    use velox_net::{AckMode, Status};
     use velox_node::devnet::{DEVNET_CHAIN_ID, DEVNET_SEED};
 
     let cases = [
@@ -636,14 +636,7 @@ fn edge_case_signatures_get_one_answer_on_every_validator() {
             .sign(&n),
         );
     }
-    let target = velox_node::devnet::load_target(&net.nodes[0].dir, net.nodes[0].ingress);
-    let responses = common::rt().block_on(async {
-        let cert = std::fs::read(target.cert.as_ref().unwrap()).unwrap();
-        let ep = velox_net::ingress::client_endpoint(Some(cert)).unwrap();
-        let c = IngressClient::connect(&ep, target.addr).await.unwrap();
-        let refs: Vec<&[u8]> = txs.iter().map(|t| t.as_slice()).collect();
-        c.submit(AckMode::Commit, &refs).await.unwrap()
-    });
+    let responses = net.submit(0, AckMode::Commit, &txs);
     assert_eq!(responses.len(), txs.len());
     for (i, case) in cases.iter().enumerate() {
         let r = &responses[2 * i];
@@ -723,7 +716,7 @@ fn edge_case_signatures_get_one_answer_on_every_validator() {
 /// are up, the transaction leaves in a new batch and commits.
 #[test]
 fn an_unavailable_batch_is_abandoned_and_its_transactions_commit_later() {
-    use velox_net::{AckMode, IngressClient, Status};
+    use velox_net::{AckMode, Status};
     let accounts = 4;
     let mut net = Net::prepare_with(
         4,
@@ -742,15 +735,7 @@ fn an_unavailable_batch_is_abandoned_and_its_transactions_commit_later() {
         },
     }
     .sign(&key);
-    let target = velox_node::devnet::load_target(&net.nodes[0].dir, net.nodes[0].ingress);
-    let r = common::rt().block_on(async {
-        let cert = std::fs::read(target.cert.as_ref().unwrap()).unwrap();
-        let ep = velox_net::ingress::client_endpoint(Some(cert)).unwrap();
-        let c = IngressClient::connect(&ep, target.addr).await.unwrap();
-        c.submit(AckMode::Admission, &[tx.as_slice()])
-            .await
-            .unwrap()
-    });
+    let r = net.submit(0, AckMode::Admission, std::slice::from_ref(&tx));
     assert_eq!(r[0].status, Status::Accepted, "{r:?}");
     let digest = r[0].digest.to_hex();
     let t = Instant::now();

@@ -76,6 +76,24 @@ impl Net {
         }
     }
 
+    /// Submits `txs` to validator `i` on one stream and returns its answers.
+    pub fn submit(
+        &self,
+        i: usize,
+        mode: velox_net::AckMode,
+        txs: &[Vec<u8>],
+    ) -> Vec<velox_net::Response> {
+        let cert = std::fs::read(velox_node::devnet::node_cert(&self.nodes[i].dir)).unwrap();
+        super::rt().block_on(async {
+            let ep = velox_net::ingress::client_endpoint(Some(cert)).unwrap();
+            let c = velox_net::IngressClient::connect(&ep, self.nodes[i].ingress)
+                .await
+                .unwrap();
+            let refs: Vec<&[u8]> = txs.iter().map(|t| t.as_slice()).collect();
+            c.submit(mode, &refs).await.unwrap()
+        })
+    }
+
     /// SIGSTOP (`pause`) or SIGCONT validator `i`.
     pub fn signal(&self, i: usize, pause: bool) {
         let pid = self.children[i].as_ref().expect("running").id();
