@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "velox",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " ", env!("VELOX_BUILD")),
     about = "Velox: a thread-per-core BlockDAG validator node"
 )]
 struct Cli {
@@ -614,7 +614,18 @@ fn tune(cmd: TuneCmd) -> anyhow::Result<ExitCode> {
             }
         }
         TuneCmd::Plan { cores } => {
-            let topo = velox_tuning::Topology::detect(&fs);
+            let mut topo = velox_tuning::Topology::detect(&fs);
+            let here = topo.physical_cores().len();
+            if cores > here {
+                // Planning for a bigger server from a small machine (a
+                // laptop, CI): a generic host of that size, said plainly.
+                println!(
+                    "# this machine has {here} physical cores: planning for a generic {cores}-core \
+                     host (one socket, no SMT, one NUMA node, no NIC queues known); run \
+                     `velox tune plan` on the server itself for its real topology"
+                );
+                topo = velox_tuning::Topology::synthetic(1, cores, 1);
+            }
             let plan = velox_tuning::plan(&topo, cores).map_err(|e| anyhow::anyhow!("{e}"))?;
             for line in &plan.explanation {
                 println!("# {line}");

@@ -594,3 +594,36 @@ fn the_nonce_after_a_failed_one_is_answered_without_a_retry_loop() {
         "nonce 1 executed {bad_nonce} times for two submissions: {m}"
     );
 }
+
+/// Commands the README shows work on a small machine: `--version` names
+/// the build, and a plan for more cores than this machine has is made for
+/// a generic host of that size (and says so) instead of failing.
+#[test]
+fn version_and_a_plan_for_a_bigger_host() {
+    let out = std::process::Command::new(EXE)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        v.starts_with("velox 0.1.0 ") && v.contains("(release)"),
+        "{v}"
+    );
+    // More cores than this machine has, whatever machine runs the test.
+    let cores = 64.max(4 * std::thread::available_parallelism().unwrap().get());
+    let out = std::process::Command::new(EXE)
+        .args(["tune", "plan", "--cores", &cores.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("generic {cores}-core host")),
+        "{text}"
+    );
+    assert!(
+        text.contains("[layout]") && text.contains("verify = ["),
+        "{text}"
+    );
+}
