@@ -551,7 +551,10 @@ impl ChainStore {
             idx.extend_from_slice(k);
             wb.put(Cf::BatchRounds, idx, Vec::new());
         }
-        self.store.write(wb)
+        // What peers are told next depends on it (a block we signed, a batch
+        // we acknowledged): durable against power loss, whatever
+        // `sync_writes` says. One call per consensus turn: group commit.
+        self.store.write_synced(wb)
     }
 
     /// One consensus-log block by key.

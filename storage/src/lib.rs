@@ -209,6 +209,13 @@ pub trait Store: Send + Sync {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Applies every op of `batch` or none.
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// [`Store::write`], durable against power loss before it returns (the
+    /// write-ahead log fsynced) whatever the store's `sync_writes`: for
+    /// writes a message to a peer depends on (the consensus log). The
+    /// default is `write`, for stores with nothing to sync.
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.write(batch)
+    }
     /// Builds one atomic batch with `fill` and applies it, all ops or none.
     /// `bytes_hint` is the expected size of the keys and values, so the
     /// engine can size its buffer once. The default collects a

@@ -39,6 +39,8 @@ pub struct RocksStore {
     db: DB,
     /// [`write_options`] of the configuration it was opened with.
     write: WriteOptions,
+    /// The same with the WAL fsynced ([`Store::write_synced`]).
+    write_synced: WriteOptions,
     /// The database directory, for error messages.
     dir: String,
 }
@@ -138,6 +140,10 @@ impl RocksStore {
         Ok(Self {
             db,
             write: write_options(&cfg),
+            write_synced: write_options(&RocksConfig {
+                sync_writes: true,
+                ..cfg
+            }),
             dir,
         })
     }
@@ -173,8 +179,32 @@ impl RocksStore {
         }
     }
 
+    /// `batch` as one RocksDB batch.
+    fn fill(&self, batch: &WriteBatch) -> RocksBatch<'_> {
+        let bytes = batch
+            .ops
+            .iter()
+            .map(|(_, k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum();
+        let mut b = self.batch(bytes);
+        for (cf, k, v) in &batch.ops {
+            match v {
+                Some(v) => b.put(*cf, k, v),
+                None => b.delete(*cf, k),
+            }
+        }
+        for (cf, from, to) in &batch.ranges {
+            b.wb.delete_range_cf(self.cf(*cf), from, to);
+        }
+        b
+    }
+
     fn apply(&self, b: RocksBatch<'_>) -> Result<(), StoreError> {
-        self.db.write_opt(b.wb, &self.write)?;
+        self.apply_with(b, &self.write)
+    }
+
+    fn apply_with(&self, b: RocksBatch<'_>, opts: &WriteOptions) -> Result<(), StoreError> {
+        self.db.write_opt(b.wb, opts)?;
         Ok(())
     }
 
@@ -292,22 +322,13 @@ impl Store for RocksStore {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let bytes = batch
-            .ops
-            .iter()
-            .map(|(_, k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
-            .sum();
-        let mut b = self.batch(bytes);
-        for (cf, k, v) in &batch.ops {
-            match v {
-                Some(v) => b.put(*cf, k, v),
-                None => b.delete(*cf, k),
-            }
-        }
-        for (cf, from, to) in &batch.ranges {
-            b.wb.delete_range_cf(self.cf(*cf), from, to);
-        }
+        let b = self.fill(&batch);
         self.apply(b)
+    }
+
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let b = self.fill(&batch);
+        self.apply_with(b, &self.write_synced)
     }
 
     fn write_with(
@@ -384,6 +405,44 @@ impl StoreView for RocksView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RocksDB's own count of WAL syncs ("Cumulative WAL: N writes, M syncs").
+    fn wal_syncs(s: &RocksStore) -> u64 {
+        let stats = s.db.property_value("rocksdb.stats").unwrap().unwrap();
+        let line = stats
+            .lines()
+            .find(|l| l.starts_with("Cumulative WAL:"))
+            .unwrap_or_else(|| panic!("no WAL line in {stats}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words.iter().position(|w| w.starts_with("syncs")).unwrap();
+        words[at - 1].replace(',', "").parse().unwrap()
+    }
+
+    /// With `sync_writes` off, a plain write does not fsync the WAL and a
+    /// synced one does (the consensus log's writes), and both are there
+    /// after reopening.
+    #[test]
+    fn synced_writes_fsync_the_wal_whatever_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = RocksConfig {
+            sync_writes: false,
+            ..RocksConfig::default()
+        };
+        {
+            let s = RocksStore::open(dir.path(), cfg).unwrap();
+            let mut wb = WriteBatch::default();
+            wb.put(Cf::Dag, b"plain".to_vec(), b"1".to_vec());
+            s.write(wb).unwrap();
+            assert_eq!(wal_syncs(&s), 0);
+            let mut wb = WriteBatch::default();
+            wb.put(Cf::Dag, b"synced".to_vec(), b"2".to_vec());
+            s.write_synced(wb).unwrap();
+            assert_eq!(wal_syncs(&s), 1);
+        }
+        let s = RocksStore::open(dir.path(), cfg).unwrap();
+        assert_eq!(s.get(Cf::Dag, b"plain").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(s.get(Cf::Dag, b"synced").unwrap(), Some(b"2".to_vec()));
+    }
 
     #[test]
     fn damaged_file_is_found_in_rocksdb_messages() {
