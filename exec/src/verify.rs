@@ -73,30 +73,43 @@ pub fn verify_one(tx: Tx, chain_id: u64) -> Result<VerifiedTx, RejectReason> {
 pub fn verify_batch(txs: Vec<Tx>, chain_id: u64) -> Vec<Result<VerifiedTx, RejectReason>> {
     let stateless: Vec<Result<(), RejectReason>> =
         txs.iter().map(|t| check_stateless(t, chain_id)).collect();
-    let senders: Vec<[u8; 32]> = txs.iter().map(|t| t.sender().0).collect();
-    let digests: Vec<[u8; 32]> = txs.iter().map(|t| t.digest().0).collect();
-    let items: Vec<Item<'_>> = stateless
+    let candidates: Vec<&Tx> = txs
         .iter()
-        .enumerate()
+        .zip(&stateless)
         .filter(|(_, s)| s.is_ok())
-        .map(|(i, _)| Item {
-            key: &senders[i],
-            message: &digests[i],
-            signature: txs[i].signature(),
-        })
+        .map(|(t, _)| t)
         .collect();
-    let mut answers = sig::verify_many(&items).into_iter();
+    let mut answers = check_signatures(&candidates).into_iter();
     let out: Vec<Result<VerifiedTx, RejectReason>> = txs
         .into_iter()
         .zip(stateless)
         .map(|(tx, s)| {
             s?;
-            answers.next().expect("one answer per item")?;
+            answers.next().expect("one answer per candidate")?;
             Ok(VerifiedTx(tx))
         })
         .collect();
     debug_assert!(answers.next().is_none());
     out
+}
+
+/// The chain's signature rule for each transaction (its sender's key over
+/// its digest), in input order, through the rule's batch fast path: the
+/// signature part of [`verify_batch`], for callers that check stored
+/// transactions (`velox replay`).
+pub fn check_signatures(txs: &[&Tx]) -> Vec<Result<(), sig::SigError>> {
+    let senders: Vec<[u8; 32]> = txs.iter().map(|t| t.sender().0).collect();
+    let digests: Vec<[u8; 32]> = txs.iter().map(|t| t.digest().0).collect();
+    let items: Vec<Item<'_>> = txs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Item {
+            key: &senders[i],
+            message: &digests[i],
+            signature: t.signature(),
+        })
+        .collect();
+    sig::verify_many(&items)
 }
 
 #[cfg(test)]

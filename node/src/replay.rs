@@ -304,18 +304,8 @@ pub fn restore(
 /// transactions were verified before they were stored: a failure means the
 /// data was altered or written under another rule).
 fn first_bad_signature(txs: &[VerifiedTx]) -> Option<(usize, velox_exec::sig::SigError)> {
-    let digests: Vec<[u8; 32]> = txs.iter().map(|t| t.digest().0).collect();
-    let senders: Vec<[u8; 32]> = txs.iter().map(|t| t.sender().0).collect();
-    let items: Vec<velox_exec::sig::Item<'_>> = txs
-        .iter()
-        .enumerate()
-        .map(|(i, t)| velox_exec::sig::Item {
-            key: &senders[i],
-            message: &digests[i],
-            signature: t.signature(),
-        })
-        .collect();
-    velox_exec::sig::verify_many(&items)
+    let txs: Vec<&Tx> = txs.iter().map(VerifiedTx::tx).collect();
+    velox_exec::verify::check_signatures(&txs)
         .into_iter()
         .enumerate()
         .find_map(|(i, r)| r.err().map(|e| (i, e)))
