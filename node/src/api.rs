@@ -37,6 +37,15 @@ pub fn router(node: Arc<NodeHandle>) -> Router {
         .route("/proof/account/{id}", get(proof_account))
         .route("/proof/kv/{key}", get(proof_kv))
         .route("/metrics", get(metrics))
+        .fallback(|uri: axum::http::Uri| async move {
+            error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no route {}: see docs/protocol.md §5 for the API",
+                    uri.path()
+                ),
+            )
+        })
         .with_state(node)
 }
 
@@ -90,7 +99,13 @@ async fn account(State(n): State<Arc<NodeHandle>>, Path(id): Path<String>) -> Re
     }
 }
 
-async fn commit(State(n): State<Arc<NodeHandle>>, Path(index): Path<u64>) -> Response {
+async fn commit(State(n): State<Arc<NodeHandle>>, Path(index): Path<String>) -> Response {
+    let Ok(index) = index.parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("commit index must be a decimal number in 0..2^64, not '{index}'"),
+        );
+    };
     let chain = n.shared.chain.clone();
     let pruned_below = n.durability.commits_pruned_below.load(Ordering::Relaxed);
     match tokio::task::spawn_blocking(move || chain.commit_meta(index)).await {

@@ -628,3 +628,26 @@ fn version_and_a_plan_for_a_bigger_host() {
         "{text}"
     );
 }
+
+/// Every HTTP error is JSON with an `error` field: a malformed commit
+/// index, one past 2^64, a negative one, and an unknown route.
+#[test]
+fn http_errors_are_json() {
+    let node = TestNode::start(1, "");
+    for (path, code) in [
+        ("/commit/abc", 400),
+        ("/commit/-1", 400),
+        ("/commit/18446744073709551616", 400),
+        ("/no/such/route", 404),
+        ("/tx/zz", 400),
+    ] {
+        let (status, body) = velox_node::httpc::get(node.api, path).unwrap();
+        assert_eq!(status, code, "{path}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{path}: {body}"
+        );
+    }
+}
