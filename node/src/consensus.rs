@@ -429,8 +429,6 @@ struct OwnBatch {
     proposed: Option<Round>,
     /// When it was sealed (for `batch_available_timeout`).
     sealed: Instant,
-    /// Made available (its digest was handed to the core).
-    available: bool,
 }
 
 pub struct ConsensusTile {
@@ -693,7 +691,6 @@ impl ConsensusTile {
                 txs: txs.iter().map(|t| (t.sender(), t.digest())).collect(),
                 proposed: None,
                 sealed: Instant::now(),
-                available: false,
             },
         );
         self.persist_batches.push((d, bytes.clone()));
@@ -720,9 +717,6 @@ impl ConsensusTile {
         self.counters
             .batches_available
             .fetch_add(1, Ordering::Relaxed);
-        if let Some(o) = self.own.get_mut(&d) {
-            o.available = true;
-        }
         if self.core.handle_payload(now, &[Digest(d)]) == 0 {
             // The core's payload queue is full: consensus is far behind the
             // pool. The batch stays stored; its transactions stay in flight
@@ -1390,12 +1384,15 @@ impl ConsensusTile {
         let late: Vec<BatchDigest> = self
             .own
             .iter()
-            .filter(|(_, o)| !o.available && o.sealed.elapsed() >= timeout)
+            .filter(|(_, o)| o.sealed.elapsed() >= timeout)
             .map(|(d, _)| *d)
             .collect();
         for d in late {
-            let abandoned = self.availability.abandon(&d);
-            debug_assert!(abandoned, "an unavailable own batch waits for acks");
+            // Only a batch still short of f+1 acknowledgements: an available
+            // one is proposed and waits for its commit (or the GC return).
+            if !self.availability.abandon(&d) {
+                continue;
+            }
             self.counters
                 .batches_abandoned
                 .fetch_add(1, Ordering::Relaxed);
