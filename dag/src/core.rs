@@ -436,6 +436,39 @@ impl Core {
         block: Block,
         from: ValidatorIndex,
     ) -> Result<BlockStatus, BlockError> {
+        self.handle_block_inner(now, block, from, true)
+    }
+
+    /// Whether the block is known: in the DAG, buffered, or below the GC
+    /// round (ignored).
+    pub fn knows(&self, r: &BlockRef) -> bool {
+        r.round < self.dag.gc_round() || self.dag.contains(r) || self.pending.contains_key(r)
+    }
+
+    /// Counts a block its driver refused after checking it (the consensus
+    /// node verifies peers' blocks before looking up their batches).
+    pub(crate) fn count_rejected(&mut self) {
+        self.metrics.blocks_rejected += 1;
+    }
+
+    /// Handles a block whose [`Block::verify`] the caller (the consensus
+    /// node, in this crate) already passed: it is not verified twice.
+    pub(crate) fn handle_verified_block(
+        &mut self,
+        now: Time,
+        block: Block,
+        from: ValidatorIndex,
+    ) -> Result<BlockStatus, BlockError> {
+        self.handle_block_inner(now, block, from, false)
+    }
+
+    fn handle_block_inner(
+        &mut self,
+        now: Time,
+        block: Block,
+        from: ValidatorIndex,
+        verify: bool,
+    ) -> Result<BlockStatus, BlockError> {
         let r = block.reference();
         if r.round < self.dag.gc_round() {
             return Ok(BlockStatus::Stale);
@@ -443,9 +476,11 @@ impl Core {
         if self.dag.contains(&r) || self.pending.contains_key(&r) {
             return Ok(BlockStatus::Duplicate);
         }
-        if let Err(e) = block.verify(&self.committee, self.verifier.as_ref()) {
-            self.metrics.blocks_rejected += 1;
-            return Err(e);
+        if verify {
+            if let Err(e) = block.verify(&self.committee, self.verifier.as_ref()) {
+                self.metrics.blocks_rejected += 1;
+                return Err(e);
+            }
         }
         let block = Arc::new(block);
         let gc = self.dag.gc_round();

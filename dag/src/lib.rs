@@ -39,6 +39,7 @@ pub mod block;
 pub mod commit;
 pub mod core;
 pub mod dag;
+pub mod node;
 pub mod sim;
 pub mod text;
 pub mod types;
@@ -52,5 +53,8 @@ pub use crate::core::{
     BlockStatus, Core, CoreConfig, CoreMetrics, Output, ResumeError, ResumePoint,
 };
 pub use crate::dag::DagState;
+pub use crate::node::{
+    ConsensusNode, Intent, NodeConfig, NodeGauges, NodeMetrics, NodeStore, ReadyCommit, TxChecker,
+};
 pub use crate::sim::cli::{parse_seed_range, run_cli, SeedRangeError, SimArgs};
 pub use crate::types::{Authority, Committee, Digest, Epoch, Round, Stake, Time, ValidatorIndex};

@@ -2,16 +2,18 @@
 //! broken-rule check, determinism, and seed reproduction.
 //!
 //! CI runs `cargo test --release -p velox-dag`: the sweep covers
-//! `SWEEP_SEEDS_PER_CELL` seeds for each of 3 committee sizes x 8 scenarios
-//! (>= 500 runs). Debug builds run a scaled-down sweep (see below).
+//! `SWEEP_SEEDS_PER_CELL` seeds for each of 3 committee sizes x 10
+//! scenarios (630 runs; `node` and `power-loss` run the whole consensus
+//! node). Debug builds run a scaled-down sweep (see below).
 
 use std::time::Instant;
 
 use velox_dag::sim::cli::{sweep, SweepSummary};
+use velox_dag::sim::whole::Mutation;
 use velox_dag::sim::{run, Scenario, SimConfig, Violation};
 use velox_dag::{parse_seed_range, run_cli, CommitRuleConfig, SimArgs};
 
-/// Seeds per (n, scenario) cell: 3 x 8 x 21 = 504 runs in release. Debug
+/// Seeds per (n, scenario) cell: 3 x 10 x 21 = 630 runs in release. Debug
 /// builds (unoptimized ed25519 and blake3, ~20x slower) run one seed per
 /// cell for n = 4 and 7 only.
 const SWEEP_SEEDS_PER_CELL: u64 = if cfg!(debug_assertions) { 1 } else { 21 };
@@ -85,9 +87,71 @@ fn broken_commit_rule_is_caught() {
     eprintln!("caught: {msg}\n  {cmd}");
 }
 
+/// Each whole-node checker notices its rule broken on purpose: the first
+/// seed (of up to 50) whose run reports the expected violation is printed.
+fn whole_node_mutation_is_caught(
+    m: Mutation,
+    scenario: Scenario,
+    expect: fn(&Violation) -> bool,
+) -> (String, String) {
+    for seed in 0..50 {
+        let cfg = SimConfig {
+            mutation: Some(m),
+            ..SimConfig::new(4, 1, seed, scenario)
+        };
+        let r = run(&cfg);
+        if let Some(v) = r.violation {
+            assert!(expect(&v), "{m:?} seed {seed}: unexpected violation {v}");
+            eprintln!("{m:?} caught: {v}\n  {}", cfg.repro_command());
+            return (cfg.repro_command(), v.to_string());
+        }
+    }
+    panic!("{m:?} was not caught in 50 seeds of {scenario}");
+}
+
+#[test]
+fn power_loss_with_unsynced_writes_is_caught_as_equivocation() {
+    whole_node_mutation_is_caught(Mutation::UnsyncedWrites, Scenario::PowerLoss, |v| {
+        matches!(v, Violation::OwnEquivocation(_))
+    });
+}
+
+#[test]
+fn acknowledging_unstored_batches_is_caught_as_unavailable() {
+    whole_node_mutation_is_caught(
+        Mutation::LoseBatchWrites,
+        Scenario::Node,
+        |v| matches!(v, Violation::Safety(s) if s.contains("hold durably")),
+    );
+}
+
+#[test]
+fn a_node_delivering_different_contents_is_caught() {
+    whole_node_mutation_is_caught(
+        Mutation::CorruptDelivery,
+        Scenario::Node,
+        |v| matches!(v, Violation::Safety(s) if s.contains("unlike another honest node")),
+    );
+}
+
+#[test]
+fn a_transaction_committed_twice_is_caught() {
+    whole_node_mutation_is_caught(
+        Mutation::ResubmitCommitted,
+        Scenario::Node,
+        |v| matches!(v, Violation::Safety(s) if s.contains("committed twice")),
+    );
+}
+
 #[test]
 fn same_seed_same_run() {
-    for s in [Scenario::Default, Scenario::Crash, Scenario::Equivocate] {
+    for s in [
+        Scenario::Default,
+        Scenario::Crash,
+        Scenario::Equivocate,
+        Scenario::Node,
+        Scenario::PowerLoss,
+    ] {
         let cfg = SimConfig::new(7, 2, 42, s);
         let (a, b) = (run(&cfg), run(&cfg));
         assert_eq!(a.commits, b.commits);

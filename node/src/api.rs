@@ -929,7 +929,7 @@ fn render_peers(o: &mut String, s: &velox_net::peer::PeerCountersSnapshot) {
 
 fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-    let m: [(&str, &str, &str, f64); 32] = [
+    let m: [(&str, &str, &str, f64); 36] = [
         (
             "velox_consensus_round",
             "gauge",
@@ -1073,8 +1073,32 @@ fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
         (
             "velox_peer_penalties_total",
             "counter",
-            "Misbehaviour seen from peers (invalid blocks or batches, unrequested batches).",
+            "Hard faults seen from peers (undecodable or invalid blocks, invalid batches).",
             g(&c.peer_penalties),
+        ),
+        (
+            "velox_batches_rejected_again_total",
+            "counter",
+            "Resent copies of refused batches, refused without being checked again.",
+            g(&c.batches_rejected_again),
+        ),
+        (
+            "velox_batches_unrequested_total",
+            "counter",
+            "Fetched batches nothing asked for any more (late answers) or matching no request.",
+            g(&c.batches_unrequested),
+        ),
+        (
+            "velox_peer_backoffs_total",
+            "counter",
+            "Times a peer was ignored for a while after repeated hard faults.",
+            g(&c.peer_backoffs),
+        ),
+        (
+            "velox_peer_messages_ignored_total",
+            "counter",
+            "Messages ignored from peers in backoff.",
+            g(&c.peer_messages_ignored),
         ),
         (
             "velox_consensus_blocks_served_from_disk_total",

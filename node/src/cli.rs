@@ -108,7 +108,9 @@ enum Cmd {
         /// Seeds to run: A..B (B exclusive) or A.
         #[arg(long, default_value = "0..20")]
         seeds: String,
-        /// default, crash, partition, equivocate, withhold, bad-sig, bad-parents, selective-vote.
+        /// Core scenarios: default, crash, partition, equivocate, withhold, bad-sig, bad-parents,
+        /// selective-vote. Whole-node scenarios (the consensus node machine with real batches):
+        /// node, power-loss.
         #[arg(long)]
         scenario: Option<String>,
     },

@@ -173,11 +173,11 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
             ..Default::default()
         },
         batch_txs_max: cfg.mempool.batch_txs_max,
-        batch_age: Duration::from_millis(cfg.mempool.batch_age_ms),
+        batch_age_ms: cfg.mempool.batch_age_ms,
         batch_resend_ms: 1_000,
         batch_fetch_retry_ms: 300,
         batches_held_max: BATCHES_HELD_MAX,
-        batch_available_timeout: Duration::from_millis(cfg.mempool.batch_available_timeout_ms),
+        batch_available_timeout_ms: cfg.mempool.batch_available_timeout_ms,
     };
     let recovered = crate::consensus::recover_core(
         &chain,

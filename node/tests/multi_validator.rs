@@ -183,9 +183,9 @@ fn honest_validators_commit_despite_a_byzantine_peer() {
     for i in 0..3 {
         net.start(i);
     }
-    // Validator 3's key, driven by a Byzantine process: garbage blocks and
-    // batches, unrequested batch responses, and two different blocks for one
-    // round (equivocation).
+    // Validator 3's key, driven by a Byzantine process: two different blocks
+    // for one round (equivocation), then garbage blocks and batches and
+    // unrequested batch responses.
     let key = velox_node::keys::read_key(&net.nodes[3].dir.join("validator.key")).unwrap();
     let byz = byzantine::start(&net.nodes, 3, key, byzantine::Behaviour::Malicious);
     let honest = net.apis(&[0, 1, 2]);
@@ -202,6 +202,9 @@ fn honest_validators_commit_despite_a_byzantine_peer() {
     );
     let m = net.metrics(0);
     assert!(metric(&m, "velox_peer_penalties_total") > 0.0, "{m}");
+    // 40 invalid messages a second: the peer is ignored for a while.
+    assert!(metric(&m, "velox_peer_backoffs_total") >= 1.0, "{m}");
+    assert!(metric(&m, "velox_peer_messages_ignored_total") > 0.0, "{m}");
     let equivocations_seen =
         (0..3).any(|i| metric(&net.metrics(i), "velox_consensus_equivocators") >= 1.0);
     assert!(equivocations_seen, "no validator noticed the equivocation");
@@ -323,9 +326,15 @@ mod byzantine {
                                     sent2.fetch_add(1, Ordering::Relaxed);
                                 }
                             };
-                            send(PeerMessage::Block(vec![n as u8; 100]));
-                            send(PeerMessage::Batch(vec![0xAB; 64]));
-                            send(PeerMessage::BatchResponse(vec![vec![1, 2, 3]]));
+                            // Garbage once it has equivocated (an honest
+                            // validator ignores a peer for a while after 20
+                            // invalid messages within 10 s, equivocations
+                            // included after that).
+                            if last_equivocation > 0 {
+                                send(PeerMessage::Block(vec![n as u8; 100]));
+                                send(PeerMessage::Batch(vec![0xAB; 64]));
+                                send(PeerMessage::BatchResponse(vec![vec![1, 2, 3]]));
+                            }
                             // Our own round-1 block, once: later blocks link to it.
                             let first = *own_first.get_or_insert_with(|| {
                                 let b = UnsignedBlock {

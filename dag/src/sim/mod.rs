@@ -14,6 +14,7 @@
 //! seed reproduces it exactly.
 
 pub mod cli;
+pub mod whole;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -48,11 +49,18 @@ pub enum Scenario {
     BadParents,
     /// Faulty nodes reference only some leaders (vote selectively).
     SelectiveVote,
+    /// The whole consensus node ([`crate::ConsensusNode`]) with real
+    /// batches: loss, reordering, maybe a partition; faulty nodes crash
+    /// (SIGKILL: their written data survives) and restart from their disk.
+    Node,
+    /// The whole node; faulty nodes lose power: what they wrote without
+    /// syncing is lost, then they restart from their disk.
+    PowerLoss,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Default,
         Scenario::Crash,
         Scenario::Partition,
@@ -61,6 +69,8 @@ impl Scenario {
         Scenario::BadSig,
         Scenario::BadParents,
         Scenario::SelectiveVote,
+        Scenario::Node,
+        Scenario::PowerLoss,
     ];
     /// CLI name.
     pub fn name(self) -> &'static str {
@@ -73,7 +83,13 @@ impl Scenario {
             Scenario::BadSig => "bad-sig",
             Scenario::BadParents => "bad-parents",
             Scenario::SelectiveVote => "selective-vote",
+            Scenario::Node => "node",
+            Scenario::PowerLoss => "power-loss",
         }
+    }
+    /// Whether it runs the whole node ([`whole`]) rather than the core.
+    pub fn is_whole_node(self) -> bool {
+        matches!(self, Scenario::Node | Scenario::PowerLoss)
     }
     /// From a CLI name.
     pub fn from_name(s: &str) -> Option<Scenario> {
@@ -129,6 +145,9 @@ pub struct SimConfig {
     pub liveness_window_ms: u64,
     /// Core configuration for every node (commit rule included).
     pub core: CoreConfig,
+    /// A rule broken on purpose (mutation tests of the whole-node
+    /// checkers); `None` in every real run.
+    pub mutation: Option<whole::Mutation>,
 }
 
 impl SimConfig {
@@ -145,6 +164,7 @@ impl SimConfig {
                 gc_depth_rounds: 150,
                 ..CoreConfig::default()
             },
+            mutation: None,
         }
     }
     /// With a (possibly broken, test-only) commit rule.
@@ -287,8 +307,81 @@ struct Partition {
     side: Vec<u8>,
 }
 
+/// The simulated network's links: per-link latency ranges (so messages
+/// reorder), random loss, and an optional partition that heals.
+pub(crate) struct Links {
+    latency: Vec<Vec<(u64, u64)>>,
+    loss: f64,
+    partition: Option<Partition>,
+}
+
+impl Links {
+    /// Random links for `n` nodes: latency 1..=40 ms plus up to 60 ms of
+    /// jitter per link, loss below `loss_max`, and with `partition_chance`
+    /// a partition between 200 and 1,500 ms that lasts 300..2,000 ms.
+    pub(crate) fn random(
+        rng: &mut ChaCha8Rng,
+        n: usize,
+        loss_max: f64,
+        partition_chance: Option<f64>,
+    ) -> Links {
+        let latency = (0..n)
+            .map(|_| {
+                (0..n)
+                    .map(|_| {
+                        let lo = rng.gen_range(1..=40);
+                        (lo, lo + rng.gen_range(0..=60))
+                    })
+                    .collect()
+            })
+            .collect();
+        let loss = rng.gen_range(0.0..loss_max);
+        let partitioned = partition_chance.is_some_and(|p| rng.gen_bool(p));
+        let partition = partitioned.then(|| {
+            let start = Time(rng.gen_range(200..1_500));
+            let end = start.plus_ms(rng.gen_range(300..2_000));
+            let side = (0..n).map(|_| rng.gen_range(0..2u8)).collect();
+            Partition { start, end, side }
+        });
+        Links {
+            latency,
+            loss,
+            partition,
+        }
+    }
+
+    /// When the partition (if any) heals.
+    pub(crate) fn healed_at(&self) -> Time {
+        self.partition.as_ref().map_or(Time(0), |p| p.end)
+    }
+
+    /// The delivery time of a message sent now from `from` to `to`, or
+    /// `None` when it is lost (partitioned or dropped).
+    pub(crate) fn deliver_at(
+        &self,
+        rng: &mut ChaCha8Rng,
+        now: Time,
+        from: usize,
+        to: usize,
+    ) -> Option<Time> {
+        if let Some(p) = &self.partition {
+            if now >= p.start && now < p.end && p.side[from] != p.side[to] {
+                return None;
+            }
+        }
+        if rng.gen_bool(self.loss) {
+            return None;
+        }
+        let (lo, hi) = self.latency[from][to];
+        Some(now.plus_ms(rng.gen_range(lo..=hi)))
+    }
+}
+
 /// Runs one simulation.
 pub fn run(cfg: &SimConfig) -> SimReport {
+    if cfg.scenario.is_whole_node() {
+        return whole::run(cfg);
+    }
     Sim::new(cfg).run()
 }
 
@@ -300,9 +393,7 @@ struct Sim<'a> {
     queue: BTreeMap<(Time, u64), Event>,
     seq: u64,
     now: Time,
-    latency: Vec<Vec<(u64, u64)>>,
-    loss: f64,
-    partition: Option<Partition>,
+    links: Links,
     stable_at: Time,
     end: Time,
     verifier: SharedVerifier,
@@ -342,34 +433,20 @@ impl<'a> Sim<'a> {
                 Scenario::BadSig => Behavior::BadSig,
                 Scenario::BadParents => Behavior::BadParents,
                 Scenario::SelectiveVote => Behavior::SelectiveVote,
+                Scenario::Node | Scenario::PowerLoss => Behavior::Crash,
             };
         }
-        let latency = (0..n)
-            .map(|_| {
-                (0..n)
-                    .map(|_| {
-                        let lo = rng.gen_range(1..=40);
-                        (lo, lo + rng.gen_range(0..=60))
-                    })
-                    .collect()
-            })
-            .collect();
-        let loss = match scenario {
-            Scenario::Default => rng.gen_range(0.0..0.05),
-            _ => rng.gen_range(0.0..0.02),
+        let loss_max = match scenario {
+            Scenario::Default => 0.05,
+            _ => 0.02,
         };
-        let partitioned = match scenario {
-            Scenario::Partition => true,
-            Scenario::Default => rng.gen_bool(0.3),
-            _ => false,
+        let partition_chance = match scenario {
+            Scenario::Partition => Some(1.0),
+            Scenario::Default => Some(0.3),
+            _ => None,
         };
-        let partition = partitioned.then(|| {
-            let start = Time(rng.gen_range(200..1_500));
-            let end = start.plus_ms(rng.gen_range(300..2_000));
-            let side = (0..n).map(|_| rng.gen_range(0..2u8)).collect();
-            Partition { start, end, side }
-        });
-        let mut stable_at = partition.as_ref().map_or(Time(0), |p| p.end);
+        let links = Links::random(&mut rng, n, loss_max, partition_chance);
+        let mut stable_at = links.healed_at();
         let verifier = SharedVerifier::default();
         let mut sim = Sim {
             cfg,
@@ -379,9 +456,7 @@ impl<'a> Sim<'a> {
             queue: BTreeMap::new(),
             seq: 0,
             now: Time(0),
-            latency,
-            loss,
-            partition,
+            links,
             stable_at,
             end: Time(0),
             verifier,
@@ -606,19 +681,12 @@ impl<'a> Sim<'a> {
         if from == to {
             return;
         }
-        if let Some(p) = &self.partition {
-            if self.now >= p.start
-                && self.now < p.end
-                && p.side[from.as_usize()] != p.side[to.as_usize()]
-            {
-                return;
-            }
-        }
-        if self.rng.gen_bool(self.loss) {
+        let Some(at) =
+            self.links
+                .deliver_at(&mut self.rng, self.now, from.as_usize(), to.as_usize())
+        else {
             return;
-        }
-        let (lo, hi) = self.latency[from.as_usize()][to.as_usize()];
-        let at = self.now.plus_ms(self.rng.gen_range(lo..=hi));
+        };
         self.schedule(at, Event::Deliver { from, to, msg });
     }
 

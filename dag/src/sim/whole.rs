@@ -1,0 +1,766 @@
+//! The whole consensus node under the simulator: `n` [`ConsensusNode`]s
+//! (with their cores) exchange real batches of real transaction bytes,
+//! acknowledgements, blocks and fetches over the simulated [`Links`], store
+//! through a simulated disk that loses what was not synced at a power
+//! loss, and restart from it.
+//!
+//! Checkers, after every event:
+//! - honest nodes deliver identical commits (leader, batches, transaction
+//!   digests) at every index, contiguously from 1: commit sequences are
+//!   prefixes of one another;
+//! - no transaction is committed twice in the agreed sequence;
+//! - every batch of a commit is durably stored, at its first delivery, by
+//!   validators holding at least the validity threshold (f+1) of stake;
+//! - no honest key signs two blocks for one round, across crashes and
+//!   power losses;
+//! - each machine's maps stay within their named bounds;
+//! - at the end, every node that never failed delivered commits after the
+//!   network became stable (liveness).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use ed25519_dalek::SigningKey;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use velox_exec::{AccountId, Tx, TxBody, TxBuilder, TxDigest, VerifiedTx};
+use velox_mempool::batch::BatchDigest;
+use velox_net::peer::{Dest, PeerMessage};
+
+use super::{Links, Scenario, SharedVerifier, SimConfig, SimReport, Violation};
+use crate::block::Block;
+use crate::core::Core;
+use crate::node::{
+    ConsensusNode, Intent, NodeConfig, NodeStore, ReadyCommit, TxChecker, DAG_KEY_LEN,
+    PARKED_BLOCKS_MAX,
+};
+use crate::types::{Committee, Epoch, Round, Time, ValidatorIndex};
+
+/// A deliberate break of a rule, to show that a checker notices it (the
+/// mutation tests). Never set outside tests.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    /// The disk writes the consensus log's blocks unsynced (flushed only
+    /// every 500 ms): a power loss then loses blocks already sent.
+    UnsyncedWrites,
+    /// Peers' batches are never written (acknowledged all the same).
+    LoseBatchWrites,
+    /// One node's record of what it delivered loses a transaction.
+    CorruptDelivery,
+    /// A committed transaction is sealed again into a later batch.
+    ResubmitCommitted,
+}
+
+/// Chain id of the simulated transactions.
+const SIM_CHAIN_ID: u64 = 7;
+
+/// The simulated disk of one node: what is synced survives a power loss;
+/// what is only written survives a crash (SIGKILL: the OS still has it).
+#[derive(Clone, Default)]
+struct Disk(Arc<Mutex<DiskInner>>);
+
+#[derive(Default)]
+struct DiskInner {
+    synced: Layer,
+    unsynced: Layer,
+}
+
+#[derive(Default)]
+struct Layer {
+    blocks: BTreeMap<[u8; DAG_KEY_LEN], Vec<u8>>,
+    batches: HashMap<BatchDigest, Vec<u8>>,
+}
+
+impl Layer {
+    fn absorb(&mut self, other: Layer) {
+        self.blocks.extend(other.blocks);
+        self.batches.extend(other.batches);
+    }
+}
+
+impl Disk {
+    fn write(
+        &self,
+        blocks: Vec<([u8; DAG_KEY_LEN], Vec<u8>)>,
+        batches: Vec<(BatchDigest, Arc<[u8]>)>,
+        sync: bool,
+    ) {
+        let mut g = self.0.lock().expect("single-threaded");
+        let layer = if sync { &mut g.synced } else { &mut g.unsynced };
+        layer.blocks.extend(blocks);
+        layer
+            .batches
+            .extend(batches.into_iter().map(|(d, b)| (d, b.to_vec())));
+    }
+    /// The OS writes back what it holds.
+    fn flush(&self) {
+        let mut g = self.0.lock().expect("single-threaded");
+        let u = std::mem::take(&mut g.unsynced);
+        g.synced.absorb(u);
+    }
+    fn power_loss(&self) {
+        self.0.lock().expect("single-threaded").unsynced = Layer::default();
+    }
+    fn has_synced_batch(&self, d: &BatchDigest) -> bool {
+        self.0
+            .lock()
+            .expect("single-threaded")
+            .synced
+            .batches
+            .contains_key(d)
+    }
+    fn blocks(&self) -> Vec<Block> {
+        let g = self.0.lock().expect("single-threaded");
+        let mut all = g.synced.blocks.clone();
+        all.extend(g.unsynced.blocks.iter().map(|(k, v)| (*k, v.clone())));
+        all.values()
+            .map(|b| Block::decode(b).expect("the disk holds what the node wrote"))
+            .collect()
+    }
+}
+
+impl NodeStore for Disk {
+    fn batch(&self, d: &BatchDigest) -> Option<Vec<u8>> {
+        let g = self.0.lock().expect("single-threaded");
+        g.unsynced
+            .batches
+            .get(d)
+            .or_else(|| g.synced.batches.get(d))
+            .cloned()
+    }
+    fn block(&self, key: &[u8; DAG_KEY_LEN]) -> Option<Vec<u8>> {
+        let g = self.0.lock().expect("single-threaded");
+        g.unsynced
+            .blocks
+            .get(key)
+            .or_else(|| g.synced.blocks.get(key))
+            .cloned()
+    }
+    fn latest_block_by(&self, author: ValidatorIndex) -> Option<Vec<u8>> {
+        let g = self.0.lock().expect("single-threaded");
+        let a = author.0.to_be_bytes();
+        let pick = |l: &Layer| {
+            l.blocks
+                .iter()
+                .rev()
+                .find(|(k, _)| k[8..12] == a)
+                .map(|(k, v)| (*k, v.clone()))
+        };
+        match (pick(&g.synced), pick(&g.unsynced)) {
+            (Some(x), Some(y)) => Some(if x.0 > y.0 { x.1 } else { y.1 }),
+            (x, y) => x.or(y).map(|p| p.1),
+        }
+    }
+    fn blocks_in_rounds(
+        &self,
+        from: u64,
+        to: u64,
+        each: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), String> {
+        let g = self.0.lock().expect("single-threaded");
+        let mut all: BTreeMap<_, _> = g.synced.blocks.iter().collect();
+        all.extend(g.unsynced.blocks.iter());
+        for (k, b) in all {
+            let r = u64::from_be_bytes(k[..8].try_into().expect("8 bytes"));
+            if (from..=to).contains(&r) {
+                each(b);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Trusts the transactions it built itself (their bytes are real; their
+/// signatures are all zero). Undecodable bytes are refused.
+struct SimChecker;
+
+impl TxChecker for SimChecker {
+    fn check(&self, txs: Vec<&[u8]>) -> Vec<Option<VerifiedTx>> {
+        txs.into_iter()
+            .map(|b| Tx::decode(b).ok().map(VerifiedTx::from_trusted))
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Deliver {
+        from: u32,
+        to: u32,
+        msg: PeerMessage,
+    },
+    Timer {
+        node: usize,
+        incarnation: u32,
+    },
+    Txs {
+        node: usize,
+    },
+    Fail {
+        node: usize,
+        power: bool,
+    },
+    Restart {
+        node: usize,
+    },
+    Flush,
+}
+
+struct SimNode {
+    machine: Option<ConsensusNode>,
+    disk: Disk,
+    key: SigningKey,
+    faulty: bool,
+    /// Last commit index executed (durable: the storage tile's commit).
+    applied: u64,
+    incarnation: u32,
+    timer_at: Option<Time>,
+    next_nonce: u64,
+    /// Transactions given to the machine, by digest (to seal again what it
+    /// returns).
+    pending: HashMap<TxDigest, VerifiedTx>,
+    commits_after_stable: u64,
+}
+
+/// One whole-node run (`scenario` is [`Scenario::Node`] or
+/// [`Scenario::PowerLoss`]).
+pub fn run(cfg: &SimConfig) -> SimReport {
+    WholeSim::new(cfg).run()
+}
+
+struct WholeSim<'a> {
+    cfg: &'a SimConfig,
+    rng: ChaCha8Rng,
+    committee: Arc<Committee>,
+    node_config: NodeConfig,
+    nodes: Vec<SimNode>,
+    queue: BTreeMap<(Time, u64), Event>,
+    seq: u64,
+    now: Time,
+    links: Links,
+    stable_at: Time,
+    end: Time,
+    verifier: SharedVerifier,
+    /// Agreed sequence: index - 1 -> (leader, batches, tx digests) digest.
+    log: Vec<[u8; 32]>,
+    committed_txs: HashSet<TxDigest>,
+    /// (author, round) -> digest of blocks honest keys signed and sent.
+    signed: HashMap<(ValidatorIndex, Round), [u8; 32]>,
+    report: SimReport,
+}
+
+impl<'a> WholeSim<'a> {
+    fn new(cfg: &'a SimConfig) -> WholeSim<'a> {
+        let n = cfg.validators;
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x05ee_d0f4_e0de);
+        // Half the runs give unequal stakes (1..=3).
+        let stakes: Vec<u64> = if rng.gen_bool(0.5) {
+            (0..n).map(|_| rng.gen_range(1..=3)).collect()
+        } else {
+            vec![1; n]
+        };
+        let (committee, keys) = Committee::new_for_test_with_stakes(Epoch(0), &stakes, cfg.seed);
+        let committee = Arc::new(committee);
+        // Faulty nodes: a random subset whose stake stays below one third.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rng);
+        let mut faulty = vec![false; n];
+        let mut faulty_stake = 0;
+        for &i in order.iter().take(cfg.byzantine) {
+            if 3 * (faulty_stake + stakes[i]) < committee.total_stake() {
+                faulty[i] = true;
+                faulty_stake += stakes[i];
+            }
+        }
+        let partition_chance = (cfg.scenario == Scenario::Node).then_some(0.3);
+        let links = Links::random(&mut rng, n, 0.03, partition_chance);
+        let mut stable_at = links.healed_at();
+        let node_config = NodeConfig {
+            core: cfg.core,
+            batch_txs_max: 8,
+            batch_age_ms: 10,
+            batch_resend_ms: 300,
+            batch_fetch_retry_ms: 100,
+            batches_held_max: 512,
+            batch_available_timeout_ms: 3_000,
+        };
+        let mut sim = WholeSim {
+            cfg,
+            rng,
+            committee,
+            node_config,
+            nodes: Vec::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            now: Time(0),
+            links,
+            stable_at,
+            end: Time(0),
+            verifier: SharedVerifier::default(),
+            log: Vec::new(),
+            committed_txs: HashSet::new(),
+            signed: HashMap::new(),
+            report: SimReport::default(),
+        };
+        for (i, key) in keys.into_iter().enumerate() {
+            sim.nodes.push(SimNode {
+                machine: None,
+                disk: Disk::default(),
+                key,
+                faulty: faulty[i],
+                applied: 0,
+                incarnation: 0,
+                timer_at: None,
+                next_nonce: 0,
+                pending: HashMap::new(),
+                commits_after_stable: 0,
+            });
+        }
+        // Failures: one or two fail/restart cycles per faulty node.
+        let power = cfg.scenario == Scenario::PowerLoss;
+        for (i, _) in faulty.iter().enumerate().filter(|(_, f)| **f) {
+            let mut t = 0;
+            for _ in 0..sim.rng.gen_range(1..=2) {
+                let down = t + sim.rng.gen_range(100..1_500);
+                let up = down + sim.rng.gen_range(50..1_000);
+                sim.schedule(Time(down), Event::Fail { node: i, power });
+                sim.schedule(Time(up), Event::Restart { node: i });
+                t = up;
+            }
+            stable_at = stable_at.max(Time(t));
+        }
+        sim.stable_at = stable_at;
+        sim.end = stable_at.max(Time(1_000)).plus_ms(cfg.liveness_window_ms);
+        sim.report.behaviors = faulty
+            .iter()
+            .map(|f| {
+                if *f {
+                    super::Behavior::Crash
+                } else {
+                    super::Behavior::Honest
+                }
+            })
+            .collect();
+        if cfg.mutation == Some(Mutation::UnsyncedWrites) {
+            sim.schedule(Time(500), Event::Flush);
+        }
+        for i in 0..n {
+            sim.start_node(i);
+            let t = Time(sim.rng.gen_range(10..100));
+            sim.schedule(t, Event::Txs { node: i });
+        }
+        sim
+    }
+
+    fn schedule(&mut self, at: Time, e: Event) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), e);
+    }
+
+    /// Starts (or restarts) node `i` from what its disk holds: the core
+    /// replays every stored block and decides the commits again; those up
+    /// to `applied` are skipped.
+    fn start_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.incarnation += 1;
+        node.timer_at = None;
+        let core = Core::recover(
+            self.node_config.core,
+            self.committee.clone(),
+            ValidatorIndex(i as u32),
+            node.key.clone(),
+            Box::new(self.verifier.clone()),
+            node.disk.blocks(),
+            self.now,
+        );
+        let mut machine = ConsensusNode::new(
+            core,
+            self.node_config,
+            Box::new(node.disk.clone()),
+            Box::new(SimChecker),
+            Box::new(self.verifier.clone()),
+            node.applied,
+            (i as u64) << 40 | u64::from(node.incarnation) << 32,
+        )
+        .with_invariant_checks(true);
+        machine.start(self.now);
+        node.machine = Some(machine);
+        // The pool was memory: what it held is gone with the process (its
+        // clients submit again; execution's nonce rule refuses a second
+        // copy of anything already committed).
+        self.nodes[i].pending.clear();
+        self.drive(i);
+    }
+
+    fn run(mut self) -> SimReport {
+        while let Some(((t, _), e)) = self.queue.pop_first() {
+            if t > self.end {
+                break;
+            }
+            self.now = t;
+            self.report.events += 1;
+            self.handle(e);
+            if self.report.violation.is_some() {
+                break;
+            }
+        }
+        self.report.end_ms = self.now.0;
+        if self.report.violation.is_none() {
+            self.check_liveness();
+        }
+        self.report.commits = self.log.len() as u64;
+        self.report
+    }
+
+    fn check_liveness(&mut self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.faulty {
+                continue;
+            }
+            if n.commits_after_stable < 2 {
+                self.report.violation = Some(Violation::Liveness(format!(
+                    "node {i} delivered {} commits after the network became stable at {} ms \
+                     (run ended at {} ms; agreed sequence length {})",
+                    n.commits_after_stable,
+                    self.stable_at.0,
+                    self.end.0,
+                    self.log.len()
+                )));
+                return;
+            }
+        }
+    }
+
+    fn handle(&mut self, e: Event) {
+        match e {
+            Event::Deliver { from, to, msg } => {
+                let i = to as usize;
+                let now = self.now;
+                let Some(m) = self.nodes[i].machine.as_mut() else {
+                    return;
+                };
+                m.handle_peer(now, from, msg);
+                self.drive(i);
+            }
+            Event::Timer { node, incarnation } => {
+                let n = &mut self.nodes[node];
+                if n.incarnation != incarnation || n.timer_at != Some(self.now) {
+                    return;
+                }
+                n.timer_at = None;
+                let now = self.now;
+                if let Some(m) = n.machine.as_mut() {
+                    m.handle_timeout(now);
+                }
+                self.drive(node);
+            }
+            Event::Txs { node } => {
+                let k = self.rng.gen_range(0..6);
+                let n = &mut self.nodes[node];
+                let mut txs = Vec::new();
+                for _ in 0..k {
+                    let t = sim_tx(node, n.next_nonce);
+                    n.next_nonce += 1;
+                    n.pending.insert(t.digest(), t.clone());
+                    txs.push(t);
+                }
+                let now = self.now;
+                if let Some(m) = n.machine.as_mut() {
+                    m.handle_local_txs(now, txs);
+                }
+                self.drive(node);
+                let t = now.plus_ms(self.rng.gen_range(20..80));
+                self.schedule(t, Event::Txs { node });
+            }
+            Event::Fail { node, power } => {
+                let n = &mut self.nodes[node];
+                n.machine = None;
+                n.timer_at = None;
+                if power {
+                    n.disk.power_loss();
+                } else {
+                    n.disk.flush();
+                }
+            }
+            Event::Restart { node } => self.start_node(node),
+            Event::Flush => {
+                for n in &self.nodes {
+                    n.disk.flush();
+                }
+                let t = self.now.plus_ms(500);
+                self.schedule(t, Event::Flush);
+            }
+        }
+    }
+
+    fn send(&mut self, from: u32, to: u32, msg: PeerMessage) {
+        if from == to {
+            return;
+        }
+        if let Some(at) = self
+            .links
+            .deliver_at(&mut self.rng, self.now, from as usize, to as usize)
+        {
+            self.schedule(at, Event::Deliver { from, to, msg });
+        }
+    }
+
+    /// Carries out every intent of node `i`, takes its commits, checks, and
+    /// re-arms its timer.
+    fn drive(&mut self, i: usize) {
+        let n = self.nodes.len() as u32;
+        loop {
+            let Some(m) = self.nodes[i].machine.as_mut() else {
+                return;
+            };
+            let Some(intent) = m.poll_intent() else { break };
+            match intent {
+                Intent::Persist {
+                    blocks,
+                    mut batches,
+                    sync,
+                    ..
+                } => {
+                    if self.cfg.mutation == Some(Mutation::LoseBatchWrites) {
+                        batches.retain(|(d, _)| {
+                            self.nodes[i]
+                                .machine
+                                .as_ref()
+                                .is_some_and(|m| m.is_own_batch(d))
+                        });
+                    }
+                    if self.cfg.mutation == Some(Mutation::UnsyncedWrites) {
+                        self.nodes[i].disk.write(blocks, Vec::new(), false);
+                        self.nodes[i].disk.write(Vec::new(), batches, sync);
+                    } else {
+                        self.nodes[i].disk.write(blocks, batches, sync);
+                    }
+                }
+                Intent::Send(o) => {
+                    if let PeerMessage::Block(bytes) = &o.msg {
+                        self.check_signed(i, bytes);
+                        if self.report.violation.is_some() {
+                            return;
+                        }
+                    }
+                    match o.to {
+                        Dest::One(to) => self.send(i as u32, to, o.msg),
+                        Dest::All => {
+                            for to in 0..n {
+                                if to != i as u32 {
+                                    self.send(i as u32, to, o.msg.clone());
+                                }
+                            }
+                        }
+                    }
+                }
+                Intent::ReturnToPool(txs) => {
+                    let node = &mut self.nodes[i];
+                    let again: Vec<VerifiedTx> = txs
+                        .iter()
+                        .filter_map(|(_, d)| node.pending.get(d).cloned())
+                        .collect();
+                    let now = self.now;
+                    if let Some(m) = node.machine.as_mut() {
+                        m.handle_local_txs(now, again);
+                    }
+                }
+            }
+        }
+        while let Some(c) = self.nodes[i].machine.as_mut().and_then(|m| m.poll_commit()) {
+            self.on_commit(i, c);
+            if self.report.violation.is_some() {
+                return;
+            }
+        }
+        self.check_bounds(i);
+        if self.report.violation.is_some() {
+            return;
+        }
+        let now = self.now;
+        let m = self.nodes[i].machine.as_ref().expect("alive");
+        let t = m.poll_timeout(now).max(now.plus_ms(1));
+        let node = &mut self.nodes[i];
+        if node.timer_at.is_none_or(|cur| t < cur) {
+            node.timer_at = Some(t);
+            let incarnation = node.incarnation;
+            self.schedule(
+                t,
+                Event::Timer {
+                    node: i,
+                    incarnation,
+                },
+            );
+        }
+    }
+
+    /// No honest key signs two blocks for one round.
+    fn check_signed(&mut self, i: usize, bytes: &[u8]) {
+        let Ok(b) = Block::decode(bytes) else { return };
+        if b.author().as_usize() != i {
+            return;
+        }
+        let key = (b.author(), b.round());
+        match self.signed.get(&key) {
+            Some(d) if *d != b.digest().0 => {
+                self.report.violation = Some(Violation::OwnEquivocation(format!(
+                    "honest node {i} sent two different blocks for round {}",
+                    b.round()
+                )));
+            }
+            Some(_) => {}
+            None => {
+                self.signed.insert(key, b.digest().0);
+            }
+        }
+    }
+
+    fn on_commit(&mut self, i: usize, mut c: ReadyCommit) {
+        if self.cfg.mutation == Some(Mutation::CorruptDelivery) && i == 0 && !c.txs.is_empty() {
+            c.txs.pop();
+        }
+        let node = &mut self.nodes[i];
+        if c.index != node.applied + 1 {
+            self.report.violation = Some(Violation::Safety(format!(
+                "node {i} delivered commit {} after {}",
+                c.index, node.applied
+            )));
+            return;
+        }
+        node.applied = c.index;
+        for t in &c.txs {
+            node.pending.remove(&t.digest());
+        }
+        if self.now > self.stable_at {
+            node.commits_after_stable += 1;
+        }
+        let mut h = blake3::Hasher::new();
+        h.update(&c.leader.digest.0);
+        h.update(&(c.batches.len() as u64).to_le_bytes());
+        for d in &c.batches {
+            h.update(d);
+        }
+        for t in &c.txs {
+            h.update(&t.digest().0);
+        }
+        let entry = *h.finalize().as_bytes();
+        let idx = (c.index - 1) as usize;
+        if idx < self.log.len() {
+            if self.log[idx] != entry {
+                self.report.violation = Some(Violation::Safety(format!(
+                    "node {i} delivered commit {} (leader {}@r{}, {} batches, {} txs) unlike another honest node",
+                    c.index,
+                    c.leader.author,
+                    c.leader.round,
+                    c.batches.len(),
+                    c.txs.len()
+                )));
+            }
+            return;
+        }
+        self.log.push(entry);
+        if let Some(m) = self.nodes[i].machine.as_ref() {
+            let rounds = m
+                .core()
+                .threshold_round()
+                .0
+                .saturating_sub(c.leader.round.0);
+            self.report.latency_rounds.push(rounds);
+        }
+        self.report
+            .latency_ms
+            .push(self.now.0.saturating_sub(c.timestamp_ms));
+        for t in &c.txs {
+            if !self.committed_txs.insert(t.digest()) {
+                self.report.violation = Some(Violation::Safety(format!(
+                    "transaction {} committed twice (again at commit {})",
+                    hex::encode(&t.digest().0[..8]),
+                    c.index
+                )));
+                return;
+            }
+        }
+        // Availability: f+1 stake holds each batch durably.
+        let threshold = self.committee.validity_threshold();
+        for d in &c.batches {
+            let stake: u64 = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.disk.has_synced_batch(d))
+                .map(|(j, _)| self.committee.stake(ValidatorIndex(j as u32)))
+                .sum();
+            if stake < threshold {
+                self.report.violation = Some(Violation::Safety(format!(
+                    "commit {} includes batch {} that validators of only {stake} stake \
+                     (threshold {threshold}) hold durably",
+                    c.index,
+                    hex::encode(&d[..8])
+                )));
+                return;
+            }
+        }
+        if self.cfg.mutation == Some(Mutation::ResubmitCommitted) {
+            if let Some(t) = c.txs.first().cloned() {
+                let j = (i + 1) % self.nodes.len();
+                let now = self.now;
+                if let Some(m) = self.nodes[j].machine.as_mut() {
+                    m.handle_local_txs(now, vec![t]);
+                }
+            }
+        }
+    }
+
+    /// Each machine's maps stay within their named bounds.
+    fn check_bounds(&mut self, i: usize) {
+        let Some(m) = self.nodes[i].machine.as_ref() else {
+            return;
+        };
+        let g = m.gauges();
+        let c = &self.node_config;
+        // Own batches are held beside peers' (at most what the
+        // availability timeout lets one node seal meanwhile).
+        let held_max = c.batches_held_max + g.own_batches;
+        let problem = if g.blocks_parked > PARKED_BLOCKS_MAX {
+            Some(format!("{} parked blocks", g.blocks_parked))
+        } else if g.batches_held > held_max {
+            Some(format!(
+                "{} held batches (bound {held_max})",
+                g.batches_held
+            ))
+        } else if g.sealing_txs >= c.batch_txs_max {
+            Some(format!(
+                "{} transactions waiting to be sealed",
+                g.sealing_txs
+            ))
+        } else if m.core().pending_len() > c.core.pending_blocks_max {
+            Some(format!("{} pending blocks", m.core().pending_len()))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            self.report.violation = Some(Violation::Safety(format!(
+                "node {i} exceeds a memory bound: {p}"
+            )));
+        }
+    }
+}
+
+/// A transfer from the sender of node `node` (its account id is the node
+/// index in the first bytes), with an all-zero signature.
+fn sim_tx(node: usize, nonce: u64) -> VerifiedTx {
+    let mut sender = [0x5a; 32];
+    sender[..8].copy_from_slice(&(node as u64).to_le_bytes());
+    let b = TxBuilder {
+        chain_id: SIM_CHAIN_ID,
+        nonce,
+        fee: 1,
+        body: TxBody::Transfer {
+            to: AccountId([0x77; 32]),
+            amount: 1 + nonce % 5,
+        },
+    };
+    let bytes = b.encode_with_zero_signature(AccountId(sender));
+    VerifiedTx::from_trusted(Tx::decode(&bytes).expect("a transfer encodes validly"))
+}
