@@ -10,7 +10,11 @@ use crate::block::{
 };
 use crate::commit::{CommitRuleConfig, CommittedSubDag, Committer, LeaderStatus, Linearizer};
 use crate::dag::{DagState, InsertOutcome};
-use crate::types::{Committee, Digest, Round, Time, ValidatorIndex};
+use crate::types::{Committee, Digest, Round, StakeAggregator, Time, ValidatorIndex};
+
+/// Blocks a DAG slot (round, author) keeps unless more are needed as
+/// ancestors: two are the evidence of an equivocation.
+pub const SLOT_COPIES_MAX: usize = 2;
 
 /// Most refs in one `RequestBlocks`: bounds request size (44 bytes each).
 pub const REQUEST_REFS_MAX: usize = 256;
@@ -31,8 +35,28 @@ pub struct CoreConfig {
     /// (recovers from message loss that stalls every node).
     pub retransmit_ms: u64,
     /// Blocks buffered while waiting for ancestors; more are dropped (and
-    /// fetched again later). ~1 KiB each at n=10.
+    /// fetched again later). ~1 KiB each at n=10. One author may hold at
+    /// most `pending_blocks_max / n` of them.
     pub pending_blocks_max: usize,
+    /// A buffered block whose ancestors did not all arrive in this long is
+    /// dropped (fetched again if a descendant needs it).
+    pub pending_max_age_ms: u64,
+    /// Fetch attempts for one missing block at `fetch_retry_ms`; after
+    /// them it is asked for ten times less often. Fetching stops when no
+    /// buffered block waits for it any more (they age out).
+    pub fetch_attempts_max: u32,
+    /// Blocks of rounds more than this far above the round this node knows
+    /// the network reached are refused before they are verified. That
+    /// round is the higher of this node's highest DAG round and the
+    /// highest round that peers holding f+1 stake have sent blocks of (so a
+    /// lagging node follows the honest majority, and one peer alone cannot
+    /// move it).
+    pub future_rounds_max: u64,
+    /// A peer's block whose timestamp is more than this far ahead of this
+    /// node's wall clock is refused for now (not remembered: fetched again
+    /// when a descendant needs it, by when the clock has caught up). Bounds
+    /// how far a Byzantine leader can push commit timestamps ahead.
+    pub timestamp_future_max_ms: u64,
     /// Local batch digests queued for our next blocks; more are refused.
     pub payload_queue_digests_max: usize,
     /// A fetch reply carries the asked blocks plus their ancestors this many
@@ -56,6 +80,10 @@ impl Default for CoreConfig {
             fetch_retry_ms: 150,
             retransmit_ms: 500,
             pending_blocks_max: 20_000,
+            pending_max_age_ms: 30_000,
+            fetch_attempts_max: 40,
+            future_rounds_max: 100,
+            timestamp_future_max_ms: 5_000,
             payload_queue_digests_max: 100_000,
             fetch_ancestor_rounds: 8,
             fetch_response_blocks_max: 1_000,
@@ -96,8 +124,17 @@ pub enum BlockStatus {
     Pending,
     /// Below the GC round; ignored.
     Stale,
-    /// The pending buffer is full; dropped (will be fetched again).
+    /// The pending buffer, or its author's share of it, is full; dropped
+    /// (will be fetched again).
     Dropped,
+    /// Its round is too far above the round the network reached
+    /// ([`CoreConfig::future_rounds_max`]); refused before verification.
+    FarFuture,
+    /// Its timestamp is too far ahead of this node's wall clock
+    /// ([`CoreConfig::timestamp_future_max_ms`]); refused for now.
+    FutureTimestamp,
+    /// Its timestamp is below one of its parents'; refused.
+    BehindParents,
 }
 
 /// Counters a driver exports as metrics.
@@ -115,6 +152,23 @@ pub struct CoreMetrics {
     pub leaders_committed: u64,
     /// Leader slots skipped.
     pub leaders_skipped: u64,
+    /// Blocks refused for a round too far ahead (before verification).
+    pub blocks_refused_far_future: u64,
+    /// Buffered blocks dropped: buffer or author quota full, or too old.
+    pub pending_dropped: u64,
+    /// Missing blocks no longer fetched: every buffered block waiting for
+    /// them aged out.
+    pub fetches_abandoned: u64,
+    /// Further copies of a slot that already holds two blocks, refused
+    /// unverified (nobody waited for them).
+    pub equivocations_dropped: u64,
+    /// Slots where two different blocks each gathered a quorum of support
+    /// in the next round: more than f stake is Byzantine. An alarm.
+    pub certified_equivocations: u64,
+    /// Blocks refused for a timestamp too far ahead of the wall clock.
+    pub blocks_refused_future_timestamp: u64,
+    /// Blocks refused for a timestamp below one of their parents'.
+    pub blocks_refused_behind_parents: u64,
 }
 
 #[derive(Debug)]
@@ -122,6 +176,8 @@ struct PendingBlock {
     block: Arc<Block>,
     /// Ancestors not yet accepted.
     missing: BTreeSet<BlockRef>,
+    /// When it was buffered.
+    since: Time,
 }
 
 #[derive(Debug)]
@@ -146,6 +202,13 @@ pub struct Core {
     pending: BTreeMap<BlockRef, PendingBlock>,
     /// Missing ref -> pending blocks waiting for it.
     waiting_on: HashMap<BlockRef, Vec<BlockRef>>,
+    /// Pending blocks per author (the per-author quota).
+    pending_by_author: Vec<usize>,
+    /// Per peer: the highest round it sent a block of (the transport
+    /// authenticates the sender, not the block's author).
+    claimed_rounds: Vec<Round>,
+    /// The highest round peers holding f+1 stake sent blocks of.
+    network_round: Round,
     missing: BTreeMap<BlockRef, MissingBlock>,
     last_own: Option<Arc<Block>>,
     highest_signed_round: Round,
@@ -161,6 +224,11 @@ pub struct Core {
     last_decided_round: Round,
     last_committed_leader_round: Round,
     equivocators: BTreeSet<ValidatorIndex>,
+    /// Wall-clock milliseconds, for block timestamps only (every timer runs
+    /// on the `now` the handlers get). `None`: `now` is the wall clock too.
+    wall_ms: Option<u64>,
+    /// Slots already reported as certified twice (alarmed once each).
+    certified_twice: BTreeSet<(Round, ValidatorIndex)>,
     outputs: VecDeque<Output>,
     metrics: CoreMetrics,
     /// Simulation only: a Byzantine node's hook that edits the parents of its
@@ -213,7 +281,7 @@ impl Core {
         verifier: Box<dyn SignatureVerifier>,
         now: Time,
     ) -> Core {
-        Self::recover(config, committee, me, key, verifier, Vec::new(), now)
+        Self::recover(config, committee, me, key, verifier, Vec::new(), now, None)
     }
 
     fn empty(
@@ -230,6 +298,7 @@ impl Core {
             key.verifying_key(),
             "signing key does not match the committee"
         );
+        let n = committee.size();
         Core {
             config,
             dag: DagState::new(committee.clone()),
@@ -239,6 +308,9 @@ impl Core {
             verifier,
             pending: BTreeMap::new(),
             waiting_on: HashMap::new(),
+            pending_by_author: vec![0; n],
+            claimed_rounds: vec![Round(0); n],
+            network_round: Round(0),
             missing: BTreeMap::new(),
             last_own: None,
             highest_signed_round: Round(0),
@@ -252,6 +324,8 @@ impl Core {
             last_decided_round: Round(0),
             last_committed_leader_round: Round(0),
             equivocators: BTreeSet::new(),
+            certified_twice: BTreeSet::new(),
+            wall_ms: None,
             outputs: VecDeque::new(),
             metrics: CoreMetrics::default(),
             parent_filter: None,
@@ -264,7 +338,9 @@ impl Core {
     /// round (`resume.last_leader.round - gc_depth_rounds`) are needed, so
     /// the driver may prune its log below that. Commits are emitted from
     /// index `resume.next_commit_index` on. The highest own round found
-    /// (at any round) is never signed again.
+    /// (at any round) is never signed again. `now` starts the timers (the
+    /// driver's monotonic clock); `wall_ms`, when given, is the wall clock
+    /// (see [`Core::set_wall_clock`]).
     #[allow(clippy::too_many_arguments)]
     pub fn recover_from(
         config: CoreConfig,
@@ -275,8 +351,10 @@ impl Core {
         mut persisted: Vec<Block>,
         resume: &ResumePoint,
         now: Time,
+        wall_ms: Option<u64>,
     ) -> Result<Core, ResumeError> {
         let mut core = Self::empty(config, committee, me, key, verifier, now);
+        core.wall_ms = wall_ms;
         let last_round = resume.last_leader.round;
         let gc = Round(last_round.0.saturating_sub(config.gc_depth_rounds));
         core.dag.gc_below(gc);
@@ -322,7 +400,9 @@ impl Core {
     /// `PersistBlock` outputs, any order). Blocks are re-verified (disk is
     /// a boundary) and replayed; commits are decided again and re-emitted
     /// from index 0, so the driver skips indices it already applied. The
-    /// highest own round found is never signed again.
+    /// highest own round found is never signed again. `now` and `wall_ms` as
+    /// for [`Core::recover_from`].
+    #[allow(clippy::too_many_arguments)]
     pub fn recover(
         config: CoreConfig,
         committee: Arc<Committee>,
@@ -331,8 +411,10 @@ impl Core {
         verifier: Box<dyn SignatureVerifier>,
         mut persisted: Vec<Block>,
         now: Time,
+        wall_ms: Option<u64>,
     ) -> Core {
         let mut core = Self::empty(config, committee, me, key, verifier, now);
+        core.wall_ms = wall_ms;
         persisted.sort_by_key(|b| b.order_key());
         for b in persisted {
             let Some(b) = core.take_persisted(b) else {
@@ -403,6 +485,10 @@ impl Core {
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
+    /// The highest round of a buffered block.
+    pub fn pending_highest_round(&self) -> Option<Round> {
+        self.pending.keys().next_back().map(|r| r.round)
+    }
     /// Simulation only: installs a Byzantine parent filter.
     pub(crate) fn set_parent_filter(&mut self, f: ParentFilter) {
         self.parent_filter = Some(f);
@@ -451,6 +537,135 @@ impl Core {
         self.metrics.blocks_rejected += 1;
     }
 
+    /// Whether a block of `round` sent by peer `from` is within the window
+    /// of rounds this node takes ([`CoreConfig::future_rounds_max`]); notes
+    /// the round as `from`'s claim. Cheap: call it before verifying. A
+    /// refused block is counted.
+    pub fn admit_round(&mut self, round: Round, from: ValidatorIndex) -> bool {
+        if let Some(c) = self.claimed_rounds.get_mut(from.as_usize()) {
+            if round > *c {
+                *c = round;
+                self.network_round = self.f_plus_one_round();
+            }
+        }
+        let base = self.dag.highest_round().max(self.network_round);
+        if round.0 > base.0.saturating_add(self.config.future_rounds_max) {
+            self.metrics.blocks_refused_far_future += 1;
+            return false;
+        }
+        true
+    }
+
+    /// The highest round that peers holding the validity threshold (f+1)
+    /// of stake have claimed: at least one of them is honest.
+    fn f_plus_one_round(&self) -> Round {
+        let mut claims: Vec<(Round, u64)> = self
+            .claimed_rounds
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (*r, self.committee.stake(ValidatorIndex(i as u32))))
+            .collect();
+        claims.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
+        let mut stake = 0;
+        for (r, s) in claims {
+            stake += s;
+            if stake >= self.committee.validity_threshold() {
+                return r;
+            }
+        }
+        Round(0)
+    }
+
+    /// Sets the wall clock (ms since the Unix epoch) that own block
+    /// timestamps are taken from and peers' are checked against; the
+    /// driver sets it before each turn. Until set, `now` serves as both.
+    pub fn set_wall_clock(&mut self, wall_ms: u64) {
+        self.wall_ms = Some(wall_ms);
+    }
+
+    fn wall(&self, now: Time) -> u64 {
+        self.wall_ms.unwrap_or(now.0)
+    }
+
+    /// Whether a peer's block's timestamp is acceptable: not too far ahead
+    /// of the wall clock, and not below a parent's (parents below the GC
+    /// round are not checked). Counts a refusal.
+    fn timestamp_ok(&mut self, now: Time, b: &Block) -> Result<(), BlockStatus> {
+        let wall = self.wall(now);
+        if b.timestamp_ms() > wall.saturating_add(self.config.timestamp_future_max_ms) {
+            self.metrics.blocks_refused_future_timestamp += 1;
+            return Err(BlockStatus::FutureTimestamp);
+        }
+        let parents_max = b
+            .parents()
+            .iter()
+            .filter_map(|p| self.dag.get(p))
+            .map(|p| p.timestamp_ms())
+            .max()
+            .unwrap_or(0);
+        if b.timestamp_ms() < parents_max {
+            self.metrics.blocks_refused_behind_parents += 1;
+            return Err(BlockStatus::BehindParents);
+        }
+        Ok(())
+    }
+
+    /// A slot keeps at most [`SLOT_COPIES_MAX`] blocks (two are evidence of
+    /// equivocation); a further copy is taken only if a buffered block
+    /// waits for it (honest blocks may reference it). Counts a refusal.
+    pub fn equivocation_copy_wanted(&mut self, r: &BlockRef) -> bool {
+        if self.dag.slot(r.round, r.author).len() < SLOT_COPIES_MAX
+            || self.waiting_on.contains_key(r)
+        {
+            return true;
+        }
+        self.metrics.equivocations_dropped += 1;
+        false
+    }
+
+    /// After `b` joined the DAG: if a parent slot of `b` holds several
+    /// blocks and two of them now each have a quorum of support in `b`'s
+    /// round, more than f stake equivocated. Alarms once per slot.
+    fn check_certified_twins(&mut self, b: &Block) {
+        let round = b.round();
+        for p in b.parents() {
+            if p.round.next() != round {
+                continue;
+            }
+            let twins = self.dag.slot(p.round, p.author);
+            if twins.len() < 2 || self.certified_twice.contains(&(p.round, p.author)) {
+                continue;
+            }
+            let certified = twins
+                .iter()
+                .filter(|t| {
+                    let t = t.reference();
+                    let mut support = StakeAggregator::default();
+                    for c in self.dag.round_blocks(round) {
+                        if c.parents().contains(&t) {
+                            support.add(c.author(), &self.committee);
+                        }
+                    }
+                    support.stake() >= self.committee.quorum_threshold()
+                })
+                .count();
+            if certified >= 2 {
+                self.certified_twice.insert((p.round, p.author));
+                self.metrics.certified_equivocations += 1;
+                tracing::error!(
+                    round = p.round.0,
+                    author = p.author.0,
+                    "two blocks of one slot are both certified: more than f stake is Byzantine; \
+                     safety of this committee is not assured"
+                );
+            }
+        }
+    }
+
+    fn pending_quota(&self) -> usize {
+        (self.config.pending_blocks_max / self.committee.size().max(1)).max(1)
+    }
+
     /// Handles a block whose [`Block::verify`] the caller (the consensus
     /// node, in this crate) already passed: it is not verified twice.
     pub(crate) fn handle_verified_block(
@@ -476,6 +691,17 @@ impl Core {
         if self.dag.contains(&r) || self.pending.contains_key(&r) {
             return Ok(BlockStatus::Duplicate);
         }
+        if verify && !self.admit_round(r.round, from) {
+            return Ok(BlockStatus::FarFuture);
+        }
+        if !self.equivocation_copy_wanted(&r) {
+            return Ok(BlockStatus::Dropped);
+        }
+        let wall = self.wall(now);
+        if block.timestamp_ms() > wall.saturating_add(self.config.timestamp_future_max_ms) {
+            self.metrics.blocks_refused_future_timestamp += 1;
+            return Ok(BlockStatus::FutureTimestamp);
+        }
         if verify {
             if let Err(e) = block.verify(&self.committee, self.verifier.as_ref()) {
                 self.metrics.blocks_rejected += 1;
@@ -491,9 +717,15 @@ impl Core {
             .copied()
             .collect();
         let status = if missing.is_empty() {
+            if let Err(st) = self.timestamp_ok(now, &block) {
+                return Ok(st);
+            }
             self.insert_accepted(now, block, true);
             BlockStatus::Accepted
-        } else if self.pending.len() >= self.config.pending_blocks_max {
+        } else if self.pending.len() >= self.config.pending_blocks_max
+            || self.pending_by_author[r.author.as_usize()] >= self.pending_quota()
+        {
+            self.metrics.pending_dropped += 1;
             BlockStatus::Dropped
         } else {
             let mut to_request = Vec::new();
@@ -515,7 +747,15 @@ impl Core {
                 }
             }
             self.missing.remove(&r);
-            self.pending.insert(r, PendingBlock { block, missing });
+            self.pending_by_author[r.author.as_usize()] += 1;
+            self.pending.insert(
+                r,
+                PendingBlock {
+                    block,
+                    missing,
+                    since: now,
+                },
+            );
             for chunk in to_request.chunks(REQUEST_REFS_MAX) {
                 self.outputs.push_back(Output::RequestBlocks {
                     from,
@@ -551,12 +791,19 @@ impl Core {
                 self.last_broadcast_at = now;
             }
         }
+        self.age_out_pending(now);
+        let cap = self.config.fetch_attempts_max;
         let mut by_source: BTreeMap<ValidatorIndex, Vec<BlockRef>> = BTreeMap::new();
         for (r, m) in self.missing.iter_mut() {
             if m.next_retry <= now {
                 m.attempts += 1;
                 let src = m.sources[m.attempts as usize % m.sources.len()];
-                m.next_retry = now.plus_ms(self.config.fetch_retry_ms);
+                let every = if m.attempts >= cap {
+                    self.config.fetch_retry_ms.saturating_mul(10)
+                } else {
+                    self.config.fetch_retry_ms
+                };
+                m.next_retry = now.plus_ms(every);
                 by_source.entry(src).or_default().push(*r);
             }
         }
@@ -566,6 +813,47 @@ impl Core {
                     from,
                     refs: chunk.to_vec(),
                 });
+            }
+        }
+    }
+
+    /// Drops buffered blocks older than `pending_max_age_ms`. Those a
+    /// buffered descendant still waits for become missing again (fetched
+    /// like any other).
+    fn age_out_pending(&mut self, now: Time) {
+        let max_age = self.config.pending_max_age_ms;
+        let old: Vec<BlockRef> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now >= p.since.plus_ms(max_age))
+            .map(|(r, _)| *r)
+            .collect();
+        for r in old {
+            let Some(p) = self.pending.remove(&r) else {
+                continue;
+            };
+            self.pending_by_author[r.author.as_usize()] -= 1;
+            self.metrics.pending_dropped += 1;
+            for m in &p.missing {
+                if let Some(w) = self.waiting_on.get_mut(m) {
+                    w.retain(|c| *c != r);
+                    if w.is_empty() {
+                        self.waiting_on.remove(m);
+                        if self.missing.remove(m).is_some() {
+                            self.metrics.fetches_abandoned += 1;
+                        }
+                    }
+                }
+            }
+            if self.waiting_on.contains_key(&r) {
+                self.missing.insert(
+                    r,
+                    MissingBlock {
+                        sources: vec![r.author],
+                        attempts: 0,
+                        next_retry: now,
+                    },
+                );
             }
         }
     }
@@ -596,6 +884,9 @@ impl Core {
         }
         if let Some(m) = self.missing.values().map(|m| m.next_retry).min() {
             consider(m);
+        }
+        if let Some(p) = self.pending.values().map(|p| p.since).min() {
+            consider(p.plus_ms(self.config.pending_max_age_ms));
         }
         t
     }
@@ -653,8 +944,11 @@ impl Core {
                 }
             }
             self.metrics.blocks_accepted += 1;
+            self.check_certified_twins(&b);
             self.missing.remove(&r);
-            self.pending.remove(&r);
+            if self.pending.remove(&r).is_some() {
+                self.pending_by_author[r.author.as_usize()] -= 1;
+            }
             if persist {
                 self.outputs.push_back(Output::PersistBlock(b.clone()));
             }
@@ -664,7 +958,10 @@ impl Core {
                         p.missing.remove(&r);
                         if p.missing.is_empty() {
                             let p = self.pending.remove(&c).expect("present");
-                            work.push(p.block);
+                            self.pending_by_author[c.author.as_usize()] -= 1;
+                            if self.timestamp_ok(now, &p.block).is_ok() {
+                                work.push(p.block);
+                            }
                         }
                     }
                 }
@@ -750,10 +1047,19 @@ impl Core {
         }
         let take = self.payload_queue.len().min(BLOCK_PAYLOAD_DIGESTS_MAX);
         let payload: Vec<Digest> = self.payload_queue.drain(..take).collect();
+        // Never below a parent's (peers refuse that) nor the previous own.
+        let parents_max = parents
+            .iter()
+            .filter_map(|p| self.dag.get(p))
+            .map(|p| p.timestamp_ms())
+            .max()
+            .unwrap_or(0);
         let ts = self
             .last_own
             .as_ref()
-            .map_or(now.0, |b| b.timestamp_ms().max(now.0));
+            .map_or(0, |b| b.timestamp_ms())
+            .max(parents_max)
+            .max(self.wall(now));
         let block = UnsignedBlock {
             epoch: self.committee.epoch(),
             author: self.me,
@@ -828,12 +1134,17 @@ impl Core {
         });
         self.missing = keep;
         self.waiting_on.retain(|r, _| r.round >= gc);
+        self.certified_twice.retain(|(r, _)| *r >= gc);
         let keep = self.pending.split_off(&BlockRef {
             round: gc,
             author: ValidatorIndex(0),
             digest: Digest([0; 32]),
         });
         self.pending = keep;
+        self.pending_by_author.iter_mut().for_each(|c| *c = 0);
+        for r in self.pending.keys() {
+            self.pending_by_author[r.author.as_usize()] += 1;
+        }
         // Ancestors below the GC round now count as present.
         let mut ready = Vec::new();
         for (r, p) in self.pending.iter_mut() {
@@ -844,6 +1155,10 @@ impl Core {
         }
         for r in ready {
             if let Some(p) = self.pending.remove(&r) {
+                self.pending_by_author[r.author.as_usize()] -= 1;
+                if self.timestamp_ok(now, &p.block).is_err() {
+                    continue;
+                }
                 self.insert_accepted(now, p.block, true);
             }
         }

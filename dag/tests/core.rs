@@ -237,6 +237,7 @@ fn recovery_never_signs_a_round_twice() {
         Box::new(Ed25519Verifier),
         persisted0,
         Time(now + 1),
+        None,
     );
     let out = drain(&mut r);
     // Commits are re-emitted identically from index 0.
@@ -353,6 +354,7 @@ fn recovery_from_a_resume_point_needs_only_recent_rounds_and_continues_the_seque
             log.clone(),
             &resume,
             Time(now + 1),
+            None,
         )
         .unwrap();
         let out = drain(&mut r);
@@ -387,6 +389,7 @@ fn recovery_from_a_resume_point_needs_only_recent_rounds_and_continues_the_seque
             holed,
             &resume,
             Time(now + 1),
+            None,
         )
         .err()
         .expect("refused");
@@ -409,6 +412,7 @@ fn recovery_from_a_resume_point_needs_only_recent_rounds_and_continues_the_seque
             log.clone(),
             &joined,
             Time(now + 1),
+            None,
         )
         .unwrap();
         assert!(j.highest_signed_round() >= top);
@@ -424,4 +428,279 @@ fn recovery_from_a_resume_point_needs_only_recent_rounds_and_continues_the_seque
         }
     }
     assert_eq!(joined_cases, 3);
+}
+
+/// Issue 17, fault 3: a block of a round far above what the network
+/// reached is refused before it is verified; peers holding f+1 stake that
+/// are ahead move the window (a lagging node follows them).
+#[test]
+fn far_future_rounds_are_refused_unless_f_plus_one_peers_are_there() {
+    let (c, keys) = setup(4);
+    let cfg = CoreConfig::default();
+    let mut a = core_with(cfg, &c, &keys, 0, 0);
+    drain(&mut a);
+    let far = cfg.future_rounds_max + 2;
+    // Parents of round far - 1 nobody has (valid in form).
+    let r1: Vec<Block> = (1..4).map(|i| block(&keys, i, far - 1, &[], 1)).collect();
+    // A block of round `far` by v1.
+    let lone = block(&keys, 1, far, &[&r1[0], &r1[1], &r1[2]], 5);
+    assert_eq!(
+        a.handle_block(Time(1), lone.clone(), ValidatorIndex(1)),
+        Ok(BlockStatus::FarFuture)
+    );
+    assert_eq!(a.metrics().blocks_refused_far_future, 1);
+    assert_eq!(a.pending_len(), 0);
+    assert!(drain(&mut a).is_empty(), "nothing fetched for it");
+    // Even garbage signatures are not looked at: the refusal comes first.
+    let mut u = lone.unsigned().clone();
+    u.round = Round(far + 50);
+    let forged = u.with_signature([7; 64]);
+    assert_eq!(
+        a.handle_block(Time(1), forged, ValidatorIndex(1)),
+        Ok(BlockStatus::FarFuture)
+    );
+    // A second peer (f+1 = 2 of 4 stake) sends a block that far: the
+    // network is there, so such rounds are taken.
+    let other = block(&keys, 2, far, &[&r1[0], &r1[1], &r1[2]], 5);
+    assert_eq!(
+        a.handle_block(Time(1), other, ValidatorIndex(2)),
+        Ok(BlockStatus::Pending)
+    );
+    assert_eq!(
+        a.handle_block(Time(1), lone, ValidatorIndex(1)),
+        Ok(BlockStatus::Pending)
+    );
+}
+
+/// One author cannot fill the pending buffer: its share is
+/// `pending_blocks_max / n`; other authors' blocks are still buffered.
+#[test]
+fn one_author_cannot_fill_the_pending_buffer() {
+    let (c, keys) = setup(4);
+    let cfg = CoreConfig {
+        pending_blocks_max: 8,
+        ..CoreConfig::default()
+    };
+    let mut a = core_with(cfg, &c, &keys, 0, 0);
+    drain(&mut a);
+    // Parents of round r - 1 nobody has.
+    let ghosts =
+        |r: u64| -> Vec<Block> { (1..4).map(|i| block(&keys, i, r - 1, &[], 99)).collect() };
+    let child = |author: u32, r: u64| {
+        let g = ghosts(r);
+        block(&keys, author, r, &[&g[0], &g[1], &g[2]], r)
+    };
+    // v1 sends ten blocks of rounds 2..=11, each missing its parents.
+    let mut dropped = 0;
+    for r in 2..12 {
+        match a.handle_block(Time(1), child(1, r), ValidatorIndex(1)) {
+            Ok(BlockStatus::Pending) => {}
+            Ok(BlockStatus::Dropped) => dropped += 1,
+            o => panic!("{o:?}"),
+        }
+    }
+    assert_eq!(a.pending_len(), 2, "8 / 4 per author");
+    assert_eq!(dropped, 8);
+    assert_eq!(a.metrics().pending_dropped, 8);
+    assert_eq!(
+        a.handle_block(Time(1), child(2, 3), ValidatorIndex(2)),
+        Ok(BlockStatus::Pending)
+    );
+}
+
+/// Buffered blocks whose ancestors never come are dropped after
+/// `pending_max_age_ms`; a missing block is asked for at `fetch_retry_ms`
+/// `fetch_attempts_max` times, then ten times less often, and no more once
+/// nothing waits for it.
+#[test]
+fn pending_blocks_age_out_and_fetches_slow_down_then_stop() {
+    let (c, keys) = setup(4);
+    let cfg = CoreConfig {
+        pending_max_age_ms: 5_000,
+        fetch_attempts_max: 5,
+        fetch_retry_ms: 100,
+        ..CoreConfig::default()
+    };
+    let mut a = core_with(cfg, &c, &keys, 0, 0);
+    drain(&mut a);
+    let ghosts: Vec<Block> = (1..4).map(|i| block(&keys, i, 1, &[], 99)).collect();
+    let b = block(&keys, 1, 2, &[&ghosts[0], &ghosts[1], &ghosts[2]], 2);
+    assert_eq!(
+        a.handle_block(Time(0), b, ValidatorIndex(1)),
+        Ok(BlockStatus::Pending)
+    );
+    let asked = |out: &[Output]| -> usize {
+        out.iter()
+            .map(|o| match o {
+                Output::RequestBlocks { refs, .. } => refs.len(),
+                _ => 0,
+            })
+            .sum()
+    };
+    assert_eq!(asked(&drain(&mut a)), 3);
+    let (mut fast, mut slow) = (0, 0);
+    let mut t = 0;
+    while t < 4_900 {
+        t += 100;
+        a.handle_timeout(Time(t));
+        let n = asked(&drain(&mut a));
+        if t <= 500 {
+            fast += n;
+        } else {
+            slow += n;
+        }
+    }
+    // Each of the 3 refs: 5 tries at 100 ms, then one per second.
+    assert_eq!(fast, 3 * 5, "at the retry interval until the cap");
+    assert!(slow <= 3 * 5, "then slower: {slow} asks in 4.4 s");
+    assert!(slow >= 3, "but not never");
+    assert_eq!(a.pending_len(), 1, "still buffered");
+    a.handle_timeout(Time(5_000));
+    assert_eq!(a.pending_len(), 0, "aged out");
+    assert_eq!(a.metrics().pending_dropped, 1);
+    assert_eq!(a.metrics().fetches_abandoned, 3, "nothing waits for them");
+    let mut t = 5_000;
+    while t < 10_000 {
+        t += 100;
+        a.handle_timeout(Time(t));
+        assert_eq!(asked(&drain(&mut a)), 0, "asked after nothing waits");
+    }
+}
+
+/// Issue 17, fault 7: a slot keeps two blocks as evidence; a third copy
+/// nobody waits for is refused unverified.
+#[test]
+fn a_slot_keeps_two_equivocating_copies() {
+    let (c, keys) = setup(4);
+    let mut a = core(&c, &keys, 0, 0);
+    drain(&mut a);
+    for ts in 1..=5 {
+        let st = a.handle_block(Time(1), block(&keys, 2, 1, &[], ts), ValidatorIndex(2));
+        let want = if ts <= 2 {
+            BlockStatus::Accepted
+        } else {
+            BlockStatus::Dropped
+        };
+        assert_eq!(st, Ok(want), "copy {ts}");
+    }
+    assert_eq!(a.dag().slot(Round(1), ValidatorIndex(2)).len(), 2);
+    assert_eq!(a.metrics().equivocations_dropped, 3);
+    // A third copy an accepted-to-be block references is still taken: it
+    // is fetched for its child and arrives.
+    let third = block(&keys, 2, 1, &[], 6);
+    let r1: Vec<Block> = [0u32, 1]
+        .iter()
+        .map(|i| block(&keys, *i, 1, &[], 1))
+        .collect();
+    let child = block(&keys, 1, 2, &[&r1[0], &r1[1], &third], 7);
+    a.handle_block(Time(2), r1[1].clone(), ValidatorIndex(1))
+        .unwrap();
+    assert_eq!(
+        a.handle_block(Time(2), child.clone(), ValidatorIndex(1)),
+        Ok(BlockStatus::Pending)
+    );
+    assert_eq!(
+        a.handle_block(Time(2), third, ValidatorIndex(1)),
+        Ok(BlockStatus::Accepted)
+    );
+    assert_eq!(a.dag().slot(Round(1), ValidatorIndex(2)).len(), 3);
+}
+
+/// Two blocks of one slot that each gather a quorum of support can only
+/// happen with more than f Byzantine stake: the core raises an alarm.
+#[test]
+fn two_certified_blocks_of_one_slot_raise_the_alarm() {
+    let (c, keys) = setup(4);
+    let mut a = core(&c, &keys, 1, 0);
+    drain(&mut a);
+    let own_r1 = a.dag().slot(Round(1), ValidatorIndex(1))[0].clone();
+    let r0 = block(&keys, 0, 1, &[], 1);
+    let r2 = block(&keys, 2, 1, &[], 1);
+    let x = block(&keys, 3, 1, &[], 1);
+    let y = block(&keys, 3, 1, &[], 2);
+    for b in [&r0, &r2, &x, &y] {
+        a.handle_block(Time(1), b.clone(), b.author()).unwrap();
+    }
+    // Round 2: X supported by 0, 1(own? no: we build peers' blocks), 2;
+    // Y by 0', 2', 3 (0 and 2 equivocate too).
+    let sx = [
+        block(&keys, 0, 2, &[&r0, &r2, &x], 3),
+        block(&keys, 2, 2, &[&r0, &r2, &x], 3),
+        block(&keys, 3, 2, &[&r0, &r2, &x], 3),
+    ];
+    let sy = [
+        block(&keys, 0, 2, &[&r0, &own_r1, &y], 4),
+        block(&keys, 2, 2, &[&r2, &own_r1, &y], 4),
+    ];
+    for b in sx.iter().chain(&sy) {
+        a.handle_block(Time(2), b.clone(), b.author()).unwrap();
+    }
+    assert_eq!(a.metrics().certified_equivocations, 0, "Y has 2 of 3");
+    let y3 = block(&keys, 3, 2, &[&r0, &own_r1, &y], 4);
+    a.handle_block(Time(2), y3, ValidatorIndex(3)).unwrap();
+    assert_eq!(a.metrics().certified_equivocations, 1);
+}
+
+/// One clock for timers, the wall clock for timestamps: a peer's block
+/// stamped too far ahead of the wall clock is refused for now (and taken
+/// once the clock caught up); a block stamped below a parent is refused;
+/// an own block is never stamped below its parents, whatever the wall
+/// clock says.
+#[test]
+fn block_timestamps_are_checked_against_the_wall_clock_and_the_parents() {
+    let (c, keys) = setup(4);
+    let cfg = CoreConfig::default();
+    let mut a = core(&c, &keys, 0, 0);
+    a.set_wall_clock(1_000_000);
+    drain(&mut a);
+    let ahead = 1_000_000 + cfg.timestamp_future_max_ms + 1;
+    let r1: Vec<Block> = (1..4).map(|i| block(&keys, i, 1, &[], 1_000_000)).collect();
+    let early = block(&keys, 1, 1, &[], ahead);
+    // Twin of r1[0] stamped ahead: refused now.
+    assert_eq!(
+        a.handle_block(Time(5), early.clone(), ValidatorIndex(1)),
+        Ok(BlockStatus::FutureTimestamp)
+    );
+    assert_eq!(a.metrics().blocks_refused_future_timestamp, 1);
+    assert!(!a.dag().contains(&early.reference()));
+    for b in &r1[1..] {
+        a.handle_block(Time(5), b.clone(), b.author()).unwrap();
+    }
+    // A round-2 block stamped below its parents.
+    let behind = block(
+        &keys,
+        2,
+        2,
+        &[
+            &r1[1],
+            &r1[2],
+            &a.dag().slot(Round(1), ValidatorIndex(0))[0].clone(),
+        ],
+        999_999,
+    );
+    assert_eq!(
+        a.handle_block(Time(6), behind, ValidatorIndex(2)),
+        Ok(BlockStatus::BehindParents)
+    );
+    assert_eq!(a.metrics().blocks_refused_behind_parents, 1);
+    // The wall clock catches up: the early block is taken.
+    a.set_wall_clock(ahead);
+    assert_eq!(
+        a.handle_block(Time(7), early, ValidatorIndex(1)),
+        Ok(BlockStatus::Accepted)
+    );
+    // Our own next block, with the wall clock set back: stamped no lower
+    // than its parents.
+    a.set_wall_clock(5);
+    a.handle_timeout(Time(10_000));
+    let own: Vec<Block> = drain(&mut a)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::BroadcastBlock(b) => Some((*b).clone()),
+            _ => None,
+        })
+        .collect();
+    let b = own.last().expect("proposed round 2");
+    assert_eq!(b.round(), Round(2));
+    assert!(b.timestamp_ms() >= ahead, "{}", b.timestamp_ms());
 }

@@ -2,9 +2,9 @@
 //! broken-rule check, determinism, and seed reproduction.
 //!
 //! CI runs `cargo test --release -p velox-dag`: the sweep covers
-//! `SWEEP_SEEDS_PER_CELL` seeds for each of 3 committee sizes x 10
-//! scenarios (630 runs; `node` and `power-loss` run the whole consensus
-//! node). Debug builds run a scaled-down sweep (see below).
+//! `SWEEP_SEEDS_PER_CELL` seeds for each of 3 committee sizes x 12
+//! scenarios (756 runs; `node`, `power-loss` and `clock-skew` run the
+//! whole consensus node). Debug builds run a scaled-down sweep (see below).
 
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use velox_dag::sim::whole::Mutation;
 use velox_dag::sim::{run, Scenario, SimConfig, Violation};
 use velox_dag::{parse_seed_range, run_cli, CommitRuleConfig, SimArgs};
 
-/// Seeds per (n, scenario) cell: 3 x 10 x 21 = 630 runs in release. Debug
+/// Seeds per (n, scenario) cell: 3 x 12 x 21 = 756 runs in release. Debug
 /// builds (unoptimized ed25519 and blake3, ~20x slower) run one seed per
 /// cell for n = 4 and 7 only.
 const SWEEP_SEEDS_PER_CELL: u64 = if cfg!(debug_assertions) { 1 } else { 21 };
@@ -143,6 +143,32 @@ fn a_transaction_committed_twice_is_caught() {
     );
 }
 
+/// Without the round window (fault 3 of issue 17), a Byzantine node's
+/// far-future blocks sit in honest buffers: the bound checker reports it.
+#[test]
+fn far_future_blocks_without_the_window_are_caught() {
+    for seed in 0..20 {
+        let mut cfg = SimConfig::new(4, 1, seed, Scenario::FarFuture);
+        cfg.core.future_rounds_max = u64::MAX / 4;
+        let r = run(&cfg);
+        if let Some(v) = r.violation {
+            assert!(matches!(v, Violation::Bound(_)), "{v}");
+            eprintln!("caught: {v}");
+            return;
+        }
+    }
+    panic!("far-future blocks without the window were not caught in 20 seeds");
+}
+
+#[test]
+fn commit_timestamps_pushed_ahead_by_a_fast_clock_are_caught() {
+    whole_node_mutation_is_caught(
+        Mutation::NoTimestampWindow,
+        Scenario::ClockSkew,
+        |v| matches!(v, Violation::Safety(s) if s.contains("stamped")),
+    );
+}
+
 #[test]
 fn same_seed_same_run() {
     for s in [
@@ -151,6 +177,7 @@ fn same_seed_same_run() {
         Scenario::Equivocate,
         Scenario::Node,
         Scenario::PowerLoss,
+        Scenario::ClockSkew,
     ] {
         let cfg = SimConfig::new(7, 2, 42, s);
         let (a, b) = (run(&cfg), run(&cfg));

@@ -929,7 +929,7 @@ fn render_peers(o: &mut String, s: &velox_net::peer::PeerCountersSnapshot) {
 
 fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-    let m: [(&str, &str, &str, f64); 36] = [
+    let m: [(&str, &str, &str, f64); 46] = [
         (
             "velox_consensus_round",
             "gauge",
@@ -1075,6 +1075,66 @@ fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
             "counter",
             "Hard faults seen from peers (undecodable or invalid blocks, invalid batches).",
             g(&c.peer_penalties),
+        ),
+        (
+            "velox_consensus_blocks_refused_far_future_total",
+            "counter",
+            "Peers' blocks refused unverified: their round is too far above what the network reached.",
+            g(&c.blocks_refused_far_future),
+        ),
+        (
+            "velox_consensus_pending_dropped_total",
+            "counter",
+            "Blocks dropped from the ancestor-wait buffer (full, author's share full, or too old).",
+            g(&c.pending_dropped),
+        ),
+        (
+            "velox_consensus_fetches_abandoned_total",
+            "counter",
+            "Missing blocks no longer fetched: every buffered block waiting for them aged out.",
+            g(&c.fetches_abandoned),
+        ),
+        (
+            "velox_consensus_blocks_refused_future_timestamp_total",
+            "counter",
+            "Peers' blocks stamped more than 5 s ahead of this node's wall clock (refused for now).",
+            g(&c.blocks_refused_future_timestamp),
+        ),
+        (
+            "velox_consensus_blocks_refused_behind_parents_total",
+            "counter",
+            "Peers' blocks stamped below one of their parents (refused).",
+            g(&c.blocks_refused_behind_parents),
+        ),
+        (
+            "velox_consensus_equivocations_dropped_total",
+            "counter",
+            "Third and later copies of an equivocating slot refused unverified (two are kept as evidence).",
+            g(&c.equivocations_dropped),
+        ),
+        (
+            "velox_consensus_certified_equivocations_total",
+            "counter",
+            "ALARM: slots where two different blocks were both certified (more than f stake is Byzantine).",
+            g(&c.certified_equivocations),
+        ),
+        (
+            "velox_peer_serve_refused_budget_total",
+            "counter",
+            "Peer requests unanswered: the peer's serving budget (32 MiB/s, burst 64 MiB) was spent.",
+            g(&c.serve_refused_budget),
+        ),
+        (
+            "velox_consensus_rounds_requests_refused_total",
+            "counter",
+            "RoundsRequests unanswered: the requester proposes now, so it is not joining.",
+            g(&c.rounds_requests_refused),
+        ),
+        (
+            "velox_peer_served_bytes_total",
+            "counter",
+            "Bytes of blocks, batches and rounds served to peers' requests.",
+            g(&c.served_bytes),
         ),
         (
             "velox_batches_rejected_again_total",

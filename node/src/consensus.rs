@@ -96,6 +96,26 @@ pub struct ConsensusCounters {
     /// Peers' blocks waiting for their batches before the core sees them.
     pub blocks_parked: AtomicU64,
     pub blocks_parked_dropped: AtomicU64,
+    /// Peers' blocks refused for a round far ahead of the network.
+    pub blocks_refused_far_future: AtomicU64,
+    /// Buffered blocks dropped (buffer or author quota full, too old).
+    pub pending_dropped: AtomicU64,
+    /// Missing blocks no longer fetched (nothing waits for them).
+    pub fetches_abandoned: AtomicU64,
+    /// Peers' blocks stamped too far ahead of the wall clock (refused for now).
+    pub blocks_refused_future_timestamp: AtomicU64,
+    /// Peers' blocks stamped below a parent (refused).
+    pub blocks_refused_behind_parents: AtomicU64,
+    /// Further copies of an equivocating slot refused unverified.
+    pub equivocations_dropped: AtomicU64,
+    /// Slots where two blocks were both certified (more than f Byzantine).
+    pub certified_equivocations: AtomicU64,
+    /// Requests unanswered because the peer's serving budget was spent.
+    pub serve_refused_budget: AtomicU64,
+    /// `RoundsRequest`s unanswered because the peer is not behind.
+    pub rounds_requests_refused: AtomicU64,
+    /// Bytes of blocks, batches and rounds served to peers.
+    pub served_bytes: AtomicU64,
     /// Resent copies of refused batches, refused without a second check.
     pub batches_rejected_again: AtomicU64,
     /// Fetched batches nothing asked for (late answers).
@@ -109,7 +129,16 @@ pub struct ConsensusCounters {
     pub log_writes: AtomicU64,
 }
 
-/// Wall-clock milliseconds: the core's time and block timestamps.
+/// Monotonic milliseconds since the process first asked: the clock of
+/// every consensus timer and delay (the machine's and the core's `now`).
+pub fn mono_ms() -> u64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    // Start at 1 s so that "zero" never means "long ago".
+    1_000 + ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Wall-clock milliseconds since the Unix epoch: block timestamps only
+/// (`ConsensusNode::set_wall_clock`).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -255,7 +284,8 @@ pub fn recover_core(
         Box::new(Ed25519Verifier),
         blocks,
         &point,
-        Time(now_ms()),
+        Time(mono_ms()),
+        Some(now_ms()),
     ) {
         Ok(core) => Ok(Recovered::Ready {
             core: Box::new(core),
@@ -297,7 +327,8 @@ fn replay_whole_log(
         key,
         Box::new(Ed25519Verifier),
         blocks,
-        Time(now_ms()),
+        Time(mono_ms()),
+        Some(now_ms()),
     );
     Recovered::Ready {
         core: Box::new(core),
@@ -436,16 +467,18 @@ impl ConsensusTile {
         self
     }
 
-    /// The machine's time: the core's clock (wall milliseconds, as block
-    /// timestamps need).
-    fn now(&self) -> Time {
-        Time(now_ms())
+    /// The machine's time (monotonic); the wall clock is set beside it for
+    /// block timestamps.
+    fn now(&mut self) -> Time {
+        self.node.set_wall_clock(now_ms());
+        Time(mono_ms())
     }
 
     /// Runs until an input ring closes.
     pub async fn run(mut self) {
         // Recovery may have queued outputs (commits to skip, own block).
-        self.node.start(self.now());
+        let now = self.now();
+        self.node.start(now);
         self.after_turn().await;
         // Local handles: the select arms borrow these, the handlers `self`.
         let (peer_in, own, blocks) = (
@@ -481,7 +514,8 @@ impl ConsensusTile {
                         txs.extend(more);
                     }
                     self.stats.add_in(n as u64);
-                    self.node.handle_local_txs(self.now(), txs);
+                    let now = self.now();
+                    self.node.handle_local_txs(now, txs);
                 }
                 _ = blocks.wait_for_room(), if commit_blocked => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -497,7 +531,8 @@ impl ConsensusTile {
     /// Timers, then the intents in order, then delivery to execution.
     async fn after_turn(&mut self) {
         let started = Instant::now();
-        self.node.handle_timeout(self.now());
+        let now = self.now();
+        self.node.handle_timeout(now);
         while let Some(intent) = self.node.poll_intent() {
             match intent {
                 Intent::Persist {
@@ -612,6 +647,22 @@ impl ConsensusTile {
         set(&c.blocks_served_from_disk, n.blocks_served_from_disk);
         set(&c.blocks_parked_dropped, n.blocks_parked_dropped);
         set(&c.batches_rejected_again, n.batches_rejected_again);
+        set(&c.blocks_refused_far_future, m.blocks_refused_far_future);
+        set(&c.pending_dropped, m.pending_dropped);
+        set(&c.fetches_abandoned, m.fetches_abandoned);
+        set(&c.equivocations_dropped, m.equivocations_dropped);
+        set(
+            &c.blocks_refused_future_timestamp,
+            m.blocks_refused_future_timestamp,
+        );
+        set(
+            &c.blocks_refused_behind_parents,
+            m.blocks_refused_behind_parents,
+        );
+        set(&c.certified_equivocations, m.certified_equivocations);
+        set(&c.serve_refused_budget, n.serve_refused_budget);
+        set(&c.rounds_requests_refused, n.rounds_requests_refused);
+        set(&c.served_bytes, n.served_bytes);
         set(&c.batches_unrequested, n.batches_unrequested);
         set(&c.peer_backoffs, n.peer_backoffs);
         set(&c.peer_messages_ignored, n.peer_messages_ignored);

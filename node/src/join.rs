@@ -45,7 +45,8 @@ use velox_net::peer::{Dest, Outbound, PeerMessage};
 use velox_storage::ChainStore;
 
 use crate::consensus::{
-    dag_key, now_ms, ConsensusCounters, ConsensusParams, ConsensusRings, ROUNDS_PER_REQUEST_MAX,
+    dag_key, mono_ms, now_ms, ConsensusCounters, ConsensusParams, ConsensusRings,
+    ROUNDS_PER_REQUEST_MAX,
 };
 
 /// Rounds asked per request (well under [`ROUNDS_PER_REQUEST_MAX`]).
@@ -231,7 +232,8 @@ pub async fn join_from_peers(
         Box::new(Ed25519Verifier),
         blocks,
         &point,
-        Time(now_ms()),
+        Time(mono_ms()),
+        Some(now_ms()),
     )
     .map_err(|e| JoinError::Resume(e.to_string()))?;
     counters.joining.store(0, Ordering::Relaxed);

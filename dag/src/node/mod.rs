@@ -28,8 +28,10 @@
 //! `poll_commit` whenever it has room downstream; call `handle_timeout`
 //! when `poll_timeout` is due.
 //!
-//! Time: `now` is the clock the core runs on (milliseconds). Every timer of
-//! this machine is measured on it.
+//! Time: `now` is a monotonic clock (milliseconds from an origin the driver
+//! picks): every timer of this machine and of the core is measured on it.
+//! The wall clock ([`ConsensusNode::set_wall_clock`]) is used only for own
+//! block timestamps and to refuse peers' blocks stamped too far ahead.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -84,6 +86,19 @@ pub const PEER_STRIKES_MAX: u32 = 20;
 pub const PEER_STRIKE_WINDOW_MS: u64 = 10_000;
 /// How long a repeat offender's messages are ignored.
 pub const PEER_BACKOFF_MS: u64 = 30_000;
+/// Bytes of answers (blocks, batches, rounds) a peer may draw per second:
+/// each peer has a token bucket of [`SERVE_BURST_BYTES`] refilled at this
+/// rate. A request that finds its peer's bucket empty is not answered (the
+/// requester asks again, or asks another peer).
+pub const SERVE_BYTES_PER_SEC: u64 = 32 << 20;
+/// A peer's bucket size (and its start).
+pub const SERVE_BURST_BYTES: u64 = 64 << 20;
+/// Most bytes one request is answered with.
+pub const SERVE_REQUEST_BYTES_MAX: usize = 16 << 20;
+/// A `RoundsRequest` is answered only for a peer that is behind: none of
+/// its blocks in this node's DAG is within this many rounds of the DAG's
+/// highest round (a validator that proposes now is not joining).
+pub const ROUNDS_SERVE_BEHIND_MIN: u64 = 3;
 /// Length of a block's key in the consensus log: round (8, big-endian),
 /// author (4, big-endian), digest (32).
 pub const DAG_KEY_LEN: usize = 44;
@@ -293,6 +308,12 @@ pub struct NodeMetrics {
     pub peer_backoffs: u64,
     /// Messages ignored from peers in backoff.
     pub peer_messages_ignored: u64,
+    /// Requests not answered: the peer's serving budget was spent.
+    pub serve_refused_budget: u64,
+    /// `RoundsRequest`s not answered: the peer is not behind.
+    pub rounds_requests_refused: u64,
+    /// Bytes of answers served to peers.
+    pub served_bytes: u64,
 }
 
 /// Sizes of the machine's maps (gauges).
@@ -355,6 +376,13 @@ struct OwnBatch {
     sealed: Time,
 }
 
+/// A peer's serving budget (bytes; may go below zero by one answer).
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: i64,
+    last: Time,
+}
+
 #[derive(Clone, Copy, Default)]
 struct Strikes {
     count: u32,
@@ -407,6 +435,8 @@ pub struct ConsensusNode {
     /// Per peer: strikes in the current window, the window's start, and
     /// the end of its backoff.
     strikes: Vec<Strikes>,
+    /// Per peer: what it may still draw in answers.
+    budget: Vec<Bucket>,
     /// Check the maps' invariants after every input (tests, the simulator,
     /// debug builds).
     checked: bool,
@@ -437,6 +467,13 @@ impl ConsensusNode {
         let stakes = committee.indices().map(|v| committee.stake(v)).collect();
         let availability = Availability::new(stakes, committee.validity_threshold(), me.as_usize());
         let strikes = vec![Strikes::default(); committee.size()];
+        let budget = vec![
+            Bucket {
+                tokens: SERVE_BURST_BYTES as i64,
+                last: Time(0),
+            };
+            committee.size()
+        ];
         ConsensusNode {
             core,
             committee,
@@ -463,6 +500,7 @@ impl ConsensusNode {
             rejected: HashSet::new(),
             rejected_order: VecDeque::new(),
             strikes,
+            budget,
             checked: cfg!(debug_assertions),
             persist_blocks: Vec::new(),
             persist_batches: Vec::new(),
@@ -494,6 +532,13 @@ impl ConsensusNode {
     pub fn start(&mut self, now: Time) {
         self.drain_core(now);
         self.check_invariants();
+    }
+
+    /// Sets the wall clock (ms since the Unix epoch): block timestamps
+    /// only. Every timer runs on the `now` the handlers get (a monotonic
+    /// clock in the node). The driver sets it before each turn.
+    pub fn set_wall_clock(&mut self, wall_ms: u64) {
+        self.core.set_wall_clock(wall_ms);
     }
 
     /// The core inside.
@@ -588,14 +633,14 @@ impl ConsensusNode {
                     self.on_block_bytes(now, &bytes, from);
                 }
             }
-            PeerMessage::BlockRequest(refs) => self.serve_blocks(from, &refs),
+            PeerMessage::BlockRequest(refs) => self.serve_blocks(now, from, &refs),
             PeerMessage::Batch(bytes) => self.on_fresh_batch(now, from, bytes),
             PeerMessage::BatchAck(d) => {
                 if self.availability.ack(&d, from as usize) {
                     self.make_available(d, now);
                 }
             }
-            PeerMessage::BatchRequest(ds) => self.serve_batches(from, &ds),
+            PeerMessage::BatchRequest(ds) => self.serve_batches(now, from, &ds),
             PeerMessage::BatchResponse(list) => {
                 for bytes in list {
                     self.on_fetched_batch(now, from, bytes);
@@ -605,7 +650,7 @@ impl ConsensusNode {
             PeerMessage::RoundsRequest {
                 from_round,
                 to_round,
-            } => self.serve_rounds(from, from_round, to_round),
+            } => self.serve_rounds(now, from, from_round, to_round),
             // A part that arrived after a join ended: its blocks are as
             // good as any fetched ones.
             PeerMessage::RoundsResponse { blocks, .. } => {
@@ -987,6 +1032,15 @@ impl ConsensusNode {
         if self.core.knows(&r) || self.parked.contains_key(&r) {
             return;
         }
+        // A round far above what the network reached: refused unverified
+        // (not a fault: a lagging sender's view may differ).
+        if !self.core.admit_round(r.round, ValidatorIndex(from)) {
+            return;
+        }
+        // A third copy of one slot nobody waits for: evidence enough.
+        if !self.core.equivocation_copy_wanted(&r) {
+            return;
+        }
         // Signature and structure first: nothing is looked up, stored or
         // fetched for a block that is not valid. Checked once: the core
         // takes it as verified.
@@ -1152,11 +1206,25 @@ impl ConsensusNode {
     /// own latest block this node holds, whatever its round (so it never
     /// signs a round it signed before its data was lost, and its next
     /// block has an own parent). The last part says `done`.
-    fn serve_rounds(&mut self, to: u32, from_round: u64, to_round: u64) {
+    fn serve_rounds(&mut self, now: Time, to: u32, from_round: u64, to_round: u64) {
+        let requester = ValidatorIndex(to);
+        let head = self.core.dag().highest_round().0;
+        let recent = (head.saturating_sub(ROUNDS_SERVE_BEHIND_MIN)..=head)
+            .any(|r| !self.core.dag().slot(Round(r), requester).is_empty());
+        if recent {
+            self.metrics.rounds_requests_refused += 1;
+            tracing::debug!(
+                peer = to,
+                "rounds request from a validator that is not behind"
+            );
+            return;
+        }
+        if !self.may_serve(now, to) {
+            return;
+        }
         self.metrics.rounds_requests_served += 1;
         let to_round = to_round.min(from_round.saturating_add(ROUNDS_PER_REQUEST_MAX - 1));
         let mut items: Vec<Vec<u8>> = Vec::new();
-        let requester = ValidatorIndex(to);
         let in_memory = (self.core.gc_round().0..=self.core.dag().highest_round().0)
             .rev()
             .find_map(|r| self.core.dag().slot(Round(r), requester).first().cloned());
@@ -1178,6 +1246,7 @@ impl ConsensusNode {
             return;
         }
         let head_round = self.core.dag().highest_round().0;
+        self.spend(to, items.iter().map(Vec::len).sum());
         let parts = chunk_items(items);
         let n = parts.len().max(1);
         let mut parts = parts.into_iter();
@@ -1195,14 +1264,23 @@ impl ConsensusNode {
         }
     }
 
-    fn serve_blocks(&mut self, to: u32, refs: &[WireBlockRef]) {
+    fn serve_blocks(&mut self, now: Time, to: u32, refs: &[WireBlockRef]) {
+        if !self.may_serve(now, to) {
+            return;
+        }
         self.metrics.block_requests_served += 1;
         let refs: Vec<BlockRef> = refs.iter().map(from_wire).collect();
         let mut out: BTreeMap<[u8; DAG_KEY_LEN], Vec<u8>> = BTreeMap::new();
         let mut found: HashSet<BlockRef> = HashSet::new();
+        let mut bytes_out = 0usize;
         for b in self.core.handle_block_request(&refs) {
+            if bytes_out >= SERVE_REQUEST_BYTES_MAX {
+                break;
+            }
             found.insert(b.reference());
-            out.insert(dag_key(&b.reference()), b.encode());
+            let e = b.encode();
+            bytes_out += e.len();
+            out.insert(dag_key(&b.reference()), e);
         }
         // Below the core's window: the consensus log, with ancestors as deep
         // as the core would give.
@@ -1213,7 +1291,7 @@ impl ConsensusNode {
             .map(|r| (*r, r.round.0.saturating_sub(cfg.fetch_ancestor_rounds)))
             .collect();
         while let Some((r, floor)) = stack.pop() {
-            if out.len() >= cfg.fetch_response_blocks_max {
+            if out.len() >= cfg.fetch_response_blocks_max || bytes_out >= SERVE_REQUEST_BYTES_MAX {
                 break;
             }
             let k = dag_key(&r);
@@ -1232,22 +1310,63 @@ impl ConsensusNode {
                     stack.push((*p, floor));
                 }
             }
+            bytes_out += bytes.len();
             out.insert(k, bytes);
         }
+        self.spend(to, bytes_out);
         // Lowest rounds first (the receiver accepts them in order).
         self.respond_chunked(to, out.into_values(), PeerMessage::BlockResponse);
     }
 
-    fn serve_batches(&mut self, to: u32, ds: &[[u8; 32]]) {
-        let found: Vec<Vec<u8>> = ds
-            .iter()
-            .take(BATCH_REQUEST_DIGESTS_MAX)
-            .filter_map(|d| match self.held.get(d) {
+    fn serve_batches(&mut self, now: Time, to: u32, ds: &[[u8; 32]]) {
+        if !self.may_serve(now, to) {
+            return;
+        }
+        let mut found: Vec<Vec<u8>> = Vec::new();
+        let mut bytes_out = 0usize;
+        for d in ds.iter().take(BATCH_REQUEST_DIGESTS_MAX) {
+            if bytes_out >= SERVE_REQUEST_BYTES_MAX {
+                break;
+            }
+            let b = match self.held.get(d) {
                 Some(h) => Some(h.bytes.to_vec()),
                 None => self.store.batch(d),
-            })
-            .collect();
+            };
+            if let Some(b) = b {
+                bytes_out += b.len();
+                found.push(b);
+            }
+        }
+        self.spend(to, bytes_out);
         self.respond_chunked(to, found, PeerMessage::BatchResponse);
+    }
+
+    /// Whether peer `to` has serving budget left (refilled first); counts
+    /// a refusal.
+    fn may_serve(&mut self, now: Time, to: u32) -> bool {
+        let Some(b) = self.budget.get_mut(to as usize) else {
+            return false;
+        };
+        let elapsed = now.0.saturating_sub(b.last.0);
+        b.last = b.last.max(now);
+        let refill = (elapsed as u128 * SERVE_BYTES_PER_SEC as u128 / 1000) as i64;
+        b.tokens = b
+            .tokens
+            .saturating_add(refill)
+            .min(SERVE_BURST_BYTES as i64);
+        if b.tokens > 0 {
+            return true;
+        }
+        self.metrics.serve_refused_budget += 1;
+        tracing::debug!(peer = to, "serving budget spent; request not answered");
+        false
+    }
+
+    fn spend(&mut self, to: u32, bytes: usize) {
+        self.metrics.served_bytes += bytes as u64;
+        if let Some(b) = self.budget.get_mut(to as usize) {
+            b.tokens = b.tokens.saturating_sub(bytes as i64);
+        }
     }
 
     /// Sends `items` to `to` in as many responses as keep each frame under

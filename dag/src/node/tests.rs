@@ -562,9 +562,23 @@ fn batch_requests_are_answered_from_memory_or_the_store_within_limits() {
 #[test]
 fn rounds_requests_are_answered_in_parts_with_the_requesters_latest_block() {
     let mut c = Cluster::new(&[1, 1, 1, 1], config());
-    c.run_for(300);
+    c.run_for(100);
+    // A validator that proposes now is not joining: refused.
+    c.nodes[0].handle_peer(
+        c.now,
+        2,
+        PeerMessage::RoundsRequest {
+            from_round: 1,
+            to_round: 10,
+        },
+    );
+    assert!(c.nodes[0].poll_intent().is_none());
+    assert_eq!(c.nodes[0].metrics().rounds_requests_refused, 1);
+    // Validator 2 goes silent (lost its data, say); the others go on.
+    c.pass = Box::new(|from, to, _| from != 2 && to != 2);
+    c.run_for(2_000);
     let head = c.nodes[0].core().dag().highest_round().0;
-    assert!(head > 3);
+    assert!(head > 10);
     c.nodes[0].handle_peer(
         c.now,
         2,
@@ -781,4 +795,79 @@ fn a_repeat_offender_is_ignored_for_a_while_then_heard_again() {
         c.nodes[0].handle_peer(t, 3, PeerMessage::Block(vec![k as u8; 40]));
     }
     assert_eq!(c.nodes[0].metrics().peer_backoffs, 1);
+}
+
+/// Issue 17, fault 6: one peer asking for everything, fast, draws at most
+/// its budget: the burst, then the refill rate.
+#[test]
+fn a_fetch_flood_draws_at_most_the_peers_serving_budget() {
+    let mut c = Cluster::new(&[1, 1, 1, 1], config());
+    c.run_for(300);
+    let head = c.nodes[0].core().dag().highest_round().0;
+    // Every block of the window, asked 5,000 times within one second by
+    // validator 3.
+    let refs: Vec<WireBlockRef> = (1..=head)
+        .flat_map(|r| (0..4u32).map(move |v| (r, v)))
+        .filter_map(|(r, v)| {
+            c.nodes[0]
+                .core()
+                .dag()
+                .slot(Round(r), ValidatorIndex(v))
+                .first()
+                .map(|b| to_wire(&b.reference()))
+        })
+        .take(crate::core::REQUEST_REFS_MAX)
+        .collect();
+    assert!(refs.len() > 20);
+    let served_before = c.nodes[0].metrics().served_bytes;
+    let start = c.now;
+    let mut one = 0;
+    for k in 0..5_000u64 {
+        let now = start.plus_ms(k / 5);
+        c.nodes[0].handle_peer(now, 3, PeerMessage::BlockRequest(refs.clone()));
+        while let Some(i) = c.nodes[0].poll_intent() {
+            if let Intent::Send(m) = i {
+                if let PeerMessage::BlockResponse(list) = m.msg {
+                    if one == 0 {
+                        one = list.iter().map(Vec::len).sum::<usize>();
+                    }
+                }
+            }
+        }
+    }
+    let served = c.nodes[0].metrics().served_bytes - served_before;
+    let bound = SERVE_BURST_BYTES + SERVE_BYTES_PER_SEC + one as u64;
+    assert!(one > 0);
+    assert!(
+        served <= bound,
+        "served {served} bytes in one second (bound {bound})"
+    );
+    assert!(c.nodes[0].metrics().serve_refused_budget > 0);
+    // Another peer is still served.
+    c.nodes[0].handle_peer(start.plus_ms(1_000), 1, PeerMessage::BlockRequest(refs));
+    assert!(matches!(c.nodes[0].poll_intent(), Some(Intent::Send(_))));
+}
+
+#[test]
+fn one_batch_request_is_answered_with_at_most_its_byte_cap() {
+    let mut c = Cluster::new(&[1, 1, 1, 1], config());
+    c.settle();
+    let mut ds = Vec::new();
+    for i in 0..BATCH_REQUEST_DIGESTS_MAX as u32 {
+        let mut d = [0u8; 32];
+        d[..4].copy_from_slice(&i.to_le_bytes());
+        let big: Arc<[u8]> = vec![i as u8; 1 << 20].into();
+        c.stores[0].write(&[], &[(d, big)]);
+        ds.push(d);
+    }
+    c.nodes[0].handle_peer(c.now, 2, PeerMessage::BatchRequest(ds));
+    let mut bytes = 0;
+    while let Some(i) = c.nodes[0].poll_intent() {
+        if let Intent::Send(m) = i {
+            if let PeerMessage::BatchResponse(list) = m.msg {
+                bytes += list.iter().map(Vec::len).sum::<usize>();
+            }
+        }
+    }
+    assert_eq!(bytes, SERVE_REQUEST_BYTES_MAX, "16 of the 64 MiB asked");
 }

@@ -49,6 +49,10 @@ pub enum Scenario {
     BadParents,
     /// Faulty nodes reference only some leaders (vote selectively).
     SelectiveVote,
+    /// Faulty nodes also send validly signed blocks of rounds far ahead
+    /// (100 to 100,000 rounds), with parents nobody has: honest nodes must
+    /// refuse them before verifying and keep no state for them.
+    FarFuture,
     /// The whole consensus node ([`crate::ConsensusNode`]) with real
     /// batches: loss, reordering, maybe a partition; faulty nodes crash
     /// (SIGKILL: their written data survives) and restart from their disk.
@@ -56,11 +60,15 @@ pub enum Scenario {
     /// The whole node; faulty nodes lose power: what they wrote without
     /// syncing is lost, then they restart from their disk.
     PowerLoss,
+    /// The whole node; every wall clock is off by up to ±2 s, and faulty
+    /// nodes' clocks jump (by ±1–3 s) once. Timers run on the simulated
+    /// monotonic clock; only block timestamps see the wall clocks.
+    ClockSkew,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Default,
         Scenario::Crash,
         Scenario::Partition,
@@ -69,8 +77,10 @@ impl Scenario {
         Scenario::BadSig,
         Scenario::BadParents,
         Scenario::SelectiveVote,
+        Scenario::FarFuture,
         Scenario::Node,
         Scenario::PowerLoss,
+        Scenario::ClockSkew,
     ];
     /// CLI name.
     pub fn name(self) -> &'static str {
@@ -83,13 +93,18 @@ impl Scenario {
             Scenario::BadSig => "bad-sig",
             Scenario::BadParents => "bad-parents",
             Scenario::SelectiveVote => "selective-vote",
+            Scenario::FarFuture => "far-future",
             Scenario::Node => "node",
             Scenario::PowerLoss => "power-loss",
+            Scenario::ClockSkew => "clock-skew",
         }
     }
     /// Whether it runs the whole node ([`whole`]) rather than the core.
     pub fn is_whole_node(self) -> bool {
-        matches!(self, Scenario::Node | Scenario::PowerLoss)
+        matches!(
+            self,
+            Scenario::Node | Scenario::PowerLoss | Scenario::ClockSkew
+        )
     }
     /// From a CLI name.
     pub fn from_name(s: &str) -> Option<Scenario> {
@@ -120,6 +135,8 @@ pub enum Behavior {
     BadParents,
     /// Byzantine: selective votes.
     SelectiveVote,
+    /// Byzantine: blocks of rounds far ahead.
+    FarFuture,
 }
 
 impl Behavior {
@@ -200,6 +217,8 @@ pub enum Violation {
     OwnEquivocation(String),
     /// An honest node did not commit after the network became stable.
     Liveness(String),
+    /// An honest node's state exceeds a named bound (memory).
+    Bound(String),
 }
 
 impl fmt::Display for Violation {
@@ -208,6 +227,7 @@ impl fmt::Display for Violation {
             Violation::Safety(s) => write!(f, "SAFETY: {s}"),
             Violation::OwnEquivocation(s) => write!(f, "OWN-EQUIVOCATION: {s}"),
             Violation::Liveness(s) => write!(f, "LIVENESS: {s}"),
+            Violation::Bound(s) => write!(f, "BOUND: {s}"),
         }
     }
 }
@@ -433,7 +453,8 @@ impl<'a> Sim<'a> {
                 Scenario::BadSig => Behavior::BadSig,
                 Scenario::BadParents => Behavior::BadParents,
                 Scenario::SelectiveVote => Behavior::SelectiveVote,
-                Scenario::Node | Scenario::PowerLoss => Behavior::Crash,
+                Scenario::FarFuture => Behavior::FarFuture,
+                Scenario::Node | Scenario::PowerLoss | Scenario::ClockSkew => Behavior::Crash,
             };
         }
         let loss_max = match scenario {
@@ -526,6 +547,7 @@ impl<'a> Sim<'a> {
                 Box::new(self.verifier.clone()),
                 node.persisted.clone(),
                 self.now,
+                None,
             )
         } else {
             Core::new(
@@ -590,6 +612,45 @@ impl<'a> Sim<'a> {
         self.report
     }
 
+    /// No honest node buffers a block of a round beyond what honest nodes
+    /// reached plus the core's `future_rounds_max` (one sender alone cannot
+    /// make it keep blocks from the far future), nor more than
+    /// `pending_blocks_max` blocks.
+    fn check_pending_window(&mut self, i: usize) {
+        if self.nodes[i].behavior.is_byzantine() {
+            return;
+        }
+        let Some(core) = self.nodes[i].core.as_ref() else {
+            return;
+        };
+        let top = self
+            .nodes
+            .iter()
+            .filter(|n| !n.behavior.is_byzantine())
+            .filter_map(|n| n.core.as_ref())
+            .map(|c| c.dag().highest_round().0)
+            .max()
+            .unwrap_or(0);
+        // The production window, whatever the run's config (a mutation test
+        // widens the config's).
+        let window = CoreConfig::default().future_rounds_max;
+        let bound = top + 1 + window;
+        if let Some(r) = core.pending_highest_round() {
+            if r.0 > bound {
+                self.report.violation = Some(Violation::Bound(format!(
+                    "honest node {i} buffers a block of round {} (honest nodes reached {top}, window {window})",
+                    r.0
+                )));
+            }
+        }
+        if core.pending_len() > self.cfg.core.pending_blocks_max {
+            self.report.violation = Some(Violation::Bound(format!(
+                "honest node {i} buffers {} blocks",
+                core.pending_len()
+            )));
+        }
+    }
+
     fn check_liveness(&mut self) {
         for (i, n) in self.nodes.iter().enumerate() {
             if n.behavior.is_byzantine() {
@@ -645,6 +706,7 @@ impl<'a> Sim<'a> {
                     }
                 }
                 self.drive(i);
+                self.check_pending_window(i);
             }
             Event::Timer { node, incarnation } => {
                 let n = &mut self.nodes[node];
@@ -818,6 +880,30 @@ impl<'a> Sim<'a> {
                 let bytes = bad.encode();
                 for p in peers {
                     self.send(me, p, Msg::Block(bytes.clone()));
+                }
+            }
+            Behavior::FarFuture => {
+                let bytes = b.encode();
+                for p in &peers {
+                    self.send(me, *p, Msg::Block(bytes.clone()));
+                }
+                // Three blocks from the far future per own block, to
+                // random peers.
+                for _ in 0..3 {
+                    let ahead = self.rng.gen_range(100..100_000u64);
+                    let mut u: UnsignedBlock = b.unsigned().clone();
+                    u.round = Round(b.round().0 + ahead);
+                    let prev = Round(u.round.0 - 1);
+                    u.parents = (0..n as u32)
+                        .map(|a| BlockRef {
+                            round: prev,
+                            author: ValidatorIndex(a),
+                            digest: Digest(self.rng.gen()),
+                        })
+                        .collect();
+                    let far = u.sign(&self.nodes[i].key);
+                    let p = *peers.choose(&mut self.rng).expect("peers");
+                    self.send(me, p, Msg::Block(far.encode()));
                 }
             }
             Behavior::SelectiveVote | Behavior::Honest | Behavior::Crash => {

@@ -50,6 +50,9 @@ pub enum Mutation {
     CorruptDelivery,
     /// A committed transaction is sealed again into a later batch.
     ResubmitCommitted,
+    /// `clock-skew` with no limit on how far ahead a block may be stamped,
+    /// and faulty nodes' clocks jumping a minute ahead.
+    NoTimestampWindow,
 }
 
 /// Chain id of the simulated transactions.
@@ -247,6 +250,12 @@ struct WholeSim<'a> {
     committed_txs: HashSet<TxDigest>,
     /// (author, round) -> digest of blocks honest keys signed and sent.
     signed: HashMap<(ValidatorIndex, Round), [u8; 32]>,
+    /// Per node: its wall clock's offset from simulated time (ms), and a
+    /// jump (when, by how much) for faulty nodes in `clock-skew`.
+    skew: Vec<i64>,
+    jump: Vec<Option<(Time, i64)>>,
+    /// Per node: the last commit timestamp it delivered.
+    last_commit_ts: Vec<u64>,
     report: SimReport,
 }
 
@@ -276,8 +285,12 @@ impl<'a> WholeSim<'a> {
         let partition_chance = (cfg.scenario == Scenario::Node).then_some(0.3);
         let links = Links::random(&mut rng, n, 0.03, partition_chance);
         let mut stable_at = links.healed_at();
+        let mut core_config = cfg.core;
+        if cfg.mutation == Some(Mutation::NoTimestampWindow) {
+            core_config.timestamp_future_max_ms = u64::MAX / 4;
+        }
         let node_config = NodeConfig {
-            core: cfg.core,
+            core: core_config,
             batch_txs_max: 8,
             batch_age_ms: 10,
             batch_resend_ms: 300,
@@ -301,8 +314,25 @@ impl<'a> WholeSim<'a> {
             log: Vec::new(),
             committed_txs: HashSet::new(),
             signed: HashMap::new(),
+            skew: vec![0; n],
+            jump: vec![None; n],
+            last_commit_ts: vec![0; n],
             report: SimReport::default(),
         };
+        if cfg.scenario == Scenario::ClockSkew {
+            for (i, is_faulty) in faulty.iter().enumerate() {
+                sim.skew[i] = sim.rng.gen_range(-2_000..=2_000);
+                if *is_faulty {
+                    let at = Time(sim.rng.gen_range(200..2_000));
+                    let mut by = sim.rng.gen_range(1_000..=3_000)
+                        * if sim.rng.gen_bool(0.5) { 1 } else { -1 };
+                    if cfg.mutation == Some(Mutation::NoTimestampWindow) {
+                        by = 60_000;
+                    }
+                    sim.jump[i] = Some((at, by));
+                }
+            }
+        }
         for (i, key) in keys.into_iter().enumerate() {
             sim.nodes.push(SimNode {
                 machine: None,
@@ -319,7 +349,8 @@ impl<'a> WholeSim<'a> {
         }
         // Failures: one or two fail/restart cycles per faulty node.
         let power = cfg.scenario == Scenario::PowerLoss;
-        for (i, _) in faulty.iter().enumerate().filter(|(_, f)| **f) {
+        let fails = cfg.scenario != Scenario::ClockSkew;
+        for (i, _) in faulty.iter().enumerate().filter(|(_, f)| **f && fails) {
             let mut t = 0;
             for _ in 0..sim.rng.gen_range(1..=2) {
                 let down = t + sim.rng.gen_range(100..1_500);
@@ -353,6 +384,25 @@ impl<'a> WholeSim<'a> {
         sim
     }
 
+    /// Node `i`'s wall clock now (simulated time, its offset, its jump).
+    fn wall(&self, i: usize) -> u64 {
+        let mut w = self.now.0 as i64 + self.skew[i] + 1_700_000_000_000;
+        if let Some((at, by)) = self.jump[i] {
+            if self.now >= at {
+                w += by;
+            }
+        }
+        w.max(0) as u64
+    }
+
+    /// Node `i`'s machine (if it runs), its wall clock set.
+    fn machine(&mut self, i: usize) -> Option<&mut ConsensusNode> {
+        let wall = self.wall(i);
+        let m = self.nodes[i].machine.as_mut()?;
+        m.set_wall_clock(wall);
+        Some(m)
+    }
+
     fn schedule(&mut self, at: Time, e: Event) {
         self.seq += 1;
         self.queue.insert((at, self.seq), e);
@@ -362,6 +412,7 @@ impl<'a> WholeSim<'a> {
     /// replays every stored block and decides the commits again; those up
     /// to `applied` are skipped.
     fn start_node(&mut self, i: usize) {
+        let wall = self.wall(i);
         let node = &mut self.nodes[i];
         node.incarnation += 1;
         node.timer_at = None;
@@ -373,6 +424,7 @@ impl<'a> WholeSim<'a> {
             Box::new(self.verifier.clone()),
             node.disk.blocks(),
             self.now,
+            Some(wall),
         );
         let mut machine = ConsensusNode::new(
             core,
@@ -437,7 +489,7 @@ impl<'a> WholeSim<'a> {
             Event::Deliver { from, to, msg } => {
                 let i = to as usize;
                 let now = self.now;
-                let Some(m) = self.nodes[i].machine.as_mut() else {
+                let Some(m) = self.machine(i) else {
                     return;
                 };
                 m.handle_peer(now, from, msg);
@@ -450,7 +502,7 @@ impl<'a> WholeSim<'a> {
                 }
                 n.timer_at = None;
                 let now = self.now;
-                if let Some(m) = n.machine.as_mut() {
+                if let Some(m) = self.machine(node) {
                     m.handle_timeout(now);
                 }
                 self.drive(node);
@@ -466,7 +518,7 @@ impl<'a> WholeSim<'a> {
                     txs.push(t);
                 }
                 let now = self.now;
-                if let Some(m) = n.machine.as_mut() {
+                if let Some(m) = self.machine(node) {
                     m.handle_local_txs(now, txs);
                 }
                 self.drive(node);
@@ -620,6 +672,15 @@ impl<'a> WholeSim<'a> {
         if self.cfg.mutation == Some(Mutation::CorruptDelivery) && i == 0 && !c.txs.is_empty() {
             c.txs.pop();
         }
+        // The production window, against the clocks of nodes that never
+        // failed (a mutation test widens the run's window).
+        let window = crate::core::CoreConfig::default().timestamp_future_max_ms;
+        let top = (0..self.nodes.len())
+            .filter(|j| !self.nodes[*j].faulty)
+            .map(|j| self.wall(j))
+            .max()
+            .unwrap_or(0)
+            + window;
         let node = &mut self.nodes[i];
         if c.index != node.applied + 1 {
             self.report.violation = Some(Violation::Safety(format!(
@@ -632,6 +693,19 @@ impl<'a> WholeSim<'a> {
         for t in &c.txs {
             node.pending.remove(&t.digest());
         }
+        // Commit timestamps never go back, and never run ahead of every
+        // wall clock by more than the window a block may be stamped ahead.
+        if c.timestamp_ms < self.last_commit_ts[i] || c.timestamp_ms > top {
+            self.report.violation = Some(Violation::Safety(format!(
+                "node {i} delivered commit {} stamped {} (previous {}, wall clocks up to {})",
+                c.index,
+                c.timestamp_ms,
+                self.last_commit_ts[i],
+                top - window
+            )));
+            return;
+        }
+        self.last_commit_ts[i] = c.timestamp_ms;
         if self.now > self.stable_at {
             node.commits_after_stable += 1;
         }
@@ -668,9 +742,12 @@ impl<'a> WholeSim<'a> {
                 .saturating_sub(c.leader.round.0);
             self.report.latency_rounds.push(rounds);
         }
+        // The delivering node's wall clock against the leader's stamp
+        // (skewed clocks skew this too).
+        let wall = self.wall(i);
         self.report
             .latency_ms
-            .push(self.now.0.saturating_sub(c.timestamp_ms));
+            .push(wall.saturating_sub(c.timestamp_ms));
         for t in &c.txs {
             if !self.committed_txs.insert(t.digest()) {
                 self.report.violation = Some(Violation::Safety(format!(
@@ -740,7 +817,7 @@ impl<'a> WholeSim<'a> {
             None
         };
         if let Some(p) = problem {
-            self.report.violation = Some(Violation::Safety(format!(
+            self.report.violation = Some(Violation::Bound(format!(
                 "node {i} exceeds a memory bound: {p}"
             )));
         }
