@@ -74,6 +74,9 @@ pub const SHUTDOWN_DRAIN_MS: u64 = 500;
 const CLOSE_SHUTDOWN: u32 = 0;
 const CLOSE_BAD_FRAME: u32 = 1;
 const CLOSE_UNKNOWN_PEER: u32 = 2;
+/// A member opened a newer connection: the older one is closed (one
+/// inbound connection per member).
+const CLOSE_REPLACED: u32 = 3;
 
 /// One committee member as the network sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +151,8 @@ pub struct PeerCounters {
     /// Connections up (dialed and accepted, after the handshake).
     pub connections_established: AtomicU64,
     pub connections_closed: AtomicU64,
+    /// Inbound connections closed because the same member opened a newer one.
+    pub connections_replaced: AtomicU64,
     /// Dial attempts that did not produce a connection (any reason).
     pub dials_failed: AtomicU64,
     /// Dial attempts after the first, per peer.
@@ -175,9 +180,10 @@ pub struct PeerCounters {
 }
 
 /// Names of the scalar counters, in [`PeerCountersSnapshot::counters`] order.
-pub const PEER_COUNTER_LABELS: [&str; 16] = [
+pub const PEER_COUNTER_LABELS: [&str; 17] = [
     "connections_established",
     "connections_closed",
+    "connections_replaced",
     "dials_failed",
     "reconnects",
     "handshakes_failed",
@@ -204,10 +210,11 @@ pub struct PeerCountersSnapshot {
 }
 
 impl PeerCounters {
-    fn scalars(&self) -> [&AtomicU64; 16] {
+    fn scalars(&self) -> [&AtomicU64; 17] {
         [
             &self.connections_established,
             &self.connections_closed,
+            &self.connections_replaced,
             &self.dials_failed,
             &self.reconnects,
             &self.handshakes_failed,
@@ -270,6 +277,9 @@ struct Shared {
     /// What this node's heartbeats say.
     my_round: AtomicU64,
     my_commit_index: AtomicU64,
+    /// Per member: its inbound connection (one at a time; a newer one
+    /// replaces it).
+    inbound_conns: Vec<std::sync::Mutex<Option<quinn::Connection>>>,
 }
 
 impl Shared {
@@ -498,6 +508,7 @@ impl PeerNetwork {
                 .collect(),
             my_round: AtomicU64::new(0),
             my_commit_index: AtomicU64::new(0),
+            inbound_conns: (0..n).map(|_| std::sync::Mutex::new(None)).collect(),
         });
         let stats = TileStats::new("net-peer", me, 0);
         Ok(PeerNetwork {
@@ -806,8 +817,30 @@ async fn serve_connection(
         return;
     };
     PeerCounters::add(&c.connections_established, 1);
+    // One inbound connection per member: the newest (a restarted peer
+    // redials) replaces the older, so one member cannot hold many readers
+    // and their frame buffers.
+    let older = shared.inbound_conns[from as usize]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .replace(conn.clone());
+    if let Some(older) = older {
+        PeerCounters::add(&c.connections_replaced, 1);
+        older.close(CLOSE_REPLACED.into(), b"replaced");
+    }
     let result = read_connection(&conn, from, &shared, &inbound, &limits, &stats).await;
     PeerCounters::add(&c.connections_closed, 1);
+    {
+        let mut slot = shared.inbound_conns[from as usize]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if slot
+            .as_ref()
+            .is_some_and(|k| k.stable_id() == conn.stable_id())
+        {
+            *slot = None;
+        }
+    }
     match result {
         Ok(()) => {}
         Err(ReadEnd::Bad(e)) => {
@@ -886,14 +919,22 @@ async fn read_frame(
     }
     let len = u32::from_le_bytes(prefix) as usize;
     check_frame_len(len, limits).map_err(ReadEnd::Bad)?;
-    let mut body = AlignedVec::<ARCHIVE_ALIGN_BYTES>::with_capacity(len);
-    body.resize(len, 0);
-    match recv.read_exact(&mut body[..]).await {
-        Ok(()) => Ok(Some(body)),
-        Err(quinn::ReadExactError::FinishedEarly(_)) => Err(ReadEnd::Bad(WireError::Truncated)),
-        Err(quinn::ReadExactError::ReadError(e)) => Err(ReadEnd::Gone(e.to_string())),
+    // The body grows with the bytes that actually arrive: a prefix that
+    // announces 8 MiB costs nothing until 8 MiB are sent (and flow control
+    // bounds how much may be in flight).
+    let mut body = AlignedVec::<ARCHIVE_ALIGN_BYTES>::with_capacity(len.min(FRAME_INITIAL_BYTES));
+    while body.len() < len {
+        match recv.read_chunk(len - body.len(), true).await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+            Ok(None) => return Err(ReadEnd::Bad(WireError::Truncated)),
+            Err(e) => return Err(ReadEnd::Gone(e.to_string())),
+        }
     }
+    Ok(Some(body))
 }
+
+/// A frame's buffer starts at most this large; it grows as bytes arrive.
+const FRAME_INITIAL_BYTES: usize = 64 << 10;
 
 /// Counts alive → dead transitions and keeps the `alive` gauge. Liveness
 /// itself is computed on read from `last_heard_ms`, so it is never stale.

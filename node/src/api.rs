@@ -820,7 +820,7 @@ fn render_peers(o: &mut String, s: &velox_net::peer::PeerCountersSnapshot) {
             .map(|(_, v)| *v as f64)
             .unwrap_or(0.0)
     };
-    let m: [(&str, &str, &str, f64); 12] = [
+    let m: [(&str, &str, &str, f64); 13] = [
         (
             "velox_peer_alive",
             "gauge",
@@ -838,6 +838,12 @@ fn render_peers(o: &mut String, s: &velox_net::peer::PeerCountersSnapshot) {
             "counter",
             "Validator connections closed.",
             get("connections_closed"),
+        ),
+        (
+            "velox_peer_connections_replaced_total",
+            "counter",
+            "Inbound validator connections closed because the same member opened a newer one.",
+            get("connections_replaced"),
         ),
         (
             "velox_peer_dials_failed_total",

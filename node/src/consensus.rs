@@ -273,7 +273,9 @@ pub fn recover_core(
         last_leader: as_ref(&leader),
         last_timestamp_ms: m.timestamp_ms,
         recent_leaders: recent.iter().map(as_ref).collect(),
-        signed_round_floor: Round(0),
+        // Set by a join (after this validator lost its data), kept across
+        // restarts.
+        signed_round_floor: Round(chain.signed_round_floor()?),
     };
     let n = blocks.len();
     match Core::recover_from(

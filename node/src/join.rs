@@ -153,14 +153,21 @@ pub async fn join_from_peers(
             return Err(JoinError::Closed);
         }
         match await_answer(rings, &committee, cursor, to, &mut got, &mut js, counters).await? {
-            Some((peer, head)) => {
+            Some(answers) => {
                 failed = 0;
+                // The head round that f+1 stake of answers reached: at
+                // least one honest validator is there, so a peer alone
+                // cannot drag the join on. (A low head ends it early; the
+                // rest comes by fetching, as for any lagging validator. The
+                // floor does not depend on it: every answer carries this
+                // validator's latest block, and one of f+1 is honest.)
+                let head = f_plus_one_head(&committee, &answers);
                 js.head_round = js.head_round.max(head);
                 tracing::info!(
-                    peer,
+                    peers = ?answers.iter().map(|a| a.0).collect::<Vec<_>>(),
                     from_round = cursor,
                     to_round = to,
-                    peer_head_round = head,
+                    head_round = head,
                     blocks = got.len(),
                     "join: rounds received"
                 );
@@ -182,30 +189,13 @@ pub async fn join_from_peers(
         }
     }
 
-    // Keep what is causally complete above the GC round (lowest rounds
-    // first, so a dropped block also drops its descendants); blocks below
-    // it (own latest) go in as they are.
-    let gc = plan.gc_round;
-    let mut kept: HashSet<BlockRef> = HashSet::new();
-    let mut blocks: Vec<Block> = Vec::with_capacity(got.len());
-    let mut highest = 0u64;
-    let mut own = false;
-    for (r, b) in got {
-        highest = highest.max(r.round.0);
-        own |= r.author == me;
-        if r.round.0 >= gc {
-            let complete = b
-                .parents()
-                .iter()
-                .all(|p| p.round.0 < gc || kept.contains(p));
-            if !complete {
-                js.dropped_incomplete += 1;
-                continue;
-            }
-            kept.insert(r);
-        }
-        blocks.push(b);
-    }
+    let Kept {
+        blocks,
+        highest,
+        own,
+        dropped_incomplete,
+    } = keep_complete(got, plan.gc_round, me);
+    js.dropped_incomplete = dropped_incomplete;
     if !own {
         return Err(JoinError::NoOwnBlock);
     }
@@ -222,6 +212,9 @@ pub async fn join_from_peers(
     counters
         .join_blocks
         .store(js.blocks as u64, Ordering::Relaxed);
+    // Durable before anything is signed: a restart right after the join
+    // keeps the floor.
+    chain.raise_signed_round_floor(highest)?;
     let mut point = plan.point;
     point.signed_round_floor = Round(highest);
     let core = Core::recover_from(
@@ -250,8 +243,69 @@ pub async fn join_from_peers(
     Ok(core)
 }
 
-/// Reads the peer ring until a peer finished answering `from..=to` (that
-/// peer and its head round), or the timeout (`None`). Every verified block
+/// What a join keeps of the blocks its peers sent.
+struct Kept {
+    /// Causally complete above the GC round (and anything below it, such
+    /// as this validator's latest), lowest rounds first.
+    blocks: Vec<Block>,
+    /// The signed-round floor: the highest round among them.
+    highest: u64,
+    /// Whether one of them is this validator's own.
+    own: bool,
+    dropped_incomplete: usize,
+}
+
+/// Keeps what is causally complete above the GC round (lowest rounds
+/// first, so a dropped block also drops its descendants); blocks below it
+/// (own latest) go in as they are; own blocks always count (only this
+/// validator's key signs them). The floor is the highest round kept: a
+/// verified block of an absurd round alone (a Byzantine author's) is not
+/// complete, so it cannot lift the floor and silence this validator.
+fn keep_complete(got: BTreeMap<BlockRef, Block>, gc: u64, me: ValidatorIndex) -> Kept {
+    let mut kept: HashSet<BlockRef> = HashSet::new();
+    let mut out = Kept {
+        blocks: Vec::with_capacity(got.len()),
+        highest: 0,
+        own: false,
+        dropped_incomplete: 0,
+    };
+    for (r, b) in got {
+        if r.round.0 >= gc && r.author != me {
+            let complete = b
+                .parents()
+                .iter()
+                .all(|p| p.round.0 < gc || kept.contains(p));
+            if !complete {
+                out.dropped_incomplete += 1;
+                continue;
+            }
+        }
+        kept.insert(r);
+        out.own |= r.author == me;
+        out.highest = out.highest.max(r.round.0);
+        out.blocks.push(b);
+    }
+    out
+}
+
+/// The head round that validators holding f+1 stake among `answers`
+/// reached (each answer: peer, its head round).
+fn f_plus_one_head(committee: &Committee, answers: &[(u32, u64)]) -> u64 {
+    let mut a = answers.to_vec();
+    a.sort_unstable_by_key(|x| std::cmp::Reverse(x.1));
+    let mut stake = 0;
+    for (peer, head) in a {
+        stake += committee.stake(ValidatorIndex(peer));
+        if stake >= committee.validity_threshold() {
+            return head;
+        }
+    }
+    0
+}
+
+/// Reads the peer ring until validators holding f+1 stake finished
+/// answering `from..=to` (each peer with its head round), or the timeout
+/// (`None`). Every verified block
 /// that arrives meanwhile (parts, other peers' answers, broadcasts) is
 /// kept; other messages are dropped (their senders retry: batches are
 /// resent until acknowledged).
@@ -263,8 +317,10 @@ async fn await_answer(
     got: &mut BTreeMap<BlockRef, Block>,
     js: &mut JoinStats,
     counters: &ConsensusCounters,
-) -> Result<Option<(u32, u64)>, JoinError> {
+) -> Result<Option<Vec<(u32, u64)>>, JoinError> {
     let deadline = Instant::now() + JOIN_REQUEST_TIMEOUT;
+    let mut answers: Vec<(u32, u64)> = Vec::new();
+    let mut stake = 0;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -299,12 +355,87 @@ async fn await_answer(
                 for b in &blocks {
                     keep(b);
                 }
-                if done && from_round == from && to_round == to {
-                    return Ok(Some((m.from, head_round)));
+                if done
+                    && from_round == from
+                    && to_round == to
+                    && committee.contains(ValidatorIndex(m.from))
+                    && !answers.iter().any(|a| a.0 == m.from)
+                {
+                    answers.push((m.from, head_round));
+                    stake += committee.stake(ValidatorIndex(m.from));
+                    if stake >= committee.validity_threshold() {
+                        return Ok(Some(answers));
+                    }
                 }
             }
             PeerMessage::Block(b) => keep(&b),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use velox_dag::{Digest, Epoch, UnsignedBlock};
+
+    fn block(keys: &[SigningKey], author: u32, round: u64, parents: &[&Block]) -> Block {
+        UnsignedBlock {
+            epoch: Epoch(0),
+            author: ValidatorIndex(author),
+            round: Round(round),
+            parents: parents.iter().map(|b| b.reference()).collect(),
+            payload: vec![],
+            timestamp_ms: round,
+        }
+        .sign(&keys[author as usize])
+    }
+
+    /// Issue 17, fault 2: a verified block of an absurd round (signed by a
+    /// Byzantine validator, parents nobody has) does not raise the floor;
+    /// this validator's own latest block does.
+    #[test]
+    fn the_floor_comes_from_complete_blocks_and_own_blocks() {
+        let (_, keys) = Committee::new_for_test(Epoch(0), 4, 3);
+        let r1: Vec<Block> = (0..4).map(|a| block(&keys, a, 1, &[])).collect();
+        let r2: Vec<Block> = (1..4)
+            .map(|a| block(&keys, a, 2, &[&r1[1], &r1[2], &r1[3]]))
+            .collect();
+        let ghost = block(&keys, 3, 999_999, &[]);
+        let ghost = UnsignedBlock {
+            round: Round(1_000_000),
+            parents: vec![BlockRef {
+                round: Round(999_999),
+                author: ValidatorIndex(3),
+                digest: Digest([9; 32]),
+            }],
+            ..ghost.unsigned().clone()
+        }
+        .sign(&keys[3]);
+        let mut got = BTreeMap::new();
+        for b in r1.iter().chain(&r2).chain([&ghost]) {
+            got.insert(b.reference(), b.clone());
+        }
+        let k = keep_complete(got.clone(), 1, ValidatorIndex(0));
+        assert_eq!(k.highest, 2, "the absurd round is not complete");
+        assert_eq!(k.dropped_incomplete, 1);
+        assert!(k.own);
+        // Own blocks count whatever their parents.
+        let own_late = block(&keys, 0, 7, &[&r2[0], &r2[1], &r2[2]]);
+        got.insert(own_late.reference(), own_late);
+        assert_eq!(keep_complete(got, 1, ValidatorIndex(0)).highest, 7);
+    }
+
+    /// A join ends at the head round f+1 stake of answers reached: one peer
+    /// alone cannot drag it on; with more answers than f+1 a low head is
+    /// outvoted too.
+    #[test]
+    fn the_join_head_is_what_f_plus_one_answers_reached() {
+        let (c, _) = Committee::new_for_test(Epoch(0), 4, 3);
+        // Validator 3 lies high, 2 low; 1 is honest at 240.
+        assert_eq!(f_plus_one_head(&c, &[(3, u64::MAX), (1, 240)]), 240);
+        assert_eq!(f_plus_one_head(&c, &[(1, 240), (3, u64::MAX)]), 240);
+        assert_eq!(f_plus_one_head(&c, &[(3, 1), (1, 240), (2, 239)]), 239);
+        assert_eq!(f_plus_one_head(&c, &[(1, 240)]), 0, "one answer is not f+1");
     }
 }

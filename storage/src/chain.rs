@@ -16,6 +16,9 @@ const KEY_COMMIT_PREFIX: &[u8] = b"commit/";
 const KEY_COMMITS_PRUNED_BELOW: &[u8] = b"commits_pruned_below";
 /// Consensus-log rounds below this have been pruned (dag, batches).
 const KEY_CONSENSUS_PRUNED_BELOW: &[u8] = b"consensus_pruned_below";
+/// Rounds at or below this are never signed by this validator (set when it
+/// joined consensus from its peers after losing its data).
+const KEY_SIGNED_ROUND_FLOOR: &[u8] = b"signed_round_floor";
 /// Set by `velox snapshot restore`: the commit index the state came from.
 const KEY_RESTORED_FROM: &[u8] = b"restored_from";
 /// A restored directory's leaders of the commits before its first (from
@@ -557,6 +560,26 @@ impl ChainStore {
         self.store.write_synced(wb)
     }
 
+    /// Raises the signed-round floor to `round` (never lowers it), fsynced:
+    /// rounds at or below it are never signed again by this validator.
+    pub fn raise_signed_round_floor(&self, round: u64) -> Result<(), StoreError> {
+        if round <= self.signed_round_floor()? {
+            return Ok(());
+        }
+        let mut wb = WriteBatch::default();
+        wb.put(
+            Cf::Meta,
+            KEY_SIGNED_ROUND_FLOOR,
+            round.to_le_bytes().to_vec(),
+        );
+        self.store.write_synced(wb)
+    }
+
+    /// The signed-round floor (0 when never set).
+    pub fn signed_round_floor(&self) -> Result<u64, StoreError> {
+        get_u64(self.store.as_ref(), KEY_SIGNED_ROUND_FLOOR)
+    }
+
     /// One consensus-log block by key.
     pub fn consensus_block(&self, key: &[u8; DAG_KEY_LEN]) -> Result<Option<Vec<u8>>, StoreError> {
         self.store.get(Cf::Dag, key)
@@ -1007,6 +1030,23 @@ mod tests {
         execute_sequential, AccountId, ExecContext, Receipt, RejectReason, Tx, TxBody, TxBuilder,
         VerifiedTx,
     };
+
+    #[test]
+    fn the_signed_round_floor_only_rises_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store: Arc<dyn Store> =
+                Arc::new(RocksStore::open(dir.path(), Default::default()).unwrap());
+            let chain = ChainStore::new(store);
+            assert_eq!(chain.signed_round_floor().unwrap(), 0);
+            chain.raise_signed_round_floor(240).unwrap();
+            chain.raise_signed_round_floor(100).unwrap();
+            assert_eq!(chain.signed_round_floor().unwrap(), 240);
+        }
+        let store: Arc<dyn Store> =
+            Arc::new(RocksStore::open(dir.path(), Default::default()).unwrap());
+        assert_eq!(ChainStore::new(store).signed_round_floor().unwrap(), 240);
+    }
 
     fn genesis_block(to: AccountId) -> (BlockRecord, Vec<VerifiedTx>) {
         let tx = VerifiedTx::genesis_alloc(1, to, 1000);

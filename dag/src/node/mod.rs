@@ -340,6 +340,9 @@ struct HeldBatch {
     bytes: Arc<[u8]>,
     txs: Arc<Vec<VerifiedTx>>,
     since: Time,
+    /// The peer that pushed it (a fresh batch): counts towards that peer's
+    /// share of `batches_held_max`.
+    pushed_by: Option<u32>,
 }
 
 struct PendingCommit {
@@ -437,6 +440,8 @@ pub struct ConsensusNode {
     strikes: Vec<Strikes>,
     /// Per peer: what it may still draw in answers.
     budget: Vec<Bucket>,
+    /// Per peer: held batches it pushed (its share is `batches_held_max / n`).
+    held_by_peer: Vec<usize>,
     /// Check the maps' invariants after every input (tests, the simulator,
     /// debug builds).
     checked: bool,
@@ -467,6 +472,7 @@ impl ConsensusNode {
         let stakes = committee.indices().map(|v| committee.stake(v)).collect();
         let availability = Availability::new(stakes, committee.validity_threshold(), me.as_usize());
         let strikes = vec![Strikes::default(); committee.size()];
+        let held_by_peer = vec![0; committee.size()];
         let budget = vec![
             Bucket {
                 tokens: SERVE_BURST_BYTES as i64,
@@ -501,6 +507,7 @@ impl ConsensusNode {
             rejected_order: VecDeque::new(),
             strikes,
             budget,
+            held_by_peer,
             checked: cfg!(debug_assertions),
             persist_blocks: Vec::new(),
             persist_batches: Vec::new(),
@@ -757,7 +764,7 @@ impl ConsensusNode {
         let c = self.commits.pop_front().expect("front exists");
         let mut txs = Vec::new();
         for d in &c.digests {
-            if let Some(h) = self.held.remove(d) {
+            if let Some(h) = self.remove_held(d) {
                 txs.extend(h.txs.iter().cloned());
             }
         }
@@ -803,7 +810,7 @@ impl ConsensusNode {
                 msg: PeerMessage::Batch(bytes.to_vec()),
             });
         }
-        self.insert_held(now, d, bytes, txs);
+        self.insert_held(now, d, bytes, txs, None);
         if self.availability.sealed(d, now.0) {
             self.make_available(d, now);
         }
@@ -894,14 +901,18 @@ impl ConsensusNode {
             self.penalize(now, from, "a batch refused before");
             return;
         }
-        if self.held.len() >= self.config.batches_held_max {
+        let share = (self.config.batches_held_max / self.committee.size()).max(1);
+        if self.held.len() >= self.config.batches_held_max
+            || self.held_by_peer[from as usize] >= share
+        {
             self.metrics.batches_refused_full += 1;
             return;
         }
         self.metrics.batches_received += 1;
         match self.check_batch(&bytes, Some(from)) {
             Ok(txs) => {
-                self.hold(now, d, bytes, txs);
+                self.persist_batches.push((d, bytes.clone()));
+                self.insert_held(now, d, bytes, txs, Some(from));
                 self.ack(from, d);
             }
             Err(why) => {
@@ -949,25 +960,45 @@ impl ConsensusNode {
         });
     }
 
-    /// A peer's batch, checked: stored (in this turn's write) and held.
+    /// A fetched batch, checked: stored (in this turn's write) and held.
     fn hold(&mut self, now: Time, d: BatchDigest, bytes: Arc<[u8]>, txs: Vec<VerifiedTx>) {
         self.persist_batches.push((d, bytes.clone()));
-        self.insert_held(now, d, bytes, txs);
+        self.insert_held(now, d, bytes, txs, None);
     }
 
     /// Every batch enters memory here: no longer wanted, and parked blocks
     /// that waited only for it go on to the core.
-    fn insert_held(&mut self, now: Time, d: BatchDigest, bytes: Arc<[u8]>, txs: Vec<VerifiedTx>) {
+    fn insert_held(
+        &mut self,
+        now: Time,
+        d: BatchDigest,
+        bytes: Arc<[u8]>,
+        txs: Vec<VerifiedTx>,
+        pushed_by: Option<u32>,
+    ) {
+        self.remove_held(&d);
+        if let Some(p) = pushed_by {
+            self.held_by_peer[p as usize] += 1;
+        }
         self.held.insert(
             d,
             HeldBatch {
                 bytes,
                 txs: Arc::new(txs),
                 since: now,
+                pushed_by,
             },
         );
         self.wanted.remove(&d);
         self.unpark(now, &d);
+    }
+
+    fn remove_held(&mut self, d: &BatchDigest) -> Option<HeldBatch> {
+        let h = self.held.remove(d)?;
+        if let Some(p) = h.pushed_by {
+            self.held_by_peer[p as usize] -= 1;
+        }
+        Some(h)
     }
 
     /// Decodes a batch and checks its transactions. A fresh batch from peer
@@ -1194,6 +1225,12 @@ impl ConsensusNode {
         let needed = self.needed_batches();
         self.held
             .retain(|d, h| needed.contains(d) || now < h.since.plus_ms(HELD_MAX_AGE_MS));
+        self.held_by_peer.iter_mut().for_each(|c| *c = 0);
+        for h in self.held.values() {
+            if let Some(p) = h.pushed_by {
+                self.held_by_peer[p as usize] += 1;
+            }
+        }
     }
 
     // ----- serving peers ----------------------------------------------------
@@ -1486,7 +1523,7 @@ impl ConsensusNode {
         if index <= self.applied {
             // Replayed by recovery: applied before the restart.
             for d in &digests {
-                self.held.remove(d);
+                self.remove_held(d);
             }
             return;
         }
@@ -1502,7 +1539,7 @@ impl ConsensusNode {
                     // The store is a boundary: check it again (it was
                     // checked when stored, so all of it should pass).
                     let txs = self.check_batch(&bytes, None).unwrap_or_default();
-                    self.insert_held(now, *d, bytes.into(), txs);
+                    self.insert_held(now, *d, bytes.into(), txs, None);
                 }
                 None => self.want(now, *d, src.clone()),
             }
@@ -1566,6 +1603,13 @@ impl ConsensusNode {
                 );
             }
         }
+        let mut by_peer = vec![0usize; self.held_by_peer.len()];
+        for h in self.held.values() {
+            if let Some(p) = h.pushed_by {
+                by_peer[p as usize] += 1;
+            }
+        }
+        assert_eq!(by_peer, self.held_by_peer, "held batches per peer");
         assert_eq!(self.included.len(), self.included_order.len());
         assert!(self.included.len() <= INCLUDED_WINDOW);
         assert!(self.sealing.len() < self.config.batch_txs_max.max(1));

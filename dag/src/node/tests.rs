@@ -412,10 +412,12 @@ fn peers_batches_are_checked_once_and_only_from_their_author() {
     assert!(c.nodes[0].poll_intent().is_none());
 }
 
+/// Issue 17, fault 4 (the machine's part): one peer may fill only its
+/// share (`batches_held_max / n`) of the held batches.
 #[test]
-fn the_held_set_is_bounded() {
+fn the_held_set_is_bounded_per_peer() {
     let cfg = NodeConfig {
-        batches_held_max: 3,
+        batches_held_max: 8,
         ..config()
     };
     let mut c = Cluster::new(&[1, 1, 1, 1], cfg);
@@ -424,8 +426,15 @@ fn the_held_set_is_bounded() {
         let b = peer_batch(1, nonce, &[tx(5, nonce, 1)]);
         c.nodes[0].handle_peer(c.now, 1, PeerMessage::Batch(b));
     }
-    assert_eq!(c.nodes[0].gauges().batches_held, 3);
-    assert_eq!(c.nodes[0].metrics().batches_refused_full, 2);
+    assert_eq!(c.nodes[0].gauges().batches_held, 2, "8 / 4 for validator 1");
+    assert_eq!(c.nodes[0].metrics().batches_refused_full, 3);
+    // Another peer still has its share.
+    for nonce in 0..2 {
+        let b = peer_batch(2, nonce, &[tx(6, nonce, 1)]);
+        c.nodes[0].handle_peer(c.now, 2, PeerMessage::Batch(b));
+    }
+    assert_eq!(c.nodes[0].gauges().batches_held, 4);
+    assert_eq!(c.nodes[0].metrics().batches_refused_full, 3);
 }
 
 #[test]

@@ -350,6 +350,49 @@ async fn send_raw_and_expect_close(conn: &quinn::Connection, bytes: &[u8]) -> St
     }
 }
 
+/// Issue 17, fault 4: one inbound connection per member. A member that
+/// opens more (a flood, or a restart) keeps only its newest; the older are
+/// closed with the "replaced" code.
+#[tokio::test]
+async fn a_member_keeps_one_inbound_connection() {
+    bounded(async {
+        let (keys, infos, mut sockets) = committee(3, 71);
+        drop(sockets.pop());
+        drop(sockets.pop());
+        let cfg0 = config(0, &infos, &keys[0]);
+        let node0 = Node::start(cfg0.clone(), sockets.pop().unwrap());
+        let raw = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut conns = Vec::new();
+        for _ in 0..5 {
+            let conn = raw_connection(&raw, &keys[2], &infos[0], &cfg0).await;
+            // Established on the node's side once it reads a frame.
+            let mut s = conn.open_uni().await.unwrap();
+            s.write_all(&encode_frame(&PeerMessage::Block(vec![7])))
+                .await
+                .unwrap();
+            s.finish().unwrap();
+            node0.recv(1).await;
+            conns.push(conn);
+        }
+        for old in &conns[..4] {
+            let e = tokio::time::timeout(WAIT, old.closed())
+                .await
+                .expect("the older connection is closed");
+            match e {
+                quinn::ConnectionError::ApplicationClosed(c) => {
+                    assert_eq!(c.error_code, quinn::VarInt::from_u32(CLOSE_REPLACED));
+                }
+                other => panic!("unexpected close: {other}"),
+            }
+        }
+        assert!(conns[4].close_reason().is_none(), "the newest stays open");
+        assert_eq!(node0.counter(|c| &c.connections_replaced), 4);
+        raw.close(0u32.into(), b"done");
+        node0.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn bad_frames_are_counted_and_close_only_that_connection() {
     bounded(async {
