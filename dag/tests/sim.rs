@@ -2,9 +2,9 @@
 //! broken-rule check, determinism, and seed reproduction.
 //!
 //! CI runs `cargo test --release -p velox-dag`: the sweep covers
-//! `SWEEP_SEEDS_PER_CELL` seeds for each of 3 committee sizes x 12
-//! scenarios (756 runs; `node`, `power-loss` and `clock-skew` run the
-//! whole consensus node). Debug builds run a scaled-down sweep (see below).
+//! `SWEEP_SEEDS_PER_CELL` seeds for each of 3 committee sizes x 14
+//! scenarios (882 runs; `node`, `power-loss`, `clock-skew`, `fetch-flood`
+//! and `bad-fetch-response` run the whole consensus node). Debug builds run a scaled-down sweep (see below).
 
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use velox_dag::sim::whole::Mutation;
 use velox_dag::sim::{run, Scenario, SimConfig, Violation};
 use velox_dag::{parse_seed_range, run_cli, CommitRuleConfig, SimArgs};
 
-/// Seeds per (n, scenario) cell: 3 x 12 x 21 = 756 runs in release. Debug
+/// Seeds per (n, scenario) cell: 3 x 14 x 21 = 882 runs in release. Debug
 /// builds (unoptimized ed25519 and blake3, ~20x slower) run one seed per
 /// cell for n = 4 and 7 only.
 const SWEEP_SEEDS_PER_CELL: u64 = if cfg!(debug_assertions) { 1 } else { 21 };

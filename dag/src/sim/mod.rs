@@ -64,11 +64,18 @@ pub enum Scenario {
     /// nodes' clocks jump (by ±1–3 s) once. Timers run on the simulated
     /// monotonic clock; only block timestamps see the wall clocks.
     ClockSkew,
+    /// The whole node; faulty nodes are Byzantine and, besides following
+    /// the protocol, ask every peer for every block they know (with
+    /// ancestors), 64 batches and every round, 12–50 times a second.
+    FetchFlood,
+    /// The whole node; faulty nodes are Byzantine and answer every fetch
+    /// (blocks, batches, rounds) with corrupted bytes.
+    BadFetchResponse,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::Default,
         Scenario::Crash,
         Scenario::Partition,
@@ -81,6 +88,8 @@ impl Scenario {
         Scenario::Node,
         Scenario::PowerLoss,
         Scenario::ClockSkew,
+        Scenario::FetchFlood,
+        Scenario::BadFetchResponse,
     ];
     /// CLI name.
     pub fn name(self) -> &'static str {
@@ -97,13 +106,19 @@ impl Scenario {
             Scenario::Node => "node",
             Scenario::PowerLoss => "power-loss",
             Scenario::ClockSkew => "clock-skew",
+            Scenario::FetchFlood => "fetch-flood",
+            Scenario::BadFetchResponse => "bad-fetch-response",
         }
     }
     /// Whether it runs the whole node ([`whole`]) rather than the core.
     pub fn is_whole_node(self) -> bool {
         matches!(
             self,
-            Scenario::Node | Scenario::PowerLoss | Scenario::ClockSkew
+            Scenario::Node
+                | Scenario::PowerLoss
+                | Scenario::ClockSkew
+                | Scenario::FetchFlood
+                | Scenario::BadFetchResponse
         )
     }
     /// From a CLI name.
@@ -137,6 +152,10 @@ pub enum Behavior {
     SelectiveVote,
     /// Byzantine: blocks of rounds far ahead.
     FarFuture,
+    /// Byzantine (whole node): floods peers with fetch requests.
+    FetchFlood,
+    /// Byzantine (whole node): answers fetches with corrupted bytes.
+    BadFetchResponse,
 }
 
 impl Behavior {
@@ -455,6 +474,8 @@ impl<'a> Sim<'a> {
                 Scenario::SelectiveVote => Behavior::SelectiveVote,
                 Scenario::FarFuture => Behavior::FarFuture,
                 Scenario::Node | Scenario::PowerLoss | Scenario::ClockSkew => Behavior::Crash,
+                Scenario::FetchFlood => Behavior::FetchFlood,
+                Scenario::BadFetchResponse => Behavior::BadFetchResponse,
             };
         }
         let loss_max = match scenario {
@@ -906,7 +927,11 @@ impl<'a> Sim<'a> {
                     self.send(me, p, Msg::Block(far.encode()));
                 }
             }
-            Behavior::SelectiveVote | Behavior::Honest | Behavior::Crash => {
+            Behavior::SelectiveVote
+            | Behavior::Honest
+            | Behavior::Crash
+            | Behavior::FetchFlood
+            | Behavior::BadFetchResponse => {
                 let bytes = b.encode();
                 for p in peers {
                     self.send(me, p, Msg::Block(bytes.clone()));

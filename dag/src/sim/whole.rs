@@ -215,6 +215,8 @@ struct SimNode {
     disk: Disk,
     key: SigningKey,
     faulty: bool,
+    /// Byzantine (`fetch-flood`, `bad-fetch-response`): not checked.
+    byzantine: bool,
     /// Last commit index executed (durable: the storage tile's commit).
     applied: u64,
     incarnation: u32,
@@ -333,12 +335,17 @@ impl<'a> WholeSim<'a> {
                 }
             }
         }
+        let byzantine_scenario = matches!(
+            cfg.scenario,
+            Scenario::FetchFlood | Scenario::BadFetchResponse
+        );
         for (i, key) in keys.into_iter().enumerate() {
             sim.nodes.push(SimNode {
                 machine: None,
                 disk: Disk::default(),
                 key,
                 faulty: faulty[i],
+                byzantine: faulty[i] && byzantine_scenario,
                 applied: 0,
                 incarnation: 0,
                 timer_at: None,
@@ -349,7 +356,10 @@ impl<'a> WholeSim<'a> {
         }
         // Failures: one or two fail/restart cycles per faulty node.
         let power = cfg.scenario == Scenario::PowerLoss;
-        let fails = cfg.scenario != Scenario::ClockSkew;
+        let fails = !matches!(
+            cfg.scenario,
+            Scenario::ClockSkew | Scenario::FetchFlood | Scenario::BadFetchResponse
+        );
         for (i, _) in faulty.iter().enumerate().filter(|(_, f)| **f && fails) {
             let mut t = 0;
             for _ in 0..sim.rng.gen_range(1..=2) {
@@ -363,11 +373,16 @@ impl<'a> WholeSim<'a> {
         }
         sim.stable_at = stable_at;
         sim.end = stable_at.max(Time(1_000)).plus_ms(cfg.liveness_window_ms);
+        let faulty_behavior = match cfg.scenario {
+            Scenario::FetchFlood => super::Behavior::FetchFlood,
+            Scenario::BadFetchResponse => super::Behavior::BadFetchResponse,
+            _ => super::Behavior::Crash,
+        };
         sim.report.behaviors = faulty
             .iter()
             .map(|f| {
                 if *f {
-                    super::Behavior::Crash
+                    faulty_behavior
                 } else {
                     super::Behavior::Honest
                 }
@@ -522,6 +537,9 @@ impl<'a> WholeSim<'a> {
                     m.handle_local_txs(now, txs);
                 }
                 self.drive(node);
+                if self.nodes[node].byzantine && self.cfg.scenario == Scenario::FetchFlood {
+                    self.flood_requests(node);
+                }
                 let t = now.plus_ms(self.rng.gen_range(20..80));
                 self.schedule(t, Event::Txs { node });
             }
@@ -589,12 +607,15 @@ impl<'a> WholeSim<'a> {
                         self.nodes[i].disk.write(blocks, batches, sync);
                     }
                 }
-                Intent::Send(o) => {
+                Intent::Send(mut o) => {
                     if let PeerMessage::Block(bytes) = &o.msg {
                         self.check_signed(i, bytes);
                         if self.report.violation.is_some() {
                             return;
                         }
+                    }
+                    if self.nodes[i].byzantine && self.cfg.scenario == Scenario::BadFetchResponse {
+                        self.corrupt_answer(&mut o.msg);
                     }
                     match o.to {
                         Dest::One(to) => self.send(i as u32, to, o.msg),
@@ -647,8 +668,80 @@ impl<'a> WholeSim<'a> {
         }
     }
 
+    /// `fetch-flood`: asks every peer for every block it knows (with
+    /// ancestors), 64 batches and every round, each time it seals.
+    fn flood_requests(&mut self, i: usize) {
+        let Some(m) = self.nodes[i].machine.as_ref() else {
+            return;
+        };
+        let dag = m.core().dag();
+        let top = dag.highest_round().0;
+        let refs: Vec<_> = (top.saturating_sub(60)..=top)
+            .rev()
+            .flat_map(|r| {
+                dag.round_blocks(Round(r))
+                    .map(|b| crate::node::to_wire(&b.reference()))
+            })
+            .take(crate::core::REQUEST_REFS_MAX)
+            .collect();
+        let mut digests: Vec<[u8; 32]> = (0..32).map(|_| self.rng.gen()).collect();
+        digests.extend(
+            self.nodes[i]
+                .disk
+                .0
+                .lock()
+                .expect("single-threaded")
+                .synced
+                .batches
+                .keys()
+                .take(32)
+                .copied(),
+        );
+        for to in 0..self.nodes.len() as u32 {
+            if to as usize == i {
+                continue;
+            }
+            self.send(i as u32, to, PeerMessage::BlockRequest(refs.clone()));
+            self.send(i as u32, to, PeerMessage::BatchRequest(digests.clone()));
+            self.send(
+                i as u32,
+                to,
+                PeerMessage::RoundsRequest {
+                    from_round: 1,
+                    to_round: u64::MAX,
+                },
+            );
+        }
+    }
+
+    /// `bad-fetch-response`: a Byzantine node's answers are corrupted:
+    /// flipped bytes, truncated blocks, batches swapped for other bytes.
+    fn corrupt_answer(&mut self, msg: &mut PeerMessage) {
+        let items = match msg {
+            PeerMessage::BlockResponse(items) | PeerMessage::BatchResponse(items) => items,
+            PeerMessage::RoundsResponse { blocks, .. } => blocks,
+            _ => return,
+        };
+        for b in items.iter_mut() {
+            if b.is_empty() {
+                continue;
+            }
+            match self.rng.gen_range(0..3) {
+                0 => {
+                    let k = self.rng.gen_range(0..b.len());
+                    b[k] ^= 0x5a;
+                }
+                1 => b.truncate(self.rng.gen_range(0..b.len())),
+                _ => b.reverse(),
+            }
+        }
+    }
+
     /// No honest key signs two blocks for one round.
     fn check_signed(&mut self, i: usize, bytes: &[u8]) {
+        if self.nodes[i].byzantine {
+            return;
+        }
         let Ok(b) = Block::decode(bytes) else { return };
         if b.author().as_usize() != i {
             return;
@@ -669,6 +762,9 @@ impl<'a> WholeSim<'a> {
     }
 
     fn on_commit(&mut self, i: usize, mut c: ReadyCommit) {
+        if self.nodes[i].byzantine {
+            return;
+        }
         if self.cfg.mutation == Some(Mutation::CorruptDelivery) && i == 0 && !c.txs.is_empty() {
             c.txs.pop();
         }
@@ -791,6 +887,9 @@ impl<'a> WholeSim<'a> {
 
     /// Each machine's maps stay within their named bounds.
     fn check_bounds(&mut self, i: usize) {
+        if self.nodes[i].byzantine {
+            return;
+        }
         let Some(m) = self.nodes[i].machine.as_ref() else {
             return;
         };
