@@ -416,6 +416,74 @@ impl Links {
     }
 }
 
+/// What the event loop needs of a simulator (the core's and the whole
+/// node's).
+pub(crate) trait Simulation {
+    /// A scheduled event.
+    type Event;
+    /// The next event due at or before the run's end.
+    fn next_due(&mut self) -> Option<(Time, Self::Event)>;
+    /// Advances virtual time.
+    fn set_now(&mut self, t: Time);
+    /// Carries out one event (checkers included).
+    fn handle_event(&mut self, e: Self::Event);
+    /// The end-of-run liveness check.
+    fn check_end(&mut self);
+    /// The report being built.
+    fn report(&mut self) -> &mut SimReport;
+    /// Length of the agreed sequence.
+    fn agreed(&self) -> usize;
+}
+
+/// Runs events in time order until the end or the first violation, then
+/// the liveness check; fills the report's counts.
+pub(crate) fn run_events<S: Simulation>(sim: &mut S) {
+    let mut last = Time(0);
+    while let Some((t, e)) = sim.next_due() {
+        last = t;
+        sim.set_now(t);
+        sim.report().events += 1;
+        sim.handle_event(e);
+        if sim.report().violation.is_some() {
+            break;
+        }
+    }
+    sim.report().end_ms = last.0;
+    if sim.report().violation.is_none() {
+        sim.check_end();
+    }
+    let agreed = sim.agreed() as u64;
+    sim.report().commits = agreed;
+}
+
+/// The next event of a simulator's queue (ordered by time, then by the
+/// order scheduled), unless it is due after `end`.
+pub(crate) fn next_event<E>(queue: &mut BTreeMap<(Time, u64), E>, end: Time) -> Option<(Time, E)> {
+    let ((t, _), e) = queue.pop_first()?;
+    (t <= end).then_some((t, e))
+}
+
+/// Liveness: every node given as (index, commits after the network became
+/// stable) committed at least twice after `stable_at`.
+pub(crate) fn liveness_violation(
+    counts: impl Iterator<Item = (usize, u64)>,
+    what: &str,
+    stable_at: Time,
+    end: Time,
+    agreed: usize,
+) -> Option<Violation> {
+    for (i, c) in counts {
+        if c < 2 {
+            return Some(Violation::Liveness(format!(
+                "node {i}: {c} {what} after the network became stable at {} ms \
+                 (run ended at {} ms; agreed sequence length {agreed})",
+                stable_at.0, end.0
+            )));
+        }
+    }
+    None
+}
+
 /// Runs one simulation.
 pub fn run(cfg: &SimConfig) -> SimReport {
     if cfg.scenario.is_whole_node() {
@@ -441,6 +509,28 @@ struct Sim<'a> {
     /// (author, round) -> digest for honest signers.
     signed: HashMap<(ValidatorIndex, Round), Digest>,
     report: SimReport,
+}
+
+impl Simulation for Sim<'_> {
+    type Event = Event;
+    fn next_due(&mut self) -> Option<(Time, Event)> {
+        next_event(&mut self.queue, self.end)
+    }
+    fn set_now(&mut self, t: Time) {
+        self.now = t;
+    }
+    fn handle_event(&mut self, e: Event) {
+        self.handle(e);
+    }
+    fn check_end(&mut self) {
+        self.check_liveness();
+    }
+    fn report(&mut self) -> &mut SimReport {
+        &mut self.report
+    }
+    fn agreed(&self) -> usize {
+        self.log.len()
+    }
 }
 
 impl<'a> Sim<'a> {
@@ -604,22 +694,7 @@ impl<'a> Sim<'a> {
     }
 
     fn run(mut self) -> SimReport {
-        while let Some(((t, _), e)) = self.queue.pop_first() {
-            if t > self.end {
-                break;
-            }
-            self.now = t;
-            self.report.events += 1;
-            self.handle(e);
-            if self.report.violation.is_some() {
-                break;
-            }
-        }
-        self.report.end_ms = self.now.0;
-        if self.report.violation.is_none() {
-            self.check_liveness();
-        }
-        self.report.commits = self.log.len() as u64;
+        run_events(&mut self);
         let mut eq: Vec<ValidatorIndex> = self
             .nodes
             .iter()
@@ -673,22 +748,19 @@ impl<'a> Sim<'a> {
     }
 
     fn check_liveness(&mut self) {
-        for (i, n) in self.nodes.iter().enumerate() {
-            if n.behavior.is_byzantine() {
-                continue;
-            }
-            if n.commits_after_stable < 2 {
-                self.report.violation = Some(Violation::Liveness(format!(
-                    "node {i} committed {} leaders after the network became stable at {} ms \
-                     (run ended at {} ms; agreed sequence length {})",
-                    n.commits_after_stable,
-                    self.stable_at.0,
-                    self.end.0,
-                    self.log.len()
-                )));
-                return;
-            }
-        }
+        let counts = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !n.behavior.is_byzantine())
+            .map(|(i, n)| (i, n.commits_after_stable));
+        self.report.violation = liveness_violation(
+            counts,
+            "committed leaders",
+            self.stable_at,
+            self.end,
+            self.log.len(),
+        );
     }
 
     fn handle(&mut self, e: Event) {

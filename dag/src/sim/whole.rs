@@ -261,6 +261,28 @@ struct WholeSim<'a> {
     report: SimReport,
 }
 
+impl super::Simulation for WholeSim<'_> {
+    type Event = Event;
+    fn next_due(&mut self) -> Option<(Time, Event)> {
+        super::next_event(&mut self.queue, self.end)
+    }
+    fn set_now(&mut self, t: Time) {
+        self.now = t;
+    }
+    fn handle_event(&mut self, e: Event) {
+        self.handle(e);
+    }
+    fn check_end(&mut self) {
+        self.check_liveness();
+    }
+    fn report(&mut self) -> &mut SimReport {
+        &mut self.report
+    }
+    fn agreed(&self) -> usize {
+        self.log.len()
+    }
+}
+
 impl<'a> WholeSim<'a> {
     fn new(cfg: &'a SimConfig) -> WholeSim<'a> {
         let n = cfg.validators;
@@ -461,42 +483,24 @@ impl<'a> WholeSim<'a> {
     }
 
     fn run(mut self) -> SimReport {
-        while let Some(((t, _), e)) = self.queue.pop_first() {
-            if t > self.end {
-                break;
-            }
-            self.now = t;
-            self.report.events += 1;
-            self.handle(e);
-            if self.report.violation.is_some() {
-                break;
-            }
-        }
-        self.report.end_ms = self.now.0;
-        if self.report.violation.is_none() {
-            self.check_liveness();
-        }
-        self.report.commits = self.log.len() as u64;
+        super::run_events(&mut self);
         self.report
     }
 
     fn check_liveness(&mut self) {
-        for (i, n) in self.nodes.iter().enumerate() {
-            if n.faulty {
-                continue;
-            }
-            if n.commits_after_stable < 2 {
-                self.report.violation = Some(Violation::Liveness(format!(
-                    "node {i} delivered {} commits after the network became stable at {} ms \
-                     (run ended at {} ms; agreed sequence length {})",
-                    n.commits_after_stable,
-                    self.stable_at.0,
-                    self.end.0,
-                    self.log.len()
-                )));
-                return;
-            }
-        }
+        let counts = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !n.faulty)
+            .map(|(i, n)| (i, n.commits_after_stable));
+        self.report.violation = super::liveness_violation(
+            counts,
+            "commits delivered",
+            self.stable_at,
+            self.end,
+            self.log.len(),
+        );
     }
 
     fn handle(&mut self, e: Event) {
