@@ -2,9 +2,9 @@
 //! broken-rule check, determinism, and seed reproduction.
 //!
 //! CI runs `cargo test --release -p velox-dag`: the sweep covers
-//! `SWEEP_SEEDS_PER_CELL` seeds for each of 3 committee sizes x 14
-//! scenarios (882 runs; `node`, `power-loss`, `clock-skew`, `fetch-flood`
-//! and `bad-fetch-response` run the whole consensus node). Debug builds run a scaled-down sweep (see below).
+//! `SWEEP_SEEDS_PER_CELL` seeds for each of 3 committee sizes x 15
+//! scenarios (945 runs; `node`, `power-loss`, `clock-skew`, `fetch-flood`,
+//! `bad-fetch-response` and `long-partition` run the whole consensus node). Debug builds run a scaled-down sweep (see below).
 
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use velox_dag::sim::whole::Mutation;
 use velox_dag::sim::{run, Scenario, SimConfig, Violation};
 use velox_dag::{parse_seed_range, run_cli, CommitRuleConfig, SimArgs};
 
-/// Seeds per (n, scenario) cell: 3 x 14 x 21 = 882 runs in release. Debug
+/// Seeds per (n, scenario) cell: 3 x 15 x 21 = 945 runs in release. Debug
 /// builds (unoptimized ed25519 and blake3, ~20x slower) run one seed per
 /// cell for n = 4 and 7 only.
 const SWEEP_SEEDS_PER_CELL: u64 = if cfg!(debug_assertions) { 1 } else { 21 };
@@ -167,6 +167,22 @@ fn commit_timestamps_pushed_ahead_by_a_fast_clock_are_caught() {
         Scenario::ClockSkew,
         |v| matches!(v, Violation::Safety(s) if s.contains("stamped")),
     );
+}
+
+/// `long-partition` exercises what it claims: the cut-off validators fall
+/// further behind than the GC depth (20 rounds in that scenario), and the
+/// sweep requires them to catch up.
+#[test]
+fn a_long_partition_outlasts_the_gc_depth_and_is_caught_up() {
+    for seed in 0..5 {
+        let r = run(&SimConfig::new(4, 1, seed, Scenario::LongPartition));
+        assert!(r.violation.is_none(), "{:?}", r.violation);
+        let gap = r.partition_gap_rounds.expect("measured at the heal");
+        assert!(
+            gap > 20,
+            "seed {seed}: only {gap} rounds behind at the heal"
+        );
+    }
 }
 
 #[test]

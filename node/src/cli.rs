@@ -110,7 +110,7 @@ enum Cmd {
         seeds: String,
         /// Core scenarios: default, crash, partition, equivocate, withhold, bad-sig, bad-parents,
         /// selective-vote, far-future. Whole-node scenarios (the consensus node machine with real batches):
-        /// node, power-loss, clock-skew, fetch-flood, bad-fetch-response.
+        /// node, power-loss, clock-skew, fetch-flood, bad-fetch-response, long-partition.
         #[arg(long)]
         scenario: Option<String>,
     },

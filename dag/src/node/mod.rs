@@ -323,6 +323,10 @@ pub struct NodeGauges {
     pub batches_waiting_acks: usize,
     /// Batches held in memory.
     pub batches_held: usize,
+    /// Of them, batches peers pushed (bounded by `batches_held_max`, each
+    /// peer by its share); the others are own, fetched or read back for a
+    /// commit or a parked block.
+    pub batches_held_pushed: usize,
     /// Commits waiting for their batches (or for the driver).
     pub commits_waiting: usize,
     /// Peers' blocks parked for their batches.
@@ -573,6 +577,7 @@ impl ConsensusNode {
         NodeGauges {
             batches_waiting_acks: self.availability.waiting(),
             batches_held: self.held.len(),
+            batches_held_pushed: self.held_by_peer.iter().sum(),
             commits_waiting: self.commits.len(),
             blocks_parked: self.parked.len(),
             batches_wanted: self.wanted.len(),

@@ -71,11 +71,16 @@ pub enum Scenario {
     /// The whole node; faulty nodes are Byzantine and answer every fetch
     /// (blocks, batches, rounds) with corrupted bytes.
     BadFetchResponse,
+    /// The whole node, a short GC depth (20 rounds): a minority (at most f)
+    /// is cut off for 3–5 s, far longer than the GC depth, then the
+    /// network heals and it must catch up (the others serve the rounds it
+    /// missed from their logs).
+    LongPartition,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::Default,
         Scenario::Crash,
         Scenario::Partition,
@@ -90,6 +95,7 @@ impl Scenario {
         Scenario::ClockSkew,
         Scenario::FetchFlood,
         Scenario::BadFetchResponse,
+        Scenario::LongPartition,
     ];
     /// CLI name.
     pub fn name(self) -> &'static str {
@@ -108,6 +114,7 @@ impl Scenario {
             Scenario::ClockSkew => "clock-skew",
             Scenario::FetchFlood => "fetch-flood",
             Scenario::BadFetchResponse => "bad-fetch-response",
+            Scenario::LongPartition => "long-partition",
         }
     }
     /// Whether it runs the whole node ([`whole`]) rather than the core.
@@ -119,6 +126,7 @@ impl Scenario {
                 | Scenario::ClockSkew
                 | Scenario::FetchFlood
                 | Scenario::BadFetchResponse
+                | Scenario::LongPartition
         )
     }
     /// From a CLI name.
@@ -271,6 +279,9 @@ pub struct SimReport {
     pub equivocators_seen: Vec<ValidatorIndex>,
     /// First failure, if any (the run stops there).
     pub violation: Option<Violation>,
+    /// `long-partition`: how many rounds the connected side was ahead of
+    /// the cut-off side when the partition healed.
+    pub partition_gap_rounds: Option<u64>,
 }
 
 /// Verifies each distinct (key, digest, signature) once per run and shares
@@ -387,6 +398,16 @@ impl Links {
             loss,
             partition,
         }
+    }
+
+    /// Cuts `side` (true) off from the rest from `start` to `end`.
+    pub(crate) fn with_partition(mut self, start: Time, end: Time, side: &[bool]) -> Links {
+        self.partition = Some(Partition {
+            start,
+            end,
+            side: side.iter().map(|s| u8::from(*s)).collect(),
+        });
+        self
     }
 
     /// When the partition (if any) heals.
@@ -563,7 +584,10 @@ impl<'a> Sim<'a> {
                 Scenario::BadParents => Behavior::BadParents,
                 Scenario::SelectiveVote => Behavior::SelectiveVote,
                 Scenario::FarFuture => Behavior::FarFuture,
-                Scenario::Node | Scenario::PowerLoss | Scenario::ClockSkew => Behavior::Crash,
+                Scenario::Node
+                | Scenario::PowerLoss
+                | Scenario::ClockSkew
+                | Scenario::LongPartition => Behavior::Crash,
                 Scenario::FetchFlood => Behavior::FetchFlood,
                 Scenario::BadFetchResponse => Behavior::BadFetchResponse,
             };

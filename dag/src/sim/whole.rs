@@ -208,6 +208,8 @@ enum Event {
         node: usize,
     },
     Flush,
+    /// `long-partition` heals: the gap is measured.
+    Heal,
 }
 
 struct SimNode {
@@ -307,9 +309,21 @@ impl<'a> WholeSim<'a> {
             }
         }
         let partition_chance = (cfg.scenario == Scenario::Node).then_some(0.3);
-        let links = Links::random(&mut rng, n, 0.03, partition_chance);
+        let mut links = Links::random(&mut rng, n, 0.03, partition_chance);
+        let mut heal_at = None;
+        if cfg.scenario == Scenario::LongPartition {
+            // The faulty set (below a third of the stake) is cut off: it
+            // stays honest, and must catch up after the heal.
+            let start = Time(rng.gen_range(300..800));
+            let end = start.plus_ms(rng.gen_range(3_000..5_000));
+            links = links.with_partition(start, end, &faulty);
+            heal_at = Some(end);
+        }
         let mut stable_at = links.healed_at();
         let mut core_config = cfg.core;
+        if cfg.scenario == Scenario::LongPartition {
+            core_config.gc_depth_rounds = 20;
+        }
         if cfg.mutation == Some(Mutation::NoTimestampWindow) {
             core_config.timestamp_future_max_ms = u64::MAX / 4;
         }
@@ -380,7 +394,10 @@ impl<'a> WholeSim<'a> {
         let power = cfg.scenario == Scenario::PowerLoss;
         let fails = !matches!(
             cfg.scenario,
-            Scenario::ClockSkew | Scenario::FetchFlood | Scenario::BadFetchResponse
+            Scenario::ClockSkew
+                | Scenario::FetchFlood
+                | Scenario::BadFetchResponse
+                | Scenario::LongPartition
         );
         for (i, _) in faulty.iter().enumerate().filter(|(_, f)| **f && fails) {
             let mut t = 0;
@@ -398,6 +415,7 @@ impl<'a> WholeSim<'a> {
         let faulty_behavior = match cfg.scenario {
             Scenario::FetchFlood => super::Behavior::FetchFlood,
             Scenario::BadFetchResponse => super::Behavior::BadFetchResponse,
+            Scenario::LongPartition => super::Behavior::Honest,
             _ => super::Behavior::Crash,
         };
         sim.report.behaviors = faulty
@@ -412,6 +430,9 @@ impl<'a> WholeSim<'a> {
             .collect();
         if cfg.mutation == Some(Mutation::UnsyncedWrites) {
             sim.schedule(Time(500), Event::Flush);
+        }
+        if let Some(t) = heal_at {
+            sim.schedule(t, Event::Heal);
         }
         for i in 0..n {
             sim.start_node(i);
@@ -492,7 +513,8 @@ impl<'a> WholeSim<'a> {
             .nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| !n.faulty)
+            // Cut-off validators are honest: they must catch up too.
+            .filter(|(_, n)| !n.faulty || self.cfg.scenario == Scenario::LongPartition)
             .map(|(i, n)| (i, n.commits_after_stable));
         self.report.violation = super::liveness_violation(
             counts,
@@ -558,6 +580,18 @@ impl<'a> WholeSim<'a> {
                 }
             }
             Event::Restart { node } => self.start_node(node),
+            Event::Heal => {
+                let top = |cut: bool| {
+                    self.nodes
+                        .iter()
+                        .filter(|n| n.faulty == cut)
+                        .filter_map(|n| n.machine.as_ref())
+                        .map(|m| m.core().dag().highest_round().0)
+                        .max()
+                        .unwrap_or(0)
+                };
+                self.report.partition_gap_rounds = Some(top(false).saturating_sub(top(true)));
+            }
             Event::Flush => {
                 for n in &self.nodes {
                     n.disk.flush();
@@ -899,15 +933,14 @@ impl<'a> WholeSim<'a> {
         };
         let g = m.gauges();
         let c = &self.node_config;
-        // Own batches are held beside peers' (at most what the
-        // availability timeout lets one node seal meanwhile).
-        let held_max = c.batches_held_max + g.own_batches;
+        // Batches peers pushed are bounded (each peer by its share); own,
+        // fetched and read-back ones by what commits and parked blocks need.
         let problem = if g.blocks_parked > PARKED_BLOCKS_MAX {
             Some(format!("{} parked blocks", g.blocks_parked))
-        } else if g.batches_held > held_max {
+        } else if g.batches_held_pushed > c.batches_held_max {
             Some(format!(
-                "{} held batches (bound {held_max})",
-                g.batches_held
+                "{} pushed batches held (bound {})",
+                g.batches_held_pushed, c.batches_held_max
             ))
         } else if g.sealing_txs >= c.batch_txs_max {
             Some(format!(
