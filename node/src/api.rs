@@ -935,7 +935,7 @@ fn render_peers(o: &mut String, s: &velox_net::peer::PeerCountersSnapshot) {
 
 fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-    let m: [(&str, &str, &str, f64); 46] = [
+    let m: [(&str, &str, &str, f64); 47] = [
         (
             "velox_consensus_round",
             "gauge",
@@ -1135,6 +1135,12 @@ fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
             "counter",
             "RoundsRequests unanswered: the requester proposes now, so it is not joining.",
             g(&c.rounds_requests_refused),
+        ),
+        (
+            "velox_batches_released_total",
+            "counter",
+            "Peers' batches dropped from memory (kept on disk) to make room in their peer's share.",
+            g(&c.batches_released),
         ),
         (
             "velox_peer_served_bytes_total",

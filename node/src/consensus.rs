@@ -116,6 +116,9 @@ pub struct ConsensusCounters {
     pub rounds_requests_refused: AtomicU64,
     /// Bytes of blocks, batches and rounds served to peers.
     pub served_bytes: AtomicU64,
+    /// Pushed batches dropped from memory (kept on disk) to make room in
+    /// their peer's share.
+    pub batches_released: AtomicU64,
     /// Resent copies of refused batches, refused without a second check.
     pub batches_rejected_again: AtomicU64,
     /// Fetched batches nothing asked for (late answers).
@@ -665,6 +668,7 @@ impl ConsensusTile {
         set(&c.serve_refused_budget, n.serve_refused_budget);
         set(&c.rounds_requests_refused, n.rounds_requests_refused);
         set(&c.served_bytes, n.served_bytes);
+        set(&c.batches_released, n.batches_released);
         set(&c.batches_unrequested, n.batches_unrequested);
         set(&c.peer_backoffs, n.peer_backoffs);
         set(&c.peer_messages_ignored, n.peer_messages_ignored);

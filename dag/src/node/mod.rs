@@ -314,6 +314,9 @@ pub struct NodeMetrics {
     pub rounds_requests_refused: u64,
     /// Bytes of answers served to peers.
     pub served_bytes: u64,
+    /// Pushed batches dropped from memory (kept in the store) to make room
+    /// in their peer's share.
+    pub batches_released: u64,
 }
 
 /// Sizes of the machine's maps (gauges).
@@ -907,6 +910,14 @@ impl ConsensusNode {
             return;
         }
         let share = (self.config.batches_held_max / self.committee.size()).max(1);
+        if self.held_by_peer[from as usize] >= share {
+            // Its share is full: let its oldest pushed batch that nothing
+            // waits for leave memory (it stays in the store and is read
+            // back if a commit names it), so batches that never commit
+            // (their author abandoned them, or was cut off) cannot keep
+            // the share full.
+            self.release_oldest_pushed(from);
+        }
         if self.held.len() >= self.config.batches_held_max
             || self.held_by_peer[from as usize] >= share
         {
@@ -926,6 +937,26 @@ impl ConsensusNode {
                 }
                 self.penalize(now, from, "invalid batch");
             }
+        }
+    }
+
+    /// Drops from memory the oldest batch `peer` pushed that no queued
+    /// commit or parked block needs (it stays in the store).
+    fn release_oldest_pushed(&mut self, peer: u32) {
+        let needed = self.needed_batches();
+        let oldest = self
+            .held
+            .iter()
+            .filter(|(d, h)| {
+                h.pushed_by == Some(peer)
+                    && !needed.contains(*d)
+                    && !self.parked_on.contains_key(*d)
+            })
+            .min_by_key(|(d, h)| (h.since, **d))
+            .map(|(d, _)| *d);
+        if let Some(d) = oldest {
+            self.remove_held(&d);
+            self.metrics.batches_released += 1;
         }
     }
 
