@@ -69,7 +69,8 @@ pub const INCLUDED_WINDOW: usize = 1 << 20;
 pub const PARKED_BLOCKS_MAX: usize = 10_000;
 /// A parked block whose batches did not arrive in this long is dropped.
 pub const PARKED_MAX_AGE_MS: u64 = 60_000;
-/// Fetch attempts for a batch no commit needs yet before giving up.
+/// Fetch attempts for a batch at `batch_fetch_retry_ms`; after them it is
+/// asked for ten times less often, for as long as something waits for it.
 pub const BATCH_FETCH_ATTEMPTS_MAX: usize = 50;
 /// A peer's batch no commit needs is dropped from memory after this long
 /// once the held set is half full (it stays in the store).
@@ -1206,10 +1207,16 @@ impl ConsensusNode {
             return;
         }
         let needed = self.needed_batches();
-        // A batch only parked blocks want, that nobody could serve after
-        // many tries: give up (its blocks age out of the parking).
+        // A batch nothing waits for any more (its parked blocks aged out,
+        // no commit names it) is no longer fetched. One that something
+        // waits for is asked for until it arrives, ten times less often
+        // after BATCH_FETCH_ATTEMPTS_MAX tries: giving up while a parked
+        // block still waits would leave that block, and everything above
+        // it, stuck until the block aged out (a validator cut off while
+        // its fetches ran out stalled a minute after the heal).
+        let parked_on = &self.parked_on;
         self.wanted
-            .retain(|d, w| w.attempts < BATCH_FETCH_ATTEMPTS_MAX || needed.contains(d));
+            .retain(|d, _| needed.contains(d) || parked_on.contains_key(d));
         let retry = self.config.batch_fetch_retry_ms;
         let mut by_peer: BTreeMap<u32, Vec<[u8; 32]>> = BTreeMap::new();
         for (d, w) in self.wanted.iter_mut() {
@@ -1218,7 +1225,12 @@ impl ConsensusNode {
             }
             let src = w.sources[w.attempts % w.sources.len()];
             w.attempts += 1;
-            w.next_try = now.plus_ms(retry);
+            let every = if w.attempts >= BATCH_FETCH_ATTEMPTS_MAX {
+                retry.saturating_mul(10)
+            } else {
+                retry
+            };
+            w.next_try = now.plus_ms(every);
             by_peer.entry(src.0).or_default().push(*d);
         }
         for (peer, ds) in by_peer {
