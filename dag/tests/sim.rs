@@ -192,8 +192,14 @@ fn a_long_partition_outlasts_the_gc_depth_and_is_caught_up() {
 /// tries).
 #[test]
 fn long_partition_seeds_that_stalled_now_catch_up() {
-    for seed in [89, 132, 170, 188] {
-        let cfg = SimConfig::new(4, 1, seed, Scenario::LongPartition);
+    for (n, f, seed) in [
+        (4, 1, 89),
+        (4, 1, 132),
+        (4, 1, 170),
+        (4, 1, 188),
+        (7, 2, 348),
+    ] {
+        let cfg = SimConfig::new(n, f, seed, Scenario::LongPartition);
         let r = run(&cfg);
         assert!(
             r.violation.is_none(),
