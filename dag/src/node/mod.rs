@@ -394,6 +394,47 @@ struct Bucket {
     last: Time,
 }
 
+/// A set of the last `cap` digests inserted; the oldest is forgotten
+/// first (the duplicate-batch window, the refused-batch memory).
+struct RecentSet {
+    set: HashSet<BatchDigest>,
+    order: VecDeque<BatchDigest>,
+    cap: usize,
+}
+
+impl RecentSet {
+    fn new(cap: usize) -> Self {
+        RecentSet {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+
+    /// Inserts `d`; false if it was there already.
+    fn insert(&mut self, d: BatchDigest) -> bool {
+        if !self.set.insert(d) {
+            return false;
+        }
+        self.order.push_back(d);
+        if self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn contains(&self, d: &BatchDigest) -> bool {
+        self.set.contains(d)
+    }
+
+    fn check_invariants(&self) {
+        assert_eq!(self.set.len(), self.order.len());
+        assert!(self.set.len() <= self.cap);
+    }
+}
+
 #[derive(Clone, Copy, Default)]
 struct Strikes {
     count: u32,
@@ -426,8 +467,8 @@ pub struct ConsensusNode {
     /// Last commit index delivered (or stored at start).
     applied: u64,
     commits: VecDeque<PendingCommit>,
-    included: HashSet<BatchDigest>,
-    included_order: VecDeque<BatchDigest>,
+    /// The last [`INCLUDED_WINDOW`] batch digests commits included.
+    included: RecentSet,
     wanted: BTreeMap<BatchDigest, Wanted>,
     parked: BTreeMap<BlockRef, Parked>,
     /// Batch digest -> parked blocks waiting for it.
@@ -441,8 +482,7 @@ pub struct ConsensusNode {
     next_batch_nonce: u64,
     metrics: NodeMetrics,
     /// Peers' batches refused for their bytes (see [`REJECTED_BATCHES_MAX`]).
-    rejected: HashSet<BatchDigest>,
-    rejected_order: VecDeque<BatchDigest>,
+    rejected: RecentSet,
     /// Per peer: strikes in the current window, the window's start, and
     /// the end of its backoff.
     strikes: Vec<Strikes>,
@@ -502,8 +542,7 @@ impl ConsensusNode {
             sealing_since: None,
             applied,
             commits: VecDeque::new(),
-            included: HashSet::new(),
-            included_order: VecDeque::new(),
+            included: RecentSet::new(INCLUDED_WINDOW),
             wanted: BTreeMap::new(),
             parked: BTreeMap::new(),
             parked_on: HashMap::new(),
@@ -511,8 +550,7 @@ impl ConsensusNode {
             own_checked_gc: Round(0),
             next_batch_nonce: first_batch_nonce,
             metrics: NodeMetrics::default(),
-            rejected: HashSet::new(),
-            rejected_order: VecDeque::new(),
+            rejected: RecentSet::new(REJECTED_BATCHES_MAX),
             strikes,
             budget,
             held_by_peer,
@@ -530,7 +568,7 @@ impl ConsensusNode {
     /// empty and differ from the peers'.
     pub fn seed_included(&mut self, digests: impl IntoIterator<Item = BatchDigest>) {
         for d in digests {
-            self.include(d);
+            self.included.insert(d);
         }
     }
 
@@ -934,7 +972,7 @@ impl ConsensusNode {
             }
             Err(why) => {
                 if matches!(why, BatchRefusal::Bad) {
-                    self.remember_rejected(d);
+                    self.rejected.insert(d);
                 }
                 self.penalize(now, from, "invalid batch");
             }
@@ -958,17 +996,6 @@ impl ConsensusNode {
         if let Some(d) = oldest {
             self.remove_held(&d);
             self.metrics.batches_released += 1;
-        }
-    }
-
-    fn remember_rejected(&mut self, d: BatchDigest) {
-        if self.rejected.insert(d) {
-            self.rejected_order.push_back(d);
-            if self.rejected_order.len() > REJECTED_BATCHES_MAX {
-                if let Some(old) = self.rejected_order.pop_front() {
-                    self.rejected.remove(&old);
-                }
-            }
         }
     }
 
@@ -1535,19 +1562,6 @@ impl ConsensusNode {
         self.return_dead_batches();
     }
 
-    fn include(&mut self, d: BatchDigest) -> bool {
-        if !self.included.insert(d) {
-            return false;
-        }
-        self.included_order.push_back(d);
-        if self.included_order.len() > INCLUDED_WINDOW {
-            if let Some(old) = self.included_order.pop_front() {
-                self.included.remove(&old);
-            }
-        }
-        true
-    }
-
     fn on_committed(&mut self, now: Time, sub: CommittedSubDag) {
         let index = sub.index + 1; // commit 0 is genesis
         let mut digests = Vec::new();
@@ -1557,7 +1571,7 @@ impl ConsensusNode {
                 if b.author() == self.me {
                     self.own.remove(&d.0);
                 }
-                if self.include(d.0) {
+                if self.included.insert(d.0) {
                     digests.push(d.0);
                     sources.push(vec![b.author()]);
                 } else if let Some(i) = digests.iter().position(|x| *x == d.0) {
@@ -1658,8 +1672,8 @@ impl ConsensusNode {
             }
         }
         assert_eq!(by_peer, self.held_by_peer, "held batches per peer");
-        assert_eq!(self.included.len(), self.included_order.len());
-        assert!(self.included.len() <= INCLUDED_WINDOW);
+        self.included.check_invariants();
+        self.rejected.check_invariants();
         assert!(self.sealing.len() < self.config.batch_txs_max.max(1));
         assert_eq!(self.sealing.is_empty(), self.sealing_since.is_none());
     }
