@@ -188,6 +188,26 @@ struct MissingBlock {
     next_retry: Time,
 }
 
+impl MissingBlock {
+    /// The peer asked on attempt `attempts`: its likely holders in turn,
+    /// then every other member. An honest peer that sent a descendant
+    /// holds the block, but it is recorded only as a source of the
+    /// descendant's own missing parents: when the holders named here are
+    /// one Byzantine author (or a peer in backoff), asking only them would
+    /// stall the node behind one block forever.
+    fn source(&self, attempts: u32, me: ValidatorIndex, size: usize) -> Option<ValidatorIndex> {
+        let others = (0..size as u32)
+            .map(ValidatorIndex)
+            .filter(|v| *v != me && !self.sources.contains(v));
+        let named = self.sources.iter().copied().filter(|v| *v != me);
+        let total = named.clone().count() + others.clone().count();
+        if total == 0 {
+            return None;
+        }
+        named.chain(others).nth(attempts as usize % total)
+    }
+}
+
 /// DAG-BFT consensus core: a state machine with no I/O.
 ///
 /// Invariants: `highest_signed_round` only grows and no two own blocks share
@@ -793,11 +813,14 @@ impl Core {
         }
         self.age_out_pending(now);
         let cap = self.config.fetch_attempts_max;
+        let (me, size) = (self.me, self.committee.size());
         let mut by_source: BTreeMap<ValidatorIndex, Vec<BlockRef>> = BTreeMap::new();
         for (r, m) in self.missing.iter_mut() {
             if m.next_retry <= now {
                 m.attempts += 1;
-                let src = m.sources[m.attempts as usize % m.sources.len()];
+                let Some(src) = m.source(m.attempts, me, size) else {
+                    continue;
+                };
                 let every = if m.attempts >= cap {
                     self.config.fetch_retry_ms.saturating_mul(10)
                 } else {

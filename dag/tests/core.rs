@@ -512,6 +512,44 @@ fn one_author_cannot_fill_the_pending_buffer() {
 /// `pending_max_age_ms`; a missing block is asked for at `fetch_retry_ms`
 /// `fetch_attempts_max` times, then ten times less often, and no more once
 /// nothing waits for it.
+/// A missing block is asked of its author and the child's sender first,
+/// then of every other member in turn: when both are one Byzantine node,
+/// the honest holders are still reached (bad-fetch-response long sweep).
+#[test]
+fn a_missing_block_is_asked_of_every_member_in_turn() {
+    let (c, keys) = setup(4);
+    let cfg = CoreConfig {
+        fetch_retry_ms: 100,
+        ..CoreConfig::default()
+    };
+    let mut a = core_with(cfg, &c, &keys, 0, 0);
+    drain(&mut a);
+    // Validator 2 authored the missing round-1 block and sent its child.
+    let ghost = block(&keys, 2, 1, &[], 99);
+    let others: Vec<Block> = [1, 3].iter().map(|i| block(&keys, *i, 1, &[], 1)).collect();
+    for b in &others {
+        a.handle_block(Time(0), b.clone(), ValidatorIndex(b.author().0))
+            .unwrap();
+    }
+    let child = block(&keys, 2, 2, &[&ghost, &others[0], &others[1]], 2);
+    assert_eq!(
+        a.handle_block(Time(0), child, ValidatorIndex(2)),
+        Ok(BlockStatus::Pending)
+    );
+    let mut asked = std::collections::BTreeSet::new();
+    for t in 1..=6 {
+        a.handle_timeout(Time(t * 100));
+        for o in drain(&mut a) {
+            if let Output::RequestBlocks { from, refs } = o {
+                assert_eq!(refs, vec![ghost.reference()]);
+                assert_ne!(from, ValidatorIndex(0), "never itself");
+                asked.insert(from.0);
+            }
+        }
+    }
+    assert_eq!(asked, [1, 2, 3].into(), "every other member was asked");
+}
+
 #[test]
 fn pending_blocks_age_out_and_fetches_slow_down_then_stop() {
     let (c, keys) = setup(4);

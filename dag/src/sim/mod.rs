@@ -4,7 +4,8 @@
 //! by one seeded ChaCha RNG: per-link latency ranges (so messages reorder),
 //! loss, partitions that heal, honest nodes that crash and restart from
 //! their persisted blocks, and Byzantine nodes that equivocate, withhold
-//! blocks, send invalid signatures or invalid parents, or vote selectively.
+//! blocks, send invalid signatures or invalid parents, vote selectively or
+//! split their twins between two halves, and a network that targets leaders.
 //!
 //! Checkers: after every event, every honest commit is compared with the
 //! agreed sequence (the committed sequences of honest nodes must be prefixes
@@ -76,11 +77,22 @@ pub enum Scenario {
     /// network heals and it must catch up (the others serve the rounds it
     /// missed from their logs).
     LongPartition,
+    /// Faulty nodes are Byzantine and, for every round they sign (the
+    /// rounds they lead included), send one block to a fixed half of the
+    /// peers and a twin with a different parent set (another quorum of the
+    /// previous round, or other payload where no other quorum exists) to
+    /// the other half, consistently, so each half builds on its own copy.
+    SplitEquivocate,
+    /// No Byzantine node: the network is the adversary. Until it relents
+    /// (1.5–3 s), a block sent by the leader of its round is dropped or
+    /// delayed by 200–1,200 ms, and every block on its way to the next
+    /// round's leader is delayed too, so leaders are the nodes cut off.
+    LeaderTarget,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 17] = [
         Scenario::Default,
         Scenario::Crash,
         Scenario::Partition,
@@ -96,6 +108,8 @@ impl Scenario {
         Scenario::FetchFlood,
         Scenario::BadFetchResponse,
         Scenario::LongPartition,
+        Scenario::SplitEquivocate,
+        Scenario::LeaderTarget,
     ];
     /// CLI name.
     pub fn name(self) -> &'static str {
@@ -115,6 +129,8 @@ impl Scenario {
             Scenario::FetchFlood => "fetch-flood",
             Scenario::BadFetchResponse => "bad-fetch-response",
             Scenario::LongPartition => "long-partition",
+            Scenario::SplitEquivocate => "split-equivocate",
+            Scenario::LeaderTarget => "leader-target",
         }
     }
     /// Whether it runs the whole node ([`whole`]) rather than the core.
@@ -164,6 +180,9 @@ pub enum Behavior {
     FetchFlood,
     /// Byzantine (whole node): answers fetches with corrupted bytes.
     BadFetchResponse,
+    /// Byzantine: a block to one half of the peers, a twin with other
+    /// parents to the other half.
+    SplitEquivocate,
 }
 
 impl Behavior {
@@ -282,6 +301,10 @@ pub struct SimReport {
     /// `long-partition`: how many rounds the connected side was ahead of
     /// the cut-off side when the partition healed.
     pub partition_gap_rounds: Option<u64>,
+    /// What the scenario's adversary did: `split-equivocate`, twins sent
+    /// with another parent set; `leader-target`, block messages dropped or
+    /// delayed.
+    pub adversary_actions: u64,
 }
 
 /// Verifies each distinct (key, digest, signature) once per run and shares
@@ -522,6 +545,10 @@ struct Sim<'a> {
     seq: u64,
     now: Time,
     links: Links,
+    /// `split-equivocate`: which half each node is in.
+    split: Vec<bool>,
+    /// `leader-target`: until when leaders are targeted.
+    target_until: Time,
     stable_at: Time,
     end: Time,
     verifier: SharedVerifier,
@@ -590,6 +617,9 @@ impl<'a> Sim<'a> {
                 | Scenario::LongPartition => Behavior::Crash,
                 Scenario::FetchFlood => Behavior::FetchFlood,
                 Scenario::BadFetchResponse => Behavior::BadFetchResponse,
+                Scenario::SplitEquivocate => Behavior::SplitEquivocate,
+                // The network is the adversary; every node is honest.
+                Scenario::LeaderTarget => Behavior::Honest,
             };
         }
         let loss_max = match scenario {
@@ -603,6 +633,18 @@ impl<'a> Sim<'a> {
         };
         let links = Links::random(&mut rng, n, loss_max, partition_chance);
         let mut stable_at = links.healed_at();
+        // split-equivocate: the two halves the equivocators split.
+        let split: Vec<bool> = {
+            let mut side: Vec<bool> = (0..n).map(|k| k % 2 == 1).collect();
+            side.shuffle(&mut rng);
+            side
+        };
+        let target_until = if scenario == Scenario::LeaderTarget {
+            Time(rng.gen_range(1_500..3_000))
+        } else {
+            Time(0)
+        };
+        stable_at = stable_at.max(target_until);
         let verifier = SharedVerifier::default();
         let mut sim = Sim {
             cfg,
@@ -613,6 +655,8 @@ impl<'a> Sim<'a> {
             seq: 0,
             now: Time(0),
             links,
+            split,
+            target_until,
             stable_at,
             end: Time(0),
             verifier,
@@ -860,13 +904,48 @@ impl<'a> Sim<'a> {
         if from == to {
             return;
         }
-        let Some(at) =
+        let Some(mut at) =
             self.links
                 .deliver_at(&mut self.rng, self.now, from.as_usize(), to.as_usize())
         else {
             return;
         };
+        if self.now < self.target_until {
+            match self.leader_delay(to, &msg) {
+                Some(0) => {}
+                Some(extra) => at = at.plus_ms(extra),
+                None => return,
+            }
+        }
         self.schedule(at, Event::Deliver { from, to, msg });
+    }
+
+    /// `leader-target`: extra delay for a message (`None`: dropped). A
+    /// block sent by its round's leader is dropped or held back; a block
+    /// on its way to the next round's leader is held back, so that leader
+    /// proposes late.
+    fn leader_delay(&mut self, to: ValidatorIndex, msg: &Msg) -> Option<u64> {
+        let Msg::Block(bytes) = msg else {
+            return Some(0);
+        };
+        let Ok(b) = Block::decode(bytes) else {
+            return Some(0);
+        };
+        let leads = self.committee.leader(b.round()) == b.author();
+        let to_next_leader = self.committee.leader(b.round().next()) == to;
+        if leads || to_next_leader {
+            self.report.adversary_actions += 1;
+        }
+        if leads {
+            if self.rng.gen_bool(0.5) {
+                return None;
+            }
+            return Some(self.rng.gen_range(200..=1_200));
+        }
+        if to_next_leader {
+            return Some(self.rng.gen_range(200..=1_200));
+        }
+        Some(0)
     }
 
     /// Carries out every output of node `i`, then re-arms its timer.
@@ -1023,6 +1102,25 @@ impl<'a> Sim<'a> {
                     self.send(me, p, Msg::Block(far.encode()));
                 }
             }
+            Behavior::SplitEquivocate => {
+                let twin = match self.nodes[i].twins.get(&b.round()) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t = self.split_twin(i, b);
+                        self.nodes[i].twins.insert(b.round(), t.clone());
+                        t
+                    }
+                };
+                let (a, t) = (b.encode(), twin.encode());
+                for p in peers {
+                    let m = if self.split[p.as_usize()] {
+                        t.clone()
+                    } else {
+                        a.clone()
+                    };
+                    self.send(me, p, Msg::Block(m));
+                }
+            }
             Behavior::SelectiveVote
             | Behavior::Honest
             | Behavior::Crash
@@ -1034,6 +1132,68 @@ impl<'a> Sim<'a> {
                 }
             }
         }
+    }
+
+    /// A validly signed twin of own block `b` with another parent set: its
+    /// own previous block and a random quorum of the previous round that
+    /// node `i` holds (older parents kept where their author is not in
+    /// it). Where no other quorum exists, the payload differs instead.
+    fn split_twin(&mut self, i: usize, b: &Block) -> Block {
+        let me = b.author();
+        let mut u: UnsignedBlock = b.unsigned().clone();
+        let prev = b.round().prev();
+        let core = self.nodes[i].core.as_ref().expect("broadcasting");
+        let mut others: Vec<BlockRef> = core
+            .dag()
+            .round_blocks(prev)
+            .map(|x| x.reference())
+            .filter(|r| r.author != me)
+            .collect();
+        others.shuffle(&mut self.rng);
+        if let Some(own) = b.parents().iter().find(|p| p.author == me).copied() {
+            let mut quorum = StakeAggregator::default();
+            let mut chosen = vec![own];
+            if own.round == prev {
+                quorum.add(me, &self.committee);
+            }
+            for r in others {
+                if quorum.stake() >= self.committee.quorum_threshold() {
+                    break;
+                }
+                quorum.add(r.author, &self.committee);
+                chosen.push(r);
+            }
+            if quorum.stake() >= self.committee.quorum_threshold() {
+                for p in b.parents() {
+                    if p.round < prev && !chosen.iter().any(|c| c.author == p.author) {
+                        chosen.push(*p);
+                    }
+                }
+                let mut original = b.parents().to_vec();
+                original.sort_by_key(|r| (r.round, r.author));
+                chosen.sort_by_key(|r| (r.round, r.author));
+                if chosen == original {
+                    // The only quorum it holds: reach back to an older
+                    // block of an author the set leaves out instead.
+                    let older = (prev.0.saturating_sub(3).max(1)..prev.0)
+                        .rev()
+                        .flat_map(|r| core.dag().round_blocks(Round(r)))
+                        .map(|x| x.reference())
+                        .find(|r| !chosen.iter().any(|c| c.author == r.author));
+                    if let Some(r) = older {
+                        chosen.push(r);
+                        chosen.sort_by_key(|r| (r.round, r.author));
+                    }
+                }
+                if chosen != original {
+                    self.report.adversary_actions += 1;
+                    u.parents = chosen;
+                    return u.sign(&self.nodes[i].key);
+                }
+            }
+        }
+        u.payload.push(Digest(self.rng.gen()));
+        u.sign(&self.nodes[i].key)
     }
 
     fn bad_parents(&mut self, b: &Block, key: &SigningKey) -> Block {
