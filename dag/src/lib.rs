@@ -53,6 +53,7 @@ pub use crate::core::{
     BlockStatus, Core, CoreConfig, CoreMetrics, Output, ResumeError, ResumePoint,
 };
 pub use crate::dag::DagState;
+pub use crate::node::join::{Join, JoinFailure, JoinStats, Joined};
 pub use crate::node::{
     ConsensusNode, Intent, NodeConfig, NodeGauges, NodeMetrics, NodeStore, ReadyCommit, TxChecker,
 };

@@ -2,9 +2,10 @@
 //! broken-rule check, determinism, and seed reproduction.
 //!
 //! CI runs `cargo test --release -p velox-dag`: the sweep covers
-//! `SWEEP_SEEDS_PER_CELL` seeds for each of 3 committee sizes x 17
-//! scenarios (1071 runs; `node`, `power-loss`, `clock-skew`, `fetch-flood`,
-//! `bad-fetch-response` and `long-partition` run the whole consensus node). Debug builds run a scaled-down sweep (see below).
+//! `SWEEP_SEEDS_PER_CELL` seeds for each of 3 committee sizes x 18
+//! scenarios (1134 runs; `node`, `power-loss`, `clock-skew`, `fetch-flood`,
+//! `bad-fetch-response`, `long-partition` and `join-poison` run the whole
+//! consensus node). Debug builds run a scaled-down sweep (see below).
 
 use std::time::Instant;
 
@@ -13,7 +14,7 @@ use velox_dag::sim::whole::Mutation;
 use velox_dag::sim::{run, Behavior, Scenario, SimConfig, Violation};
 use velox_dag::{parse_seed_range, run_cli, CommitRuleConfig, SimArgs};
 
-/// Seeds per (n, scenario) cell: 3 x 17 x 21 = 1071 runs in release. Debug
+/// Seeds per (n, scenario) cell: 3 x 18 x 21 = 1134 runs in release. Debug
 /// builds (unoptimized ed25519 and blake3, ~20x slower) run one seed per
 /// cell for n = 4 and 7 only.
 const SWEEP_SEEDS_PER_CELL: u64 = if cfg!(debug_assertions) { 1 } else { 21 };
@@ -269,6 +270,27 @@ fn split_equivocation_and_leader_targeting_act_and_are_survived() {
         );
         assert!(r.adversary_actions > 10, "{}", cfg.repro_command());
     }
+}
+
+/// `join-poison` is not vacuous: the validator that lost its log joins
+/// (and then commits, or liveness fails) while its requests are poisoned;
+/// with 2 Byzantine of 7, against absurd heads and rounds, every seed.
+#[test]
+fn a_validator_joins_through_poisoned_answers() {
+    let mut poisoned = 0;
+    for seed in 0..8 {
+        let cfg = SimConfig::new(7, 2, seed, Scenario::JoinPoison);
+        let r = run(&cfg);
+        assert!(
+            r.violation.is_none(),
+            "{}: {:?}",
+            cfg.repro_command(),
+            r.violation
+        );
+        assert_eq!(r.joins, 1, "{}", cfg.repro_command());
+        poisoned += r.adversary_actions;
+    }
+    assert!(poisoned >= 8, "poisoned answers: {poisoned}");
 }
 
 #[test]

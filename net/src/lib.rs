@@ -14,7 +14,7 @@
 //! keys from the node's key ([`endpoint`]), so a restarted node resets the
 //! connections of its previous life instead of leaving them to time out.
 //!
-//! Validators talk to each other through [`peer`] (ALPN `velox-peer/2`):
+//! Validators talk to each other through [`peer`] (ALPN `velox-peer/3`):
 //! mutual TLS bound to committee keys, one unidirectional stream of
 //! length-prefixed rkyv [`PeerMessage`]s per ordered pair of validators,
 //! bounded per-peer queues, heartbeats, liveness and redial with backoff.

@@ -1133,7 +1133,7 @@ fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
         (
             "velox_consensus_rounds_requests_refused_total",
             "counter",
-            "RoundsRequests unanswered: the requester proposes now, so it is not joining.",
+            "RoundsRequests unanswered: the requester's serving budget was spent.",
             g(&c.rounds_requests_refused),
         ),
         (

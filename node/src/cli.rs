@@ -109,8 +109,8 @@ enum Cmd {
         #[arg(long, default_value = "0..20")]
         seeds: String,
         /// Core scenarios: default, crash, partition, equivocate, withhold, bad-sig, bad-parents,
-        /// selective-vote, far-future. Whole-node scenarios (the consensus node machine with real batches):
-        /// node, power-loss, clock-skew, fetch-flood, bad-fetch-response, long-partition.
+        /// selective-vote, far-future, split-equivocate, leader-target. Whole-node scenarios (the consensus node machine with real batches):
+        /// node, power-loss, clock-skew, fetch-flood, bad-fetch-response, long-partition, join-poison.
         #[arg(long)]
         scenario: Option<String>,
     },

@@ -5,7 +5,7 @@
 //! epoch = 0
 //! [[validators]]
 //! public_key = "<64 hex chars, from `velox keygen`>"
-//! peer_addr = "127.0.0.1:7200"   # UDP, QUIC with mutual TLS (ALPN velox-peer/2)
+//! peer_addr = "127.0.0.1:7200"   # UDP, QUIC with mutual TLS (ALPN velox-peer/3)
 //! stake = 1
 //! ```
 //!

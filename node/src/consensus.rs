@@ -112,7 +112,7 @@ pub struct ConsensusCounters {
     pub certified_equivocations: AtomicU64,
     /// Requests unanswered because the peer's serving budget was spent.
     pub serve_refused_budget: AtomicU64,
-    /// `RoundsRequest`s unanswered because the peer is not behind.
+    /// `RoundsRequest`s unanswered because the peer's serving budget was spent.
     pub rounds_requests_refused: AtomicU64,
     /// Bytes of blocks, batches and rounds served to peers.
     pub served_bytes: AtomicU64,

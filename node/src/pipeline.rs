@@ -1,7 +1,7 @@
 //! A validator's pipeline: six tile kinds wired by rings.
 //!
 //! ```text
-//!                  peers ◀──QUIC (velox-peer/2)──▶ net ◀──peer rings──▶ consensus
+//!                  peers ◀──QUIC (velox-peer/3)──▶ net ◀──peer rings──▶ consensus
 //!  net ──ingress──▶ verify×N ──insert──▶ pool ◀─drains─ mempool ──txs──▶ consensus (batches, DAG core)
 //!   ▲                                        ▲  ▲                  │ committed batches
 //!   │ response records (tickets)             │  └──queries── API   ▼

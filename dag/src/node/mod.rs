@@ -47,6 +47,7 @@ use crate::commit::CommittedSubDag;
 use crate::core::{Core, CoreConfig, Output};
 use crate::types::{Committee, Digest, Round, Time, ValidatorIndex};
 
+pub mod join;
 #[cfg(test)]
 mod tests;
 
@@ -96,10 +97,6 @@ pub const SERVE_BYTES_PER_SEC: u64 = 32 << 20;
 pub const SERVE_BURST_BYTES: u64 = 64 << 20;
 /// Most bytes one request is answered with.
 pub const SERVE_REQUEST_BYTES_MAX: usize = 16 << 20;
-/// A `RoundsRequest` is answered only for a peer that is behind: none of
-/// its blocks in this node's DAG is within this many rounds of the DAG's
-/// highest round (a validator that proposes now is not joining).
-pub const ROUNDS_SERVE_BEHIND_MIN: u64 = 3;
 /// Length of a block's key in the consensus log: round (8, big-endian),
 /// author (4, big-endian), digest (32).
 pub const DAG_KEY_LEN: usize = 44;
@@ -311,7 +308,8 @@ pub struct NodeMetrics {
     pub peer_messages_ignored: u64,
     /// Requests not answered: the peer's serving budget was spent.
     pub serve_refused_budget: u64,
-    /// `RoundsRequest`s not answered: the peer is not behind.
+    /// `RoundsRequest`s not answered: the peer's serving budget was spent
+    /// (counted in `serve_refused_budget` too).
     pub rounds_requests_refused: u64,
     /// Bytes of answers served to peers.
     pub served_bytes: u64,
@@ -1319,19 +1317,14 @@ impl ConsensusNode {
     /// signs a round it signed before its data was lost, and its next
     /// block has an own parent). The last part says `done`.
     fn serve_rounds(&mut self, now: Time, to: u32, from_round: u64, to_round: u64) {
+        // Answered whoever asks, within the peer's serving budget: a
+        // validator whose blocks are still at the head may have lost its
+        // log a moment ago (a failed disk, power loss), and when its stake
+        // is needed for a quorum the head waits for its join (join-poison
+        // found a validator refused as "not behind" forever that way).
         let requester = ValidatorIndex(to);
-        let head = self.core.dag().highest_round().0;
-        let recent = (head.saturating_sub(ROUNDS_SERVE_BEHIND_MIN)..=head)
-            .any(|r| !self.core.dag().slot(Round(r), requester).is_empty());
-        if recent {
-            self.metrics.rounds_requests_refused += 1;
-            tracing::debug!(
-                peer = to,
-                "rounds request from a validator that is not behind"
-            );
-            return;
-        }
         if !self.may_serve(now, to) {
+            self.metrics.rounds_requests_refused += 1;
             return;
         }
         self.metrics.rounds_requests_served += 1;
@@ -1370,6 +1363,7 @@ impl ConsensusNode {
                     to_round,
                     head_round,
                     done: i + 1 == n,
+                    parts: n as u32,
                     blocks: parts.next().unwrap_or_default(),
                 },
             });

@@ -88,11 +88,17 @@ pub enum Scenario {
     /// delayed by 200–1,200 ms, and every block on its way to the next
     /// round's leader is delayed too, so leaders are the nodes cut off.
     LeaderTarget,
+    /// The whole node; an honest validator loses its consensus log (as
+    /// when restored from a snapshot) and joins from its peers' blocks
+    /// ([`crate::Join`]) while the faulty nodes, Byzantine, answer its
+    /// round requests with blocks of absurd rounds, invalid copies of a
+    /// slot and a head round that is far too low or absurdly high.
+    JoinPoison,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 17] = [
+    pub const ALL: [Scenario; 18] = [
         Scenario::Default,
         Scenario::Crash,
         Scenario::Partition,
@@ -110,6 +116,7 @@ impl Scenario {
         Scenario::LongPartition,
         Scenario::SplitEquivocate,
         Scenario::LeaderTarget,
+        Scenario::JoinPoison,
     ];
     /// CLI name.
     pub fn name(self) -> &'static str {
@@ -131,6 +138,7 @@ impl Scenario {
             Scenario::LongPartition => "long-partition",
             Scenario::SplitEquivocate => "split-equivocate",
             Scenario::LeaderTarget => "leader-target",
+            Scenario::JoinPoison => "join-poison",
         }
     }
     /// Whether it runs the whole node ([`whole`]) rather than the core.
@@ -143,6 +151,7 @@ impl Scenario {
                 | Scenario::FetchFlood
                 | Scenario::BadFetchResponse
                 | Scenario::LongPartition
+                | Scenario::JoinPoison
         )
     }
     /// From a CLI name.
@@ -183,6 +192,9 @@ pub enum Behavior {
     /// Byzantine: a block to one half of the peers, a twin with other
     /// parents to the other half.
     SplitEquivocate,
+    /// Byzantine (whole node): poisons a joining validator's round
+    /// requests.
+    JoinPoison,
 }
 
 impl Behavior {
@@ -303,8 +315,10 @@ pub struct SimReport {
     pub partition_gap_rounds: Option<u64>,
     /// What the scenario's adversary did: `split-equivocate`, twins sent
     /// with another parent set; `leader-target`, block messages dropped or
-    /// delayed.
+    /// delayed; `join-poison`, poisoned answers to round requests.
     pub adversary_actions: u64,
+    /// `join-poison`: joins that completed (the node then resumed).
+    pub joins: u64,
 }
 
 /// Verifies each distinct (key, digest, signature) once per run and shares
@@ -618,6 +632,7 @@ impl<'a> Sim<'a> {
                 Scenario::FetchFlood => Behavior::FetchFlood,
                 Scenario::BadFetchResponse => Behavior::BadFetchResponse,
                 Scenario::SplitEquivocate => Behavior::SplitEquivocate,
+                Scenario::JoinPoison => Behavior::JoinPoison,
                 // The network is the adversary; every node is honest.
                 Scenario::LeaderTarget => Behavior::Honest,
             };
@@ -1125,7 +1140,8 @@ impl<'a> Sim<'a> {
             | Behavior::Honest
             | Behavior::Crash
             | Behavior::FetchFlood
-            | Behavior::BadFetchResponse => {
+            | Behavior::BadFetchResponse
+            | Behavior::JoinPoison => {
                 let bytes = b.encode();
                 for p in peers {
                     self.send(me, p, Msg::Block(bytes.clone()));

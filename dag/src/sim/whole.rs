@@ -29,13 +29,16 @@ use velox_mempool::batch::BatchDigest;
 use velox_net::peer::{Dest, PeerMessage};
 
 use super::{Links, Scenario, SharedVerifier, SimConfig, SimReport, Violation};
-use crate::block::Block;
-use crate::core::Core;
+use crate::block::{Block, BlockRef, UnsignedBlock};
+use crate::core::{Core, ResumePoint};
+use crate::node::join::{
+    Join, Joined, JOIN_AHEAD_ROUNDS_MAX, JOIN_ROUNDS_PER_REQUEST, JOIN_SLOT_COPIES_MAX,
+};
 use crate::node::{
-    ConsensusNode, Intent, NodeConfig, NodeStore, ReadyCommit, TxChecker, DAG_KEY_LEN,
+    dag_key, ConsensusNode, Intent, NodeConfig, NodeStore, ReadyCommit, TxChecker, DAG_KEY_LEN,
     PARKED_BLOCKS_MAX,
 };
-use crate::types::{Committee, Epoch, Round, Time, ValidatorIndex};
+use crate::types::{Committee, Digest, Epoch, Round, Time, ValidatorIndex};
 
 /// A deliberate break of a rule, to show that a checker notices it (the
 /// mutation tests). Never set outside tests.
@@ -210,6 +213,15 @@ enum Event {
     Flush,
     /// `long-partition` heals: the gap is measured.
     Heal,
+    /// `join-poison`: the node stops and its disk is lost (its commit
+    /// records survive, as in a snapshot).
+    LoseLog {
+        node: usize,
+    },
+    /// `join-poison`: the node starts again and joins from its peers.
+    Join {
+        node: usize,
+    },
 }
 
 struct SimNode {
@@ -228,6 +240,11 @@ struct SimNode {
     /// returns).
     pending: HashMap<TxDigest, VerifiedTx>,
     commits_after_stable: u64,
+    /// What it delivered, by index - 1: (leader, timestamp, batches); the
+    /// commit records a snapshot keeps.
+    delivered: Vec<(BlockRef, u64, Vec<BatchDigest>)>,
+    /// `join-poison`: the join under way.
+    joiner: Option<Join>,
 }
 
 /// One whole-node run (`scenario` is [`Scenario::Node`] or
@@ -373,7 +390,7 @@ impl<'a> WholeSim<'a> {
         }
         let byzantine_scenario = matches!(
             cfg.scenario,
-            Scenario::FetchFlood | Scenario::BadFetchResponse
+            Scenario::FetchFlood | Scenario::BadFetchResponse | Scenario::JoinPoison
         );
         for (i, key) in keys.into_iter().enumerate() {
             sim.nodes.push(SimNode {
@@ -388,6 +405,8 @@ impl<'a> WholeSim<'a> {
                 next_nonce: 0,
                 pending: HashMap::new(),
                 commits_after_stable: 0,
+                delivered: Vec::new(),
+                joiner: None,
             });
         }
         // Failures: one or two fail/restart cycles per faulty node.
@@ -398,6 +417,7 @@ impl<'a> WholeSim<'a> {
                 | Scenario::FetchFlood
                 | Scenario::BadFetchResponse
                 | Scenario::LongPartition
+                | Scenario::JoinPoison
         );
         for (i, _) in faulty.iter().enumerate().filter(|(_, f)| **f && fails) {
             let mut t = 0;
@@ -410,11 +430,23 @@ impl<'a> WholeSim<'a> {
             }
             stable_at = stable_at.max(Time(t));
         }
+        if cfg.scenario == Scenario::JoinPoison {
+            // An honest validator loses its log and joins while the faulty
+            // ones poison its requests.
+            let honest: Vec<usize> = (0..n).filter(|i| !faulty[*i]).collect();
+            let node = *honest.choose(&mut sim.rng).expect("an honest node");
+            let lose = Time(sim.rng.gen_range(1_000..2_000));
+            let join = lose.plus_ms(sim.rng.gen_range(100..600));
+            sim.schedule(lose, Event::LoseLog { node });
+            sim.schedule(join, Event::Join { node });
+            stable_at = stable_at.max(join);
+        }
         sim.stable_at = stable_at;
         sim.end = stable_at.max(Time(1_000)).plus_ms(cfg.liveness_window_ms);
         let faulty_behavior = match cfg.scenario {
             Scenario::FetchFlood => super::Behavior::FetchFlood,
             Scenario::BadFetchResponse => super::Behavior::BadFetchResponse,
+            Scenario::JoinPoison => super::Behavior::JoinPoison,
             Scenario::LongPartition => super::Behavior::Honest,
             _ => super::Behavior::Crash,
         };
@@ -530,6 +562,21 @@ impl<'a> WholeSim<'a> {
             Event::Deliver { from, to, msg } => {
                 let i = to as usize;
                 let now = self.now;
+                if let Some(j) = self.nodes[i].joiner.as_mut() {
+                    j.handle_peer(now, from, msg);
+                    self.drive_join(i);
+                    return;
+                }
+                if self.nodes[i].byzantine && self.cfg.scenario == Scenario::JoinPoison {
+                    if let PeerMessage::RoundsRequest {
+                        from_round,
+                        to_round,
+                    } = msg
+                    {
+                        self.poison_join(i, from, from_round, to_round);
+                        return;
+                    }
+                }
                 let Some(m) = self.machine(i) else {
                     return;
                 };
@@ -543,6 +590,11 @@ impl<'a> WholeSim<'a> {
                 }
                 n.timer_at = None;
                 let now = self.now;
+                if let Some(j) = self.nodes[node].joiner.as_mut() {
+                    j.handle_timeout(now);
+                    self.drive_join(node);
+                    return;
+                }
                 if let Some(m) = self.machine(node) {
                     m.handle_timeout(now);
                 }
@@ -580,6 +632,13 @@ impl<'a> WholeSim<'a> {
                 }
             }
             Event::Restart { node } => self.start_node(node),
+            Event::LoseLog { node } => {
+                let n = &mut self.nodes[node];
+                n.machine = None;
+                n.timer_at = None;
+                n.disk = Disk::default();
+            }
+            Event::Join { node } => self.start_join(node),
             Event::Heal => {
                 let top = |cut: bool| {
                     self.nodes
@@ -600,6 +659,220 @@ impl<'a> WholeSim<'a> {
                 self.schedule(t, Event::Flush);
             }
         }
+    }
+
+    /// `join-poison`: node `i` starts again with an empty log and joins
+    /// from the rounds of its last commit's GC round (a node that had not
+    /// committed yet just starts from genesis).
+    fn start_join(&mut self, i: usize) {
+        let Some((last, _, _)) = self.nodes[i].delivered.last().cloned() else {
+            self.start_node(i);
+            return;
+        };
+        let gc = last
+            .round
+            .0
+            .saturating_sub(self.node_config.core.gc_depth_rounds);
+        let node = &mut self.nodes[i];
+        node.incarnation += 1;
+        node.timer_at = None;
+        node.pending.clear();
+        node.joiner = Some(Join::new(
+            self.now,
+            self.committee.clone(),
+            ValidatorIndex(i as u32),
+            Box::new(self.verifier.clone()),
+            gc,
+            Vec::new(),
+        ));
+        self.drive_join(i);
+    }
+
+    /// Sends what node `i`'s join asks, bounds what it holds, and resumes
+    /// the node when it is done.
+    fn drive_join(&mut self, i: usize) {
+        let n = self.nodes.len() as u32;
+        let Some(j) = self.nodes[i].joiner.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        while let Some(o) = j.poll_send() {
+            out.push(o);
+        }
+        let done = j.poll_done();
+        let held = j.blocks_held();
+        let timeout = j.poll_timeout();
+        for o in out {
+            match o.to {
+                Dest::One(to) => self.send(i as u32, to, o.msg),
+                Dest::All => {
+                    for to in (0..n).filter(|t| *t != i as u32) {
+                        self.send(i as u32, to, o.msg.clone());
+                    }
+                }
+            }
+        }
+        // What peers can make a joining node hold: two blocks per sender,
+        // author and round, over the rounds honest nodes reached plus the
+        // window.
+        let top = self
+            .nodes
+            .iter()
+            .filter(|n| !n.byzantine)
+            .filter_map(|n| n.machine.as_ref())
+            .map(|m| m.core().dag().highest_round().0)
+            .max()
+            .unwrap_or(0);
+        let bound = (n * n) as usize
+            * JOIN_SLOT_COPIES_MAX
+            * (top + JOIN_ROUNDS_PER_REQUEST + JOIN_AHEAD_ROUNDS_MAX + 1) as usize;
+        if held > bound {
+            self.report.violation = Some(Violation::Bound(format!(
+                "joining node {i} holds {held} blocks (honest nodes reached round {top}; bound {bound})"
+            )));
+            return;
+        }
+        match done {
+            Some(Ok(joined)) => {
+                self.report.joins += 1;
+                self.finish_join(i, joined)
+            }
+            Some(Err(e)) => {
+                self.report.violation =
+                    Some(Violation::Liveness(format!("node {i} could not join: {e}")));
+            }
+            None => {
+                if let Some(t) = timeout {
+                    let t = t.max(self.now.plus_ms(1));
+                    let node = &mut self.nodes[i];
+                    node.timer_at = Some(t);
+                    let incarnation = node.incarnation;
+                    self.schedule(
+                        t,
+                        Event::Timer {
+                            node: i,
+                            incarnation,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The join's blocks go to the disk (synced, with the floor), and the
+    /// node resumes after its last commit, as the node's driver does.
+    fn finish_join(&mut self, i: usize, joined: Joined) {
+        let wall = self.wall(i);
+        let gc_depth = self.node_config.core.gc_depth_rounds;
+        let node = &mut self.nodes[i];
+        node.joiner = None;
+        let entries = joined
+            .blocks
+            .iter()
+            .map(|b| (dag_key(&b.reference()), b.encode()))
+            .collect();
+        node.disk.write(entries, Vec::new(), true);
+        let (last, ts, _) = node
+            .delivered
+            .last()
+            .cloned()
+            .expect("joins after a commit");
+        let point = ResumePoint {
+            next_commit_index: node.applied,
+            last_leader: last,
+            last_timestamp_ms: ts,
+            recent_leaders: node
+                .delivered
+                .iter()
+                .map(|d| d.0)
+                .filter(|l| l.round.0 >= last.round.0.saturating_sub(gc_depth))
+                .collect(),
+            signed_round_floor: Round(joined.highest),
+        };
+        let core = match Core::recover_from(
+            self.node_config.core,
+            self.committee.clone(),
+            ValidatorIndex(i as u32),
+            node.key.clone(),
+            Box::new(self.verifier.clone()),
+            joined.blocks,
+            &point,
+            self.now,
+            Some(wall),
+        ) {
+            Ok(core) => core,
+            Err(e) => {
+                self.report.violation = Some(Violation::Liveness(format!(
+                    "node {i} joined but cannot resume: {e}"
+                )));
+                return;
+            }
+        };
+        let mut machine = ConsensusNode::new(
+            core,
+            self.node_config,
+            Box::new(node.disk.clone()),
+            Box::new(SimChecker),
+            Box::new(self.verifier.clone()),
+            node.applied,
+            (i as u64) << 40 | u64::from(node.incarnation) << 32,
+        )
+        .with_invariant_checks(true);
+        machine.seed_included(node.delivered.iter().flat_map(|d| d.2.iter().copied()));
+        machine.start(self.now);
+        node.machine = Some(machine);
+        self.drive(i);
+    }
+
+    /// `join-poison`: Byzantine node `i` answers a round request with
+    /// validly signed blocks of its own that nobody can complete (absurd
+    /// rounds far above the range, extra copies of slots inside it) and a
+    /// head round that is far too low or absurdly high.
+    fn poison_join(&mut self, i: usize, to: u32, from_round: u64, to_round: u64) {
+        self.report.adversary_actions += 1;
+        let n = self.nodes.len() as u32;
+        let head = match self.rng.gen_range(0..3) {
+            0 => from_round,
+            1 => u64::MAX / 2,
+            _ => to_round + 1,
+        };
+        let mut blocks = Vec::new();
+        let mut rounds: Vec<u64> = (0..24)
+            .map(|k| to_round + 1_000 + k * self.rng.gen_range(1..1_000))
+            .collect();
+        for _ in 0..4 {
+            let r = self.rng.gen_range(from_round.max(2)..=to_round);
+            rounds.extend([r, r, r]);
+        }
+        for r in rounds {
+            let u = UnsignedBlock {
+                epoch: Epoch(0),
+                author: ValidatorIndex(i as u32),
+                round: Round(r),
+                parents: (0..n)
+                    .map(|a| BlockRef {
+                        round: Round(r - 1),
+                        author: ValidatorIndex(a),
+                        digest: Digest(self.rng.gen()),
+                    })
+                    .collect(),
+                payload: Vec::new(),
+                timestamp_ms: self.wall(i),
+            };
+            blocks.push(u.sign(&self.nodes[i].key).encode());
+        }
+        self.send(
+            i as u32,
+            to,
+            PeerMessage::RoundsResponse {
+                from_round,
+                to_round,
+                head_round: head,
+                done: true,
+                parts: 1,
+                blocks,
+            },
+        );
     }
 
     fn send(&mut self, from: u32, to: u32, msg: PeerMessage) {
@@ -824,6 +1097,8 @@ impl<'a> WholeSim<'a> {
             return;
         }
         node.applied = c.index;
+        node.delivered
+            .push((c.leader, c.timestamp_ms, c.batches.clone()));
         for t in &c.txs {
             node.pending.remove(&t.digest());
         }

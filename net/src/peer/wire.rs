@@ -12,8 +12,8 @@ use rkyv::util::AlignedVec;
 
 /// ALPN of the validator-to-validator protocol.
 /// Version 2 added `RoundsRequest` / `RoundsResponse` (the root grew from
-/// 40 to 48 bytes).
-pub const ALPN_PEER: &[u8] = b"velox-peer/2";
+/// 40 to 48 bytes); version 3 added `RoundsResponse::parts`.
+pub const ALPN_PEER: &[u8] = b"velox-peer/3";
 /// Bytes of a frame's length prefix.
 pub const PEER_FRAME_PREFIX_BYTES: usize = 4;
 /// Default `frame_bytes_max`.
@@ -55,13 +55,16 @@ pub enum PeerMessage {
     /// `from_round..=to_round` (a validator joining from a snapshot).
     RoundsRequest { from_round: u64, to_round: u64 },
     /// One part of the answer to a `RoundsRequest` (encoded blocks, lowest
-    /// rounds first). The last part has `done`; `head_round` is the
-    /// sender's highest block round when it answered.
+    /// rounds first). The last part has `done`; every part carries how many
+    /// parts the answer has (`parts`), so that a receiver knows it holds
+    /// the whole answer whatever order the parts arrived in; `head_round`
+    /// is the sender's highest block round when it answered.
     RoundsResponse {
         from_round: u64,
         to_round: u64,
         head_round: u64,
         done: bool,
+        parts: u32,
         blocks: Vec<Vec<u8>>,
     },
 }
@@ -351,6 +354,7 @@ mod tests {
                 to_round: 69,
                 head_round: 80,
                 done: true,
+                parts: 3,
                 blocks: vec![vec![3; 40], vec![]],
             },
         ]
@@ -517,14 +521,18 @@ mod tests {
             (
                 any::<u64>(),
                 any::<bool>(),
+                any::<u32>(),
                 proptest::collection::vec(bytes(64), 0..6)
             )
-                .prop_map(|(head_round, done, blocks)| PeerMessage::RoundsResponse {
-                    from_round: 1,
-                    to_round: 2,
-                    head_round,
-                    done,
-                    blocks,
+                .prop_map(|(head_round, done, parts, blocks)| {
+                    PeerMessage::RoundsResponse {
+                        from_round: 1,
+                        to_round: 2,
+                        head_round,
+                        done,
+                        parts,
+                        blocks,
+                    }
                 }),
         ]
     }
