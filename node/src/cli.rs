@@ -397,7 +397,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config,
                 check_signatures: !skip_signatures,
             };
-            match crate::replay::run_replay(&args, &mut std::io::stderr())? {
+            let style = crate::progress::Style::for_stderr();
+            match crate::replay::run_replay(&args, &mut std::io::stderr(), style)? {
                 crate::replay::ReplayOutcome::AllMatch {
                     first, last, root, ..
                 } if first > last => {
@@ -550,7 +551,19 @@ fn monitor(node: SocketAddr, once: bool, interval: Duration) -> anyhow::Result<E
 fn snapshot(cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         SnapshotCmd::Verify { file } => {
-            let (h, _) = velox_storage::snapshot::verify_snapshot(&file)?;
+            let mut bar = crate::progress::Progress::stderr(
+                "snapshot verify:",
+                None,
+                crate::progress::Unit::Count("entries"),
+            );
+            let r = velox_storage::snapshot::verify_snapshot_with_progress(&file, &mut |s| {
+                crate::progress::show_snapshot_pass(&mut bar, s)
+            });
+            if let Ok((h, _)) = &r {
+                bar.finish(h.entries);
+            }
+            drop(bar);
+            let (h, _) = r?;
             println!(
                 "snapshot {} OK: chain {}, commit {}, state root {}, {} entries{}",
                 file.display(),

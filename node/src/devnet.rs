@@ -16,9 +16,15 @@ use anyhow::{bail, Context};
 use serde_json::json;
 
 use crate::load::{run_load, LoadArgs};
+use crate::progress::{Progress, Unit};
 
 /// How long a validator may take to become healthy.
 pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the healthy validators may take to commit once each.
+pub const FIRST_COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// After the load, how long every validator may take to reach the highest
+/// commit index any had.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 pub struct DevnetArgs {
@@ -182,11 +188,23 @@ pub fn spawn_node(exe: &Path, cfg: &Path, dir: &Path) -> anyhow::Result<Child> {
 
 /// Waits until `api` answers /health, failing early if the child exits.
 pub fn wait_healthy(child: &mut Child, api: SocketAddr, dir: &Path) -> anyhow::Result<()> {
+    wait_healthy_with(child, api, dir, &mut || {})
+}
+
+/// [`wait_healthy`], calling `on_wait` between two tries (to show
+/// progress).
+pub fn wait_healthy_with(
+    child: &mut Child,
+    api: SocketAddr,
+    dir: &Path,
+    on_wait: &mut dyn FnMut(),
+) -> anyhow::Result<()> {
     let t = Instant::now();
     loop {
         if let Ok((200, _)) = crate::httpc::get(api, "/health") {
             return Ok(());
         }
+        on_wait();
         if let Some(status) = child.try_wait()? {
             let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
@@ -306,6 +324,29 @@ pub fn wait_commit_index(apis: &[SocketAddr], index: u64, timeout: Duration) -> 
             .iter()
             .all(|a| head(*a).is_some_and(|(i, _)| i >= index))
         {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// [`wait_commit_index`], telling `on_poll` after each poll how many
+/// validators reached `index` (to show progress).
+pub fn wait_commit_index_with(
+    apis: &[SocketAddr],
+    index: u64,
+    timeout: Duration,
+    on_poll: &mut dyn FnMut(usize),
+) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        let reached = apis
+            .iter()
+            .filter(|a| head(**a).is_some_and(|(i, _)| i >= index))
+            .count();
+        on_poll(reached);
+        if reached == apis.len() {
             return true;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -554,21 +595,43 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
             api: p.api,
         });
     }
+    // Start-up: every validator answers /health, then every one committed
+    // (they found each other over QUIC and consensus runs).
+    let mut bar = Progress::stderr(
+        "devnet: start-up",
+        Some(nodes.len() as u64),
+        Unit::Count("validators healthy"),
+    )
+    .without_rate();
     for (i, n) in nodes.iter_mut().enumerate() {
-        wait_healthy(&mut n.child, n.api, &n.dir)?;
-        eprintln!(
+        wait_healthy_with(&mut n.child, n.api, &n.dir, &mut || bar.update(i as u64))?;
+        bar.message(&format!(
             "devnet: validator {i} healthy (ingress {}, api http://{})",
             n.ingress, n.api
-        );
+        ));
     }
+    bar.finish(nodes.len() as u64);
+    drop(bar);
     let apis: Vec<SocketAddr> = nodes.iter().map(|n| n.api).collect();
-    if !wait_commit_index(&apis, 1, Duration::from_secs(60)) {
+    let mut bar = Progress::stderr(
+        "devnet: waiting for the first commit",
+        Some(apis.len() as u64),
+        Unit::Count("validators committed"),
+    )
+    .without_rate();
+    let committing = wait_commit_index_with(&apis, 1, FIRST_COMMIT_TIMEOUT, &mut |n| {
+        bar.update(n as u64)
+    });
+    if !committing {
+        drop(bar);
         let keep = tmp.keep();
         bail!(
-            "the validators did not reach their first commit within 60s; see the node.log files under {}",
+            "the validators did not reach their first commit within {FIRST_COMMIT_TIMEOUT:?}; see the node.log files under {}",
             keep.display()
         );
     }
+    bar.finish(apis.len() as u64);
+    drop(bar);
     eprintln!("devnet: consensus is committing on every validator");
     // Under chaos the victim takes no client load (clients would fail over).
     let loaded = if chaos { nodes.len() - 1 } else { nodes.len() };
@@ -624,7 +687,19 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
         .filter_map(|a| head(*a).map(|h| h.0))
         .max()
         .unwrap_or(0);
-    let all_reached = wait_commit_index(&apis, top, Duration::from_secs(30));
+    let mut bar = Progress::stderr(
+        format!("devnet: catching up to commit {top}"),
+        Some(apis.len() as u64),
+        Unit::Count("validators there"),
+    )
+    .without_rate();
+    let mut there = 0;
+    let all_reached = wait_commit_index_with(&apis, top, CATCH_UP_TIMEOUT, &mut |n| {
+        there = n as u64;
+        bar.update(there)
+    });
+    bar.finish(there);
+    drop(bar);
     let (agree, compared_at, roots) = roots_agree(&apis)?;
     let heads: Vec<u64> = apis
         .iter()

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod load;
 pub mod maintenance;
 pub mod pipeline;
+pub mod progress;
 pub mod proof;
 pub mod replay;
 pub mod run;

@@ -25,6 +25,7 @@ use velox_exec::{AccountId, TxBody, TxBuilder};
 use velox_net::{AckMode, IngressClient, Status};
 
 use crate::keys::{account_of, dev_key};
+use crate::progress::{Progress, RateUnit, Style, Unit};
 
 /// Transactions per stream at most: big enough to amortise stream set-up,
 /// small enough that one stream's wait for commit is one block.
@@ -55,7 +56,9 @@ pub struct LoadArgs {
     pub connections: usize,
     /// After sending stops, how long to wait for outstanding answers.
     pub grace: Duration,
-    /// Print progress each second to stderr.
+    /// Show progress on stderr (`crate::progress`): the load's seconds,
+    /// what was sent and answered, the commit rate and the time left; then
+    /// the wait for the last answers.
     pub progress: bool,
     /// Benchmark load: unsigned opaque transactions of this many bytes, each
     /// from a fresh sender (nonce 0), instead of signed transfers. Only a
@@ -119,6 +122,14 @@ struct Tally {
     rejected: u64,
     reasons: BTreeMap<String, u64>,
     last_answer: Option<Instant>,
+}
+
+/// The load's progress fields besides its seconds.
+fn progress_extra(sent: usize, t: &Tally) -> String {
+    format!(
+        "sent {sent}  committed {}  rejected {}",
+        t.committed, t.rejected
+    )
 }
 
 /// Signs `n` transfers spread over the accounts, starting at `nonces`.
@@ -350,9 +361,21 @@ async fn drive(
         hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?,
     ));
     let mut tasks = Vec::new();
+    let style = if args.progress {
+        Style::for_stderr()
+    } else {
+        Style::Off
+    };
+    let mut bar = Progress::writer(
+        Box::new(std::io::stderr()),
+        style,
+        "load:",
+        Some(args.duration.as_secs()),
+        Unit::Seconds,
+    )
+    .rate_of(RateUnit::Per("tx"));
     let start = Instant::now();
     let mut sent = 0usize;
-    let mut next_progress = Duration::from_secs(1);
     let mut tick = tokio::time::interval(LOAD_TICK);
     let mut conn_i = 0usize;
     while sent < txs.len() {
@@ -406,24 +429,46 @@ async fn drive(
             }
         }
         sent = due;
-        if args.progress && elapsed >= next_progress {
-            let t = tally.borrow();
-            eprintln!(
-                "load: {:>4.0}s/{}s  submitted {sent}  committed {}  rejected {}",
-                elapsed.as_secs_f64(),
-                args.duration.as_secs(),
-                t.committed,
-                t.rejected
-            );
-            next_progress += Duration::from_secs(1);
-        }
+        let t = tally.borrow();
+        bar.update_with(elapsed.as_secs_f64(), t.committed as f64, || {
+            progress_extra(sent, &t)
+        });
     }
+    {
+        let t = tally.borrow();
+        let secs = start.elapsed().as_secs_f64();
+        bar.finish_with(secs, t.committed as f64, || progress_extra(sent, &t));
+    }
+    drop(bar);
+    // The wait for the last answers (up to the grace period).
+    let mut bar = Progress::writer(
+        Box::new(std::io::stderr()),
+        style,
+        "load: waiting for answers",
+        Some(sent as u64),
+        Unit::Count("answered"),
+    );
+    let answered = || {
+        let t = tally.borrow();
+        t.committed + t.rejected
+    };
     let deadline = tokio::time::Instant::now() + args.grace;
-    for t in tasks {
-        if tokio::time::timeout_at(deadline, t).await.is_err() {
-            break;
+    let mut progress_tick = tokio::time::interval(Duration::from_millis(250));
+    'answers: for mut t in tasks {
+        loop {
+            tokio::select! {
+                r = tokio::time::timeout_at(deadline, &mut t) => {
+                    if r.is_err() {
+                        break 'answers;
+                    }
+                    break;
+                }
+                _ = progress_tick.tick() => bar.update(answered()),
+            }
         }
     }
+    bar.finish(answered());
+    drop(bar);
     let end = tally.borrow().last_answer.unwrap_or_else(Instant::now);
     // Never zero, so tps stays finite on an empty run.
     let duration_s = end.duration_since(start).as_secs_f64().max(1e-3);

@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use velox_storage::snapshot::{
-    list_snapshots, read_snapshot_header, retain_snapshots, write_snapshot, SnapshotParams,
+    list_snapshots, read_snapshot_header, retain_snapshots, write_snapshot_with_progress,
+    SnapshotParams,
 };
 use velox_storage::{ChainStore, CommitMeta};
 
@@ -242,7 +243,19 @@ fn snapshot_loop(
                 gc_depth_rounds: cfg.gc_depth_rounds,
                 window_digests: cfg.included_window,
             };
-            match write_snapshot(view, &cfg.snapshot_dir, params) {
+            // A long write logs its progress (entries, bytes, rate) every
+            // few seconds; a short one logs only its result below.
+            let mut bar = crate::progress::Progress::log(
+                "snapshot: writing",
+                None,
+                crate::progress::Unit::Count("entries"),
+            );
+            let written_now =
+                write_snapshot_with_progress(view, &cfg.snapshot_dir, params, &mut |s| {
+                    crate::progress::show_snapshot_pass(&mut bar, s)
+                });
+            drop(bar);
+            match written_now {
                 Ok(info) => written = Some(info),
                 Err(e) => {
                     counters.snapshot_failures.fetch_add(1, Ordering::Relaxed);

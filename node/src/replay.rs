@@ -15,17 +15,15 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use velox_exec::{ExecConfig, ExecContext, ParallelExecutor, State, Tx, VerifiedTx};
 use velox_storage::rocks::RocksConfig;
-use velox_storage::snapshot::{list_snapshots, verify_snapshot};
+use velox_storage::snapshot::{list_snapshots, verify_snapshot_with_progress, SnapshotPass};
 use velox_storage::{ChainStore, RocksStore};
 
 use crate::config::Config;
-
-/// How often progress is printed.
-pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+use crate::progress::{show_snapshot_pass, Progress, Style, Unit};
 
 #[derive(Clone, Debug)]
 pub struct ReplayArgs {
@@ -64,10 +62,15 @@ fn replay_exec() -> ParallelExecutor {
     })
 }
 
-/// Runs a replay, printing progress to `progress` and returning how it
-/// ended; errors are what stopped it before any verdict (no database,
-/// locked, pruned commits, bad snapshot).
-pub fn run_replay(args: &ReplayArgs, progress: &mut dyn Write) -> anyhow::Result<ReplayOutcome> {
+/// Runs a replay, printing progress to `progress` in `style` (a line
+/// rewritten in place on a terminal, whole lines otherwise) and returning
+/// how it ended; errors are what stopped it before any verdict (no
+/// database, locked, pruned commits, bad snapshot).
+pub fn run_replay(
+    args: &ReplayArgs,
+    progress: &mut dyn Write,
+    style: Style,
+) -> anyhow::Result<ReplayOutcome> {
     let db = args.data_dir.join("db");
     let rocks = args
         .config
@@ -122,7 +125,21 @@ pub fn run_replay(args: &ReplayArgs, progress: &mut dyn Write) -> anyhow::Result
             (State::new(), 0, 0)
         }
         Some(path) => {
-            let (h, state) = verify_snapshot(path)?;
+            let (h, state) = {
+                let mut p = Progress::writer(
+                    Box::new(&mut *progress),
+                    style,
+                    "replay: verifying the snapshot",
+                    None,
+                    Unit::Count("entries"),
+                );
+                let r = verify_snapshot_with_progress(path, &mut |s| show_snapshot_pass(&mut p, s));
+                if let Ok((h, _)) = &r {
+                    p.finish(h.entries);
+                }
+                drop(p);
+                r?
+            };
             if h.genesis != genesis {
                 anyhow::bail!(
                     "snapshot {} is of another chain than {} (genesis {} != {})",
@@ -165,7 +182,13 @@ pub fn run_replay(args: &ReplayArgs, progress: &mut dyn Write) -> anyhow::Result
         db.display()
     );
     let started = Instant::now();
-    let mut last_print = Instant::now();
+    let mut bar = Progress::writer(
+        Box::new(&mut *progress),
+        style,
+        "replay:",
+        Some((last.index + 1).saturating_sub(first)),
+        Unit::Count("commits"),
+    );
     let mut txs_seen = 0u64;
     for index in first..=last.index {
         let Some(block) = chain.block(index)? else {
@@ -233,17 +256,14 @@ pub fn run_replay(args: &ReplayArgs, progress: &mut dyn Write) -> anyhow::Result
                 ),
             });
         }
-        if last_print.elapsed() >= PROGRESS_INTERVAL {
-            last_print = Instant::now();
-            let done = index + 1 - first;
-            let _ = writeln!(
-                progress,
-                "replay: commit {index}/{} ({:.0} commits/s, {txs_seen} transactions)",
-                last.index,
-                done as f64 / started.elapsed().as_secs_f64()
-            );
-        }
+        let done = (index + 1 - first) as f64;
+        bar.update_with(done, done, || {
+            format!("at commit {index}  {txs_seen} transactions")
+        });
     }
+    let done = (last.index + 1).saturating_sub(first) as f64;
+    bar.finish_with(done, done, || format!("{txs_seen} transactions"));
+    drop(bar);
     // The incremental root agreed with every record; check the final state
     // from scratch too.
     let recomputed = state.recompute_root();
@@ -273,7 +293,8 @@ pub fn run_replay(args: &ReplayArgs, progress: &mut dyn Write) -> anyhow::Result
 }
 
 /// `velox snapshot restore`: initialises an empty data directory from a
-/// verified snapshot and keeps a copy of the file in its snapshots/.
+/// verified snapshot and keeps a copy of the file in its snapshots/,
+/// showing progress on stderr (verifying, then writing the entries).
 pub fn restore(
     file: &Path,
     data_dir: &Path,
@@ -284,12 +305,38 @@ pub fn restore(
     let store = RocksStore::open(&db, crate::run::rocks_config(cfg))?;
     let chain = ChainStore::new(std::sync::Arc::new(store));
     let genesis = crate::genesis::build(cfg.chain_id, &cfg.genesis).hash;
-    let h = velox_storage::snapshot::restore_snapshot(
+    // One reporter per pass, each labelled with its pass.
+    let mut bar: Option<(SnapshotPass, Progress<'static>)> = None;
+    let mut last_done = 0;
+    let r = velox_storage::snapshot::restore_snapshot_with_progress(
         file,
         &chain,
         Some(genesis),
         &data_dir.display().to_string(),
-    )?;
+        &mut |s| {
+            if bar.as_ref().is_none_or(|(pass, _)| *pass != s.pass) {
+                if let Some((_, mut old)) = bar.take() {
+                    old.finish(last_done);
+                }
+                let label = match s.pass {
+                    SnapshotPass::Verify => "snapshot restore: verifying",
+                    _ => "snapshot restore: writing",
+                };
+                bar = Some((
+                    s.pass,
+                    Progress::stderr(label, None, Unit::Count("entries")),
+                ));
+            }
+            last_done = s.entries_done;
+            if let Some((_, p)) = &mut bar {
+                show_snapshot_pass(p, s);
+            }
+        },
+    );
+    if let (Some((_, mut p)), true) = (bar.take(), r.is_ok()) {
+        p.finish(last_done);
+    }
+    let h = r?;
     chain.store().flush()?;
     let dir = data_dir.join(crate::maintenance::SNAPSHOT_DIR);
     std::fs::create_dir_all(&dir)?;

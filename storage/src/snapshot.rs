@@ -63,6 +63,37 @@ pub const SNAPSHOT_BATCH_LISTS_MAX: usize = 1 << 22;
 pub const SNAPSHOT_BATCH_LIST_BYTES_MAX: usize = 8 + 32 * (1 << 20);
 /// File name suffix of a snapshot.
 pub const SNAPSHOT_SUFFIX: &str = ".vsnap";
+/// Entries between two progress reports of a pass over a snapshot: a
+/// report is one callback, 4096 entries ~400 KiB of state.
+pub const SNAPSHOT_PROGRESS_ENTRIES: u64 = 4096;
+
+/// Which pass over a snapshot a progress report is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotPass {
+    /// Streaming a store view into a new file.
+    Write,
+    /// Reading a file and checking it (checksum, order, state root).
+    Verify,
+    /// Writing a verified file's entries into a store.
+    Restore,
+}
+
+/// How far a pass over a snapshot got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotProgress {
+    pub pass: SnapshotPass,
+    pub entries_done: u64,
+    /// The entries the pass goes through where known: the header's count
+    /// when reading (unchecked until the pass ends: for display only);
+    /// unknown while writing.
+    pub entries_total: Option<u64>,
+    /// Entry bytes handled so far (lengths, keys and values).
+    pub bytes_done: u64,
+}
+
+/// Receives progress reports: at the start of each pass, every
+/// [`SNAPSHOT_PROGRESS_ENTRIES`] entries, and at its end.
+pub type SnapshotProgressFn<'a> = dyn FnMut(&SnapshotProgress) + 'a;
 
 /// What a snapshot's header says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,6 +275,16 @@ pub fn write_snapshot(
     dir: &Path,
     params: SnapshotParams,
 ) -> Result<SnapshotInfo, SnapshotError> {
+    write_snapshot_with_progress(view, dir, params, &mut |_| {})
+}
+
+/// [`write_snapshot`], reporting progress to `progress`.
+pub fn write_snapshot_with_progress(
+    view: &dyn StoreView,
+    dir: &Path,
+    params: SnapshotParams,
+    progress: &mut SnapshotProgressFn<'_>,
+) -> Result<SnapshotInfo, SnapshotError> {
     let meta = view
         .get(Cf::Meta, b"last_commit")?
         .ok_or_else(|| corrupt(dir, "the store has no commit to snapshot"))?;
@@ -269,7 +310,15 @@ pub fn write_snapshot(
     w.write_all(&head).map_err(io(&tmp, "write"))?;
     let mut hasher = blake3::Hasher::new();
     let mut count = 0u64;
+    let mut bytes_done = 0u64;
+    let report = |entries_done, bytes_done| SnapshotProgress {
+        pass: SnapshotPass::Write,
+        entries_done,
+        entries_total: None,
+        bytes_done,
+    };
     let mut werr: Option<std::io::Error> = None;
+    progress(&report(0, 0));
     view.for_each(Cf::State, &mut |k, v| {
         let mut rec = Vec::with_capacity(8 + k.len() + v.len());
         rec.extend_from_slice(&(k.len() as u32).to_le_bytes());
@@ -282,12 +331,17 @@ pub fn write_snapshot(
             return Err(StoreError::Stopped);
         }
         count += 1;
+        bytes_done += rec.len() as u64;
+        if count % SNAPSHOT_PROGRESS_ENTRIES == 0 {
+            progress(&report(count, bytes_done));
+        }
         Ok(())
     })
     .or_else(|e| match e {
         StoreError::Stopped => Ok(()),
         e => Err(e),
     })?;
+    progress(&report(count, bytes_done));
     if let Some(e) = werr {
         let _ = std::fs::remove_file(&tmp);
         return Err(io(&tmp, "write")(e));
@@ -570,12 +624,56 @@ fn read_len(r: &mut impl Read, path: &Path, i: u64, what: &str) -> Result<usize,
 /// Reads and checks a snapshot, loads its state, recomputes the state root
 /// from the entries and compares it with the header's.
 pub fn verify_snapshot(path: &Path) -> Result<(SnapshotHeader, State), SnapshotError> {
+    verify_snapshot_with_progress(path, &mut |_| {})
+}
+
+/// Counts a reading pass's entries and reports them every
+/// [`SNAPSHOT_PROGRESS_ENTRIES`].
+struct PassCounter {
+    at: SnapshotProgress,
+}
+
+impl PassCounter {
+    /// Reports the pass's start.
+    fn start(
+        pass: SnapshotPass,
+        path: &Path,
+        progress: &mut SnapshotProgressFn<'_>,
+    ) -> PassCounter {
+        let at = SnapshotProgress {
+            pass,
+            entries_done: 0,
+            // Unchecked (the pass checks it): for display only.
+            entries_total: read_snapshot_header(path).ok().map(|h| h.entries),
+            bytes_done: 0,
+        };
+        progress(&at);
+        PassCounter { at }
+    }
+
+    fn entry(&mut self, k: &[u8], v: &[u8], progress: &mut SnapshotProgressFn<'_>) {
+        self.at.entries_done += 1;
+        self.at.bytes_done += (8 + k.len() + v.len()) as u64;
+        if self.at.entries_done % SNAPSHOT_PROGRESS_ENTRIES == 0 {
+            progress(&self.at);
+        }
+    }
+}
+
+/// [`verify_snapshot`], reporting progress to `progress`.
+pub fn verify_snapshot_with_progress(
+    path: &Path,
+    progress: &mut SnapshotProgressFn<'_>,
+) -> Result<(SnapshotHeader, State), SnapshotError> {
     let mut state = State::new();
+    let mut counter = PassCounter::start(SnapshotPass::Verify, path, progress);
     let header = read_snapshot(path, &mut |k, v| {
+        counter.entry(k, v, progress);
         state
             .load_entry(k, v)
             .map_err(|e| corrupt(path, format!("undecodable state entry: {e}")))
     })?;
+    progress(&counter.at);
     let computed = state.recompute_root();
     if computed != header.meta.root {
         return Err(SnapshotError::RootMismatch {
@@ -596,13 +694,25 @@ pub fn restore_snapshot(
     genesis: Option<[u8; 32]>,
     dir: &str,
 ) -> Result<SnapshotHeader, SnapshotError> {
+    restore_snapshot_with_progress(path, chain, genesis, dir, &mut |_| {})
+}
+
+/// [`restore_snapshot`], reporting progress to `progress` (a verify pass,
+/// then a restore pass).
+pub fn restore_snapshot_with_progress(
+    path: &Path,
+    chain: &ChainStore,
+    genesis: Option<[u8; 32]>,
+    dir: &str,
+    progress: &mut SnapshotProgressFn<'_>,
+) -> Result<SnapshotHeader, SnapshotError> {
     if let Some(m) = chain.last_commit()? {
         return Err(SnapshotError::NotEmpty {
             dir: dir.to_string(),
             index: m.index,
         });
     }
-    let (header, _) = verify_snapshot(path)?;
+    let (header, _) = verify_snapshot_with_progress(path, progress)?;
     if let Some(g) = genesis {
         if g != header.genesis {
             return Err(SnapshotError::WrongChain {
@@ -613,7 +723,9 @@ pub fn restore_snapshot(
         }
     }
     let mut chunk = Vec::with_capacity(RESTORE_ENTRIES_PER_BATCH);
+    let mut counter = PassCounter::start(SnapshotPass::Restore, path, progress);
     let (_, consensus) = read_snapshot_all(path, &mut |k, v| {
+        counter.entry(k, v, progress);
         chunk.push((k.to_vec(), v.to_vec()));
         if chunk.len() >= RESTORE_ENTRIES_PER_BATCH {
             chain.put_state(std::mem::take(&mut chunk))?;
@@ -621,6 +733,7 @@ pub fn restore_snapshot(
         Ok(())
     })?;
     chain.put_state(chunk)?;
+    progress(&counter.at);
     chain.finish_restore(&header.genesis, &header.meta, consensus.as_ref())?;
     let root = chain.load_state()?.root();
     if root != header.meta.root {

@@ -8,8 +8,9 @@ use velox_exec::{
     execute_sequential, AccountId, ExecContext, State, Tx, TxBody, TxBuilder, VerifiedTx,
 };
 use velox_storage::snapshot::{
-    list_snapshots, read_snapshot, restore_snapshot, retain_snapshots, verify_snapshot,
-    write_snapshot, SnapshotParams,
+    list_snapshots, read_snapshot, restore_snapshot, restore_snapshot_with_progress,
+    retain_snapshots, verify_snapshot, verify_snapshot_with_progress, write_snapshot,
+    write_snapshot_with_progress, SnapshotParams, SnapshotPass, SnapshotProgress,
 };
 use velox_storage::{
     BlockRecord, ChainStore, CommitConsensus, LeaderPosition, MemStore, RocksStore, SnapshotError,
@@ -174,6 +175,72 @@ fn snapshot_roundtrip_verify_and_restore() {
         restore_snapshot(&path, &other, Some([1; 32]), "mem"),
         Err(SnapshotError::WrongChain { .. })
     ));
+}
+
+#[test]
+fn snapshot_passes_report_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Chain::new(Arc::new(MemStore::new()));
+    for _ in 0..3 {
+        c.commit(20);
+    }
+    let entries = c.state.len() as u64;
+    let mut reports: Vec<SnapshotProgress> = Vec::new();
+    let mut written = None;
+    c.chain
+        .store()
+        .with_view(&mut |v| {
+            let mut report = |p: &SnapshotProgress| reports.push(*p);
+            written = Some(write_snapshot_with_progress(
+                v,
+                dir.path(),
+                PARAMS,
+                &mut report,
+            ));
+            Ok(())
+        })
+        .unwrap();
+    let info = written.unwrap().unwrap();
+    let seen = |r: &[SnapshotProgress]| -> Vec<(SnapshotPass, u64, Option<u64>)> {
+        r.iter()
+            .map(|p| (p.pass, p.entries_done, p.entries_total))
+            .collect()
+    };
+    // Fewer entries than a report's step: the start and the end of each
+    // pass; the total is unknown while writing.
+    assert_eq!(
+        seen(&reports),
+        vec![
+            (SnapshotPass::Write, 0, None),
+            (SnapshotPass::Write, entries, None)
+        ]
+    );
+    let written_bytes = reports[1].bytes_done;
+    assert!(written_bytes > 0 && written_bytes < info.bytes);
+    reports.clear();
+    verify_snapshot_with_progress(&info.path, &mut |p| reports.push(*p)).unwrap();
+    assert_eq!(
+        seen(&reports),
+        vec![
+            (SnapshotPass::Verify, 0, Some(entries)),
+            (SnapshotPass::Verify, entries, Some(entries))
+        ]
+    );
+    assert_eq!(reports[1].bytes_done, written_bytes);
+    reports.clear();
+    let restored = ChainStore::new(Arc::new(MemStore::new()));
+    let mut report = |p: &SnapshotProgress| reports.push(*p);
+    restore_snapshot_with_progress(&info.path, &restored, Some(GENESIS), "mem", &mut report)
+        .unwrap();
+    assert_eq!(
+        seen(&reports),
+        vec![
+            (SnapshotPass::Verify, 0, Some(entries)),
+            (SnapshotPass::Verify, entries, Some(entries)),
+            (SnapshotPass::Restore, 0, Some(entries)),
+            (SnapshotPass::Restore, entries, Some(entries))
+        ]
+    );
 }
 
 #[test]
