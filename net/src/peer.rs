@@ -42,7 +42,7 @@ pub use wire::{
 };
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -108,14 +108,145 @@ pub struct PeerConfig {
     /// Frames queued per peer; beyond it the newest frame is dropped. Costs
     /// up to this many frames of memory per peer while a peer is slow.
     pub outbound_queue_max: usize,
+    /// What one member's messages waiting in the inbound ring (read, not
+    /// yet consumed) may hold: at most this many messages and this many
+    /// frame bytes (one message is always let through, whatever its size).
+    /// Its reader stops reading meanwhile, so QUIC flow control slows that
+    /// member alone; the ring's memory is bounded per sender, and one member
+    /// cannot fill the ring the others' messages need.
+    pub inbound_msgs_per_peer_max: usize,
+    pub inbound_bytes_per_peer_max: usize,
+    /// Frame bytes queued for one peer (besides `outbound_queue_max`
+    /// frames); beyond it the newest frame is dropped, so a peer that reads
+    /// slowly holds at most this much of this node's memory.
+    pub outbound_bytes_per_peer_max: usize,
     pub limits: WireLimits,
 }
 
 /// A message received from committee member `from` (authenticated by TLS).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// It holds its share of the member's inbound budget
+/// ([`PeerConfig::inbound_bytes_per_peer_max`]) until dropped: a consumer
+/// drops it once handled (moving `msg` out is fine).
+#[derive(Debug)]
 pub struct Inbound {
     pub from: u32,
     pub msg: PeerMessage,
+    /// Held for its `Drop`, which gives the budget back.
+    #[allow(dead_code)]
+    charge: Charge,
+}
+
+impl Inbound {
+    /// A message that holds no budget (tests, messages made locally).
+    pub fn new(from: u32, msg: PeerMessage) -> Inbound {
+        Inbound {
+            from,
+            msg,
+            charge: Charge::default(),
+        }
+    }
+}
+
+impl PartialEq for Inbound {
+    fn eq(&self, other: &Inbound) -> bool {
+        self.from == other.from && self.msg == other.msg
+    }
+}
+
+impl Eq for Inbound {}
+
+/// Messages and bytes each member has waiting in the inbound ring.
+#[derive(Debug)]
+struct InboundBudget {
+    msgs_max: usize,
+    bytes_max: usize,
+    /// Per member: (messages, bytes) read and not yet dropped.
+    used: std::sync::Mutex<Vec<(usize, usize)>>,
+    freed: tokio::sync::Notify,
+}
+
+impl InboundBudget {
+    fn new(members: usize, msgs_max: usize, bytes_max: usize) -> InboundBudget {
+        InboundBudget {
+            msgs_max,
+            bytes_max,
+            used: std::sync::Mutex::new(vec![(0, 0); members]),
+            freed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn try_take(&self, from: u32, bytes: usize) -> bool {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((m, b)) = used.get_mut(from as usize) else {
+            return false;
+        };
+        if *m > 0 && (*m >= self.msgs_max || *b + bytes > self.bytes_max) {
+            return false;
+        }
+        *m += 1;
+        *b += bytes;
+        true
+    }
+
+    fn release(&self, from: u32, bytes: usize) {
+        {
+            let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((m, b)) = used.get_mut(from as usize) {
+                *m = m.saturating_sub(1);
+                *b = b.saturating_sub(bytes);
+            }
+        }
+        self.freed.notify_waiters();
+    }
+
+    /// Waits until member `from` may queue `bytes` more, then takes them;
+    /// `None` once `ring` closes (shutting down).
+    async fn acquire(
+        self: &Arc<Self>,
+        from: u32,
+        bytes: usize,
+        ring: &Ring<Inbound>,
+        counters: &PeerCounters,
+    ) -> Option<Charge> {
+        let mut waited = false;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.try_take(from, bytes) {
+                return Some(Charge {
+                    budget: Some(self.clone()),
+                    from,
+                    bytes,
+                });
+            }
+            if ring.is_closed() {
+                return None;
+            }
+            if !waited {
+                waited = true;
+                PeerCounters::add(&counters.inbound_budget_waits, 1);
+            }
+            // Woken by a release; the timeout only notices a closed ring.
+            let _ = tokio::time::timeout(Duration::from_millis(100), freed).await;
+        }
+    }
+}
+
+/// A message's share of its sender's inbound budget, given back on drop.
+#[derive(Debug, Default)]
+struct Charge {
+    budget: Option<Arc<InboundBudget>>,
+    from: u32,
+    bytes: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if let Some(b) = self.budget.take() {
+            b.release(self.from, self.bytes);
+        }
+    }
 }
 
 /// Where an outbound message goes.
@@ -177,10 +308,13 @@ pub struct PeerCounters {
     pub peers_dead_events: AtomicU64,
     /// Gauge: other members currently alive.
     pub alive: AtomicU64,
+    /// Times a member's reader waited because its messages in the inbound
+    /// ring held its whole budget (messages or bytes).
+    pub inbound_budget_waits: AtomicU64,
 }
 
 /// Names of the scalar counters, in [`PeerCountersSnapshot::counters`] order.
-pub const PEER_COUNTER_LABELS: [&str; 17] = [
+pub const PEER_COUNTER_LABELS: [&str; 18] = [
     "connections_established",
     "connections_closed",
     "connections_replaced",
@@ -198,6 +332,7 @@ pub const PEER_COUNTER_LABELS: [&str; 17] = [
     "frames_dropped_unknown_dest",
     "peers_dead_events",
     "alive",
+    "inbound_budget_waits",
 ];
 
 /// A point-in-time copy of [`PeerCounters`], labelled for export.
@@ -210,7 +345,7 @@ pub struct PeerCountersSnapshot {
 }
 
 impl PeerCounters {
-    fn scalars(&self) -> [&AtomicU64; 17] {
+    fn scalars(&self) -> [&AtomicU64; 18] {
         [
             &self.connections_established,
             &self.connections_closed,
@@ -229,6 +364,7 @@ impl PeerCounters {
             &self.frames_dropped_unknown_dest,
             &self.peers_dead_events,
             &self.alive,
+            &self.inbound_budget_waits,
         ]
     }
 
@@ -280,6 +416,8 @@ struct Shared {
     /// Per member: its inbound connection (one at a time; a newer one
     /// replaces it).
     inbound_conns: Vec<std::sync::Mutex<Option<quinn::Connection>>>,
+    /// What each member's messages in the inbound ring may hold.
+    inbound_budget: Arc<InboundBudget>,
 }
 
 impl Shared {
@@ -411,6 +549,14 @@ fn check_config(cfg: &PeerConfig) -> Result<(), String> {
     if cfg.outbound_queue_max == 0 {
         return Err("outbound_queue_max must be positive".into());
     }
+    if cfg.inbound_msgs_per_peer_max == 0
+        || cfg.inbound_bytes_per_peer_max == 0
+        || cfg.outbound_bytes_per_peer_max == 0
+    {
+        return Err(
+            "inbound_msgs_per_peer_max and inbound_bytes_per_peer_max must be positive".into(),
+        );
+    }
     cfg.limits.check()
 }
 
@@ -509,6 +655,11 @@ impl PeerNetwork {
             my_round: AtomicU64::new(0),
             my_commit_index: AtomicU64::new(0),
             inbound_conns: (0..n).map(|_| std::sync::Mutex::new(None)).collect(),
+            inbound_budget: Arc::new(InboundBudget::new(
+                n,
+                cfg.inbound_msgs_per_peer_max,
+                cfg.inbound_bytes_per_peer_max,
+            )),
         });
         let stats = TileStats::new("net-peer", me, 0);
         Ok(PeerNetwork {
@@ -582,20 +733,24 @@ impl PeerNetwork {
             cfg.limits,
             stats,
         ));
-        let mut queues: Vec<Option<mpsc::Sender<Arc<[u8]>>>> =
-            Vec::with_capacity(dial_configs.len());
+        let mut queues: Vec<Option<PeerQueue>> = Vec::with_capacity(dial_configs.len());
         for (peer, client) in cfg.committee.iter().zip(dial_configs) {
             let Some(client) = client else {
                 queues.push(None);
                 continue;
             };
             let (tx, rx) = mpsc::channel(cfg.outbound_queue_max);
-            queues.push(Some(tx));
+            let bytes = Arc::new(AtomicUsize::new(0));
+            queues.push(Some(PeerQueue {
+                tx,
+                bytes: bytes.clone(),
+                bytes_max: cfg.outbound_bytes_per_peer_max,
+            }));
             tasks.spawn(dial_loop(
                 endpoint.clone(),
                 peer.clone(),
                 client,
-                rx,
+                (rx, bytes),
                 shared.clone(),
                 timing,
             ));
@@ -616,10 +771,21 @@ impl PeerNetwork {
     }
 }
 
+/// One peer's send queue: frames (bounded in count by the channel) and
+/// the bytes they hold (bounded by `bytes_max`).
+struct PeerQueue {
+    tx: mpsc::Sender<Arc<[u8]>>,
+    bytes: Arc<AtomicUsize>,
+    bytes_max: usize,
+}
+
+/// The receiving end of a [`PeerQueue`].
+type QueueRx = (mpsc::Receiver<Arc<[u8]>>, Arc<AtomicUsize>);
+
 /// Encodes once and queues the frame for each destination without waiting.
 fn dispatch(
     out: Outbound,
-    queues: &[Option<mpsc::Sender<Arc<[u8]>>>],
+    queues: &[Option<PeerQueue>],
     limits: &WireLimits,
     counters: &PeerCounters,
 ) {
@@ -640,13 +806,26 @@ fn dispatch(
         );
         return;
     }
-    let mut enqueue = |q: &mpsc::Sender<Arc<[u8]>>| match q.try_send(frame.clone()) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            PeerCounters::add(&counters.frames_dropped_queue_full, 1)
+    let len = frame.len();
+    let mut enqueue = |q: &PeerQueue| {
+        let queued = q.bytes.load(Ordering::Relaxed);
+        if queued > 0 && queued + len > q.bytes_max {
+            PeerCounters::add(&counters.frames_dropped_queue_full, 1);
+            return;
         }
-        // The dialer only ends at shutdown.
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
+        // Counted before the send: the writer subtracts once it took it.
+        q.bytes.fetch_add(len, Ordering::Relaxed);
+        match q.tx.try_send(frame.clone()) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                q.bytes.fetch_sub(len, Ordering::Relaxed);
+                PeerCounters::add(&counters.frames_dropped_queue_full, 1)
+            }
+            // The dialer only ends at shutdown.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                q.bytes.fetch_sub(len, Ordering::Relaxed);
+            }
+        }
     };
     match out.to {
         Dest::All => queues.iter().flatten().for_each(&mut enqueue),
@@ -668,7 +847,7 @@ async fn dial_loop(
     endpoint: quinn::Endpoint,
     peer: PeerInfo,
     client: quinn::ClientConfig,
-    mut queue: mpsc::Receiver<Arc<[u8]>>,
+    mut queue: QueueRx,
     shared: Arc<Shared>,
     t: Timing,
 ) {
@@ -732,7 +911,7 @@ enum SendEnd {
 /// Writes queued frames, and a heartbeat every `heartbeat`, on one stream.
 async fn send_loop(
     conn: &quinn::Connection,
-    queue: &mut mpsc::Receiver<Arc<[u8]>>,
+    (queue, queued_bytes): &mut QueueRx,
     shared: &Shared,
     heartbeat: Duration,
 ) -> SendEnd {
@@ -755,7 +934,10 @@ async fn send_loop(
             })
             .into(),
             f = queue.recv() => match f {
-                Some(f) => f,
+                Some(f) => {
+                    queued_bytes.fetch_sub(f.len(), Ordering::Relaxed);
+                    f
+                }
                 None => {
                     let _ = send.finish();
                     return SendEnd::QueueClosed;
@@ -890,9 +1072,21 @@ async fn read_connection(
                 }
                 msg => {
                     stats.add_in(1);
-                    // Waiting here (a full ring) stops reading this stream:
-                    // QUIC flow control then slows the sender.
-                    if inbound.push(Inbound { from, msg }, stats).await.is_err() {
+                    // Waiting here (this member's budget spent, or a full
+                    // ring) stops reading this stream: QUIC flow control
+                    // then slows the sender.
+                    let Some(charge) = shared
+                        .inbound_budget
+                        .acquire(from, frame.len(), inbound, c)
+                        .await
+                    else {
+                        return Err(ReadEnd::Shutdown);
+                    };
+                    if inbound
+                        .push(Inbound { from, msg, charge }, stats)
+                        .await
+                        .is_err()
+                    {
                         return Err(ReadEnd::Shutdown);
                     }
                     stats.add_out(1);

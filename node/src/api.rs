@@ -820,7 +820,7 @@ fn render_peers(o: &mut String, s: &velox_net::peer::PeerCountersSnapshot) {
             .map(|(_, v)| *v as f64)
             .unwrap_or(0.0)
     };
-    let m: [(&str, &str, &str, f64); 13] = [
+    let m: [(&str, &str, &str, f64); 14] = [
         (
             "velox_peer_alive",
             "gauge",
@@ -900,6 +900,12 @@ fn render_peers(o: &mut String, s: &velox_net::peer::PeerCountersSnapshot) {
             "counter",
             "Times a peer was marked dead.",
             get("peers_dead_events"),
+        ),
+        (
+            "velox_peer_inbound_budget_waits_total",
+            "counter",
+            "Times a validator's reader stopped reading because that validator's messages waiting for consensus held its whole inbound budget (messages or bytes).",
+            get("inbound_budget_waits"),
         ),
     ];
     scalars(o, &m);

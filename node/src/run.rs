@@ -23,6 +23,20 @@ use crate::pipeline::{self, *};
 
 /// Ring depths between the net tile and the consensus tile (messages).
 pub const PEER_RING_DEPTH: usize = 4096;
+/// Frame bytes one validator's messages waiting in the inbound ring may
+/// hold (four frames of the largest size): the ring's memory is bounded per
+/// sender, at most (committee size - 1) x this.
+pub const PEER_IN_BYTES_PER_PEER_MAX: usize = 32 << 20;
+/// Frame bytes queued to send to one validator (besides 4096 frames): a
+/// validator that reads slowly holds at most this much of this node's
+/// memory; beyond it the newest frame to it is dropped (its fetches and the
+/// retransmits recover what it missed).
+pub const PEER_OUT_BYTES_PER_PEER_MAX: usize = 64 << 20;
+/// Messages one validator may have waiting in the inbound ring: its share
+/// of the ring (at least 64), so that one member cannot fill it.
+pub fn peer_in_msgs_per_peer_max(committee_size: usize) -> usize {
+    (PEER_RING_DEPTH / committee_size.saturating_sub(1).max(1)).max(64)
+}
 /// Validator-network timing: heartbeat when idle, and silence after which
 /// a peer counts as dead.
 pub const PEER_HEARTBEAT_MS: u64 = 500;
@@ -249,6 +263,9 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
             reconnect_min_ms: 50,
             reconnect_max_ms: 2_000,
             outbound_queue_max: 4096,
+            inbound_msgs_per_peer_max: peer_in_msgs_per_peer_max(committee.keys.len()),
+            inbound_bytes_per_peer_max: PEER_IN_BYTES_PER_PEER_MAX,
+            outbound_bytes_per_peer_max: PEER_OUT_BYTES_PER_PEER_MAX,
             limits: velox_net::peer::WireLimits::default(),
         };
         Some((peer_cfg, socket))

@@ -287,6 +287,9 @@ mod byzantine {
             reconnect_min_ms: 50,
             reconnect_max_ms: 500,
             outbound_queue_max: 1024,
+            inbound_msgs_per_peer_max: 1024,
+            inbound_bytes_per_peer_max: 32 << 20,
+            outbound_bytes_per_peer_max: 64 << 20,
             limits: Default::default(),
         };
         let stop = Arc::new(AtomicBool::new(false));

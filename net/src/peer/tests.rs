@@ -57,6 +57,9 @@ fn config(me: u32, committee: &[PeerInfo], pkcs8_der: &[u8]) -> PeerConfig {
         reconnect_min_ms: 50,
         reconnect_max_ms: 400,
         outbound_queue_max: 1024,
+        inbound_msgs_per_peer_max: 1024,
+        inbound_bytes_per_peer_max: 32 << 20,
+        outbound_bytes_per_peer_max: 64 << 20,
         limits: WireLimits::default(),
     }
 }
@@ -256,13 +259,7 @@ async fn key_outside_the_committee_cannot_connect() {
         // Members still talk to each other, and only to each other.
         node1.send(Dest::One(0), PeerMessage::BatchAck([1; 32]));
         let got = node0.recv(1).await;
-        assert_eq!(
-            got,
-            vec![Inbound {
-                from: 1,
-                msg: PeerMessage::BatchAck([1; 32])
-            }]
-        );
+        assert_eq!(got, vec![Inbound::new(1, PeerMessage::BatchAck([1; 32]))]);
         node0.silent_for(Duration::from_millis(1_500)).await;
         node1.silent_for(Duration::from_millis(200)).await;
         assert!(!node0.handle.alive()[2] && !node1.handle.alive()[2]);
@@ -413,10 +410,7 @@ async fn bad_frames_are_counted_and_close_only_that_connection() {
         assert_eq!(send_raw_and_expect_close(&conn, &wire).await, "malformed");
         assert_eq!(
             node0.recv(1).await,
-            vec![Inbound {
-                from: 2,
-                msg: PeerMessage::Block(vec![42])
-            }]
+            vec![Inbound::new(2, PeerMessage::Block(vec![42]))]
         );
 
         // An oversized length prefix is refused before any body is read.
@@ -451,10 +445,7 @@ async fn bad_frames_are_counted_and_close_only_that_connection() {
         node1.send(Dest::One(0), PeerMessage::Block(vec![1, 2, 3]));
         assert_eq!(
             node0.recv(1).await,
-            vec![Inbound {
-                from: 1,
-                msg: PeerMessage::Block(vec![1, 2, 3])
-            }]
+            vec![Inbound::new(1, PeerMessage::Block(vec![1, 2, 3]))]
         );
         node0.send(Dest::One(1), PeerMessage::Block(vec![3, 2, 1]));
         assert_eq!(node1.recv(1).await[0].from, 0);
@@ -515,13 +506,7 @@ async fn stopped_peer_is_marked_dead_and_reconnects_when_back() {
                 break m;
             }
         };
-        assert_eq!(
-            got,
-            Inbound {
-                from: 0,
-                msg: PeerMessage::Block(vec![2])
-            }
-        );
+        assert_eq!(got, Inbound::new(0, PeerMessage::Block(vec![2])));
         node1.send(Dest::One(0), PeerMessage::Block(vec![3]));
         let back = node0.recv(1).await;
         assert_eq!(back[0].from, 1);
@@ -560,10 +545,7 @@ async fn full_outbound_queue_drops_newest_and_counts() {
         let node1 = Node::start(config(1, &infos, &keys[1]), socket1);
         let got = node1.recv(4).await;
         let want: Vec<Inbound> = (0..4u8)
-            .map(|k| Inbound {
-                from: 0,
-                msg: PeerMessage::Block(vec![k]),
-            })
+            .map(|k| Inbound::new(0, PeerMessage::Block(vec![k])))
             .collect();
         assert_eq!(got, want);
         node1.silent_for(Duration::from_millis(300)).await;
@@ -660,4 +642,116 @@ async fn bad_configurations_are_refused() {
     let snap = net.counters().snapshot();
     assert_eq!(snap.counters.len(), PEER_COUNTER_LABELS.len());
     assert_eq!(snap.frames_rejected.len(), WIRE_ERROR_KINDS);
+}
+
+/// What one member's messages waiting for consensus may hold is bounded per
+/// member (here 4 messages, or 64 KiB): its reader stops reading beyond it
+/// (counted), the other members' messages still get through, and every
+/// held-back message arrives, in order, once the waiting ones are consumed.
+#[tokio::test]
+async fn a_members_inbound_budget_holds_it_back_alone() {
+    bounded(async {
+        let (keys, infos, mut sockets) = committee(3, 170);
+        let mut cfg2 = config(2, &infos, &keys[2]);
+        cfg2.inbound_msgs_per_peer_max = 4;
+        cfg2.inbound_bytes_per_peer_max = 64 << 10;
+        let node2 = Node::start(cfg2, sockets.pop().unwrap());
+        let node1 = Node::start(config(1, &infos, &keys[1]), sockets.pop().unwrap());
+        let node0 = Node::start(config(0, &infos, &keys[0]), sockets.pop().unwrap());
+        for k in 0..20u8 {
+            node0.send(Dest::One(2), PeerMessage::Block(vec![k; 100]));
+        }
+        wait_until("node 0's budget is full and its reader waits", || {
+            node2.inbound.len() == 4 && node2.counter(|c| &c.inbound_budget_waits) >= 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            node2.inbound.len(),
+            4,
+            "no more of node 0's messages queued"
+        );
+        // Node 1 is not held back by node 0's budget.
+        node1.send(Dest::One(2), PeerMessage::BatchAck([7; 32]));
+        wait_until("node 1's message arrives", || node2.inbound.len() == 5).await;
+        // Consumed one by one (each dropped before the next is popped).
+        let mut got = consume(&node2.inbound, 20 + 1).await;
+        let from1: Vec<&Inbound> = got.iter().filter(|m| m.from == 1).collect();
+        assert_eq!(
+            from1,
+            vec![&Inbound::new(1, PeerMessage::BatchAck([7; 32]))]
+        );
+        got.retain(|m| m.from == 0);
+        let want: Vec<Inbound> = (0..20u8)
+            .map(|k| Inbound::new(0, PeerMessage::Block(vec![k; 100])))
+            .collect();
+        assert_eq!(got, want, "all of node 0's messages, in order");
+        // Bytes count too: two 40 KiB messages would pass 64 KiB.
+        for k in 0..3u8 {
+            node1.send(Dest::One(2), PeerMessage::Block(vec![k; 40 << 10]));
+        }
+        wait_until("node 1's first big message arrives", || {
+            !node2.inbound.is_empty()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            node2.inbound.len(),
+            1,
+            "a second 40 KiB message would pass 64 KiB"
+        );
+        let rest = consume(&node2.inbound, 3).await;
+        assert_eq!(rest.len(), 3);
+        for n in [node0, node1, node2] {
+            n.stop().await;
+        }
+    })
+    .await;
+}
+
+/// A peer's send queue is bounded in bytes as well as frames: with 100 KiB
+/// allowed, two 40 KiB frames queue for a peer that is not there yet,
+/// the rest are dropped newest-first and counted; the queued ones arrive.
+#[tokio::test]
+async fn outbound_queue_is_bounded_in_bytes_per_peer() {
+    bounded(async {
+        let (keys, infos, mut sockets) = committee(2, 190);
+        let socket1 = sockets.pop().unwrap();
+        let mut cfg0 = config(0, &infos, &keys[0]);
+        cfg0.outbound_bytes_per_peer_max = 100 << 10;
+        let node0 = Node::start(cfg0, sockets.pop().unwrap());
+        for k in 0..6u8 {
+            node0.send(Dest::One(1), PeerMessage::Block(vec![k; 40 << 10]));
+        }
+        wait_until("the pump drained the outbound ring", || {
+            node0.outbound.is_empty() && node0.counter(|c| &c.frames_dropped_queue_full) == 4
+        })
+        .await;
+        let node1 = Node::start(config(1, &infos, &keys[1]), socket1);
+        let got = node1.recv(2).await;
+        let want: Vec<Inbound> = (0..2u8)
+            .map(|k| Inbound::new(0, PeerMessage::Block(vec![k; 40 << 10])))
+            .collect();
+        assert_eq!(got, want);
+        node1.silent_for(Duration::from_millis(300)).await;
+        for n in [node0, node1] {
+            n.stop().await;
+        }
+    })
+    .await;
+}
+
+/// Pops `n` messages, dropping each (and with it its budget) before the
+/// next: what the consensus tile does.
+async fn consume(ring: &Ring<Inbound>, n: usize) -> Vec<Inbound> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let m = ring
+            .pop_timeout(WAIT)
+            .await
+            .expect("in time")
+            .expect("open");
+        got.push(Inbound::new(m.from, m.msg));
+    }
+    got
 }
