@@ -100,6 +100,8 @@ impl Drop for Ticket {
 pub struct IngressCounters {
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// Connections open or in their handshake: a slot is taken at accept,
+    /// so that handshakes started together cannot pass the limit.
     pub connections_open: AtomicU64,
     pub streams: AtomicU64,
     pub frames: AtomicU64,
@@ -110,8 +112,31 @@ pub struct IngressCounters {
 /// Limits of the ingress endpoint.
 #[derive(Clone, Copy, Debug)]
 pub struct IngressLimits {
-    /// Open client connections at most; more are refused and counted.
+    /// Client connections open or in their handshake at most; more are
+    /// refused at accept (before any handshake work) and counted.
     pub connections_max: usize,
+}
+
+/// One connection's place under [`IngressLimits::connections_max`], taken
+/// at accept and given back when the connection (or its failed handshake)
+/// ends.
+struct ConnectionSlot(Arc<IngressCounters>);
+
+impl ConnectionSlot {
+    fn take(counters: &Arc<IngressCounters>, max: usize) -> Option<ConnectionSlot> {
+        let before = counters.connections_open.fetch_add(1, Ordering::AcqRel);
+        if before as usize >= max {
+            counters.connections_open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ConnectionSlot(counters.clone()))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Accepts client connections on `endpoint` until it is closed, sending
@@ -125,11 +150,11 @@ pub async fn serve(
     stats: Arc<TileStats>,
 ) {
     while let Some(incoming) = endpoint.accept().await {
-        if counters.connections_open.load(Ordering::Relaxed) as usize >= limits.connections_max {
+        let Some(slot) = ConnectionSlot::take(&counters, limits.connections_max) else {
             counters.connections_refused.fetch_add(1, Ordering::Relaxed);
             incoming.refuse();
             continue;
-        }
+        };
         let (out, counters, rejects, stats) = (
             out.clone(),
             counters.clone(),
@@ -137,6 +162,7 @@ pub async fn serve(
             stats.clone(),
         );
         tokio::task::spawn_local(async move {
+            let _slot = slot;
             let conn = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
@@ -147,7 +173,6 @@ pub async fn serve(
             counters
                 .connections_accepted
                 .fetch_add(1, Ordering::Relaxed);
-            counters.connections_open.fetch_add(1, Ordering::Relaxed);
             let remote = conn.remote_address();
             while let Ok((send, recv)) = conn.accept_bi().await {
                 counters.streams.fetch_add(1, Ordering::Relaxed);
@@ -165,7 +190,6 @@ pub async fn serve(
                     }
                 });
             }
-            counters.connections_open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
@@ -447,4 +471,68 @@ pub fn client_endpoint(
         crate::frame::ALPN_CLIENT,
     )?);
     Ok(ep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    use std::time::Duration;
+
+    /// Issue 22: with `connections_max = 4`, 12 handshakes started together
+    /// get 4 connections; the rest are refused at accept (counted), because
+    /// a slot is taken before the handshake, not after it.
+    #[test]
+    fn concurrent_handshakes_cannot_pass_the_connection_limit() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+            let pkcs8 = key.to_pkcs8_der().unwrap().as_bytes().to_vec();
+            let cert = crate::tls::self_signed_cert(&pkcs8).unwrap();
+            let server =
+                crate::tls::server_config(&cert, &pkcs8, crate::frame::ALPN_CLIENT).unwrap();
+            let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = endpoint.local_addr().unwrap();
+            let counters = Arc::new(IngressCounters::default());
+            tokio::task::spawn_local(serve(
+                endpoint,
+                Ring::new("ingress", 16),
+                IngressLimits { connections_max: 4 },
+                counters.clone(),
+                Arc::new(RejectCounters::default()),
+                TileStats::new("net", 0, 0),
+            ));
+            let client = client_endpoint(Some(cert)).unwrap();
+            let attempts: Vec<_> = (0..12)
+                .map(|_| client.connect(addr, "velox").unwrap())
+                .collect();
+            let mut up = Vec::new();
+            let mut refused = 0;
+            for a in attempts {
+                match tokio::time::timeout(Duration::from_secs(10), a).await {
+                    Ok(Ok(c)) => up.push(c),
+                    Ok(Err(_)) => refused += 1,
+                    Err(_) => panic!("a handshake neither completed nor was refused"),
+                }
+            }
+            assert_eq!(up.len(), 4, "connections established");
+            assert_eq!(refused, 8);
+            assert_eq!(counters.connections_refused.load(Ordering::Relaxed), 8);
+            assert_eq!(counters.connections_open.load(Ordering::Relaxed), 4);
+            // A closed connection gives its slot back.
+            let c = up.pop().unwrap();
+            c.close(0u32.into(), b"bye");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while counters.connections_open.load(Ordering::Relaxed) != 3 {
+                assert!(std::time::Instant::now() < deadline, "slot not given back");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let again = client.connect(addr, "velox").unwrap().await;
+            assert!(again.is_ok(), "a freed slot admits a new connection");
+        });
+    }
 }

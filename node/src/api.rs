@@ -729,7 +729,7 @@ pub fn render_metrics(n: &NodeHandle) -> String {
         (
             "velox_net_connections_open",
             "gauge",
-            "Open client connections.",
+            "Client connections open or in their handshake (what ingress_connections_max bounds).",
             i.connections_open.load(Ordering::Relaxed) as f64,
         ),
         (
