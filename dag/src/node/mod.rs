@@ -66,8 +66,17 @@ pub const ROUNDS_PER_REQUEST_MAX: u64 = 200;
 /// so the skip is deterministic.
 pub const INCLUDED_WINDOW: usize = 1 << 20;
 /// Peers' blocks parked while their batches are fetched; more are dropped
-/// (the core fetches them again when a descendant needs them).
+/// (the core fetches them again when a descendant needs them). Each author
+/// may fill at most its share, [`parked_quota`]: one author's blocks (a
+/// Byzantine one's endless copies of a slot, each naming batches it never
+/// serves) cannot crowd out the others'.
 pub const PARKED_BLOCKS_MAX: usize = 10_000;
+
+/// Parked blocks one author may have: an equal share of
+/// [`PARKED_BLOCKS_MAX`] among `n` validators, at least 16.
+pub fn parked_quota(n: usize) -> usize {
+    (PARKED_BLOCKS_MAX / n.max(1)).max(16)
+}
 /// A parked block whose batches did not arrive in this long is dropped.
 pub const PARKED_MAX_AGE_MS: u64 = 60_000;
 /// Fetch attempts for a batch at `batch_fetch_retry_ms`; after them it is
@@ -293,7 +302,7 @@ pub struct NodeMetrics {
     pub rounds_requests_served: u64,
     /// Blocks served from the store (below the core's window).
     pub blocks_served_from_disk: u64,
-    /// Parked blocks dropped (full or too old).
+    /// Parked blocks dropped (full, their author's share full, or too old).
     pub blocks_parked_dropped: u64,
     /// Payload queue full: an available batch could not be queued.
     pub payload_queue_full: u64,
@@ -469,6 +478,8 @@ pub struct ConsensusNode {
     included: RecentSet,
     wanted: BTreeMap<BatchDigest, Wanted>,
     parked: BTreeMap<BlockRef, Parked>,
+    /// Parked blocks per author (each at most [`parked_quota`]).
+    parked_by_author: Vec<usize>,
     /// Batch digest -> parked blocks waiting for it.
     parked_on: HashMap<BatchDigest, Vec<BlockRef>>,
     /// Own batches not committed yet.
@@ -543,6 +554,7 @@ impl ConsensusNode {
             included: RecentSet::new(INCLUDED_WINDOW),
             wanted: BTreeMap::new(),
             parked: BTreeMap::new(),
+            parked_by_author: vec![0; held_by_peer.len()],
             parked_on: HashMap::new(),
             own: BTreeMap::new(),
             own_checked_gc: Round(0),
@@ -1153,10 +1165,14 @@ impl ConsensusNode {
             self.feed_core(now, block, from);
             return;
         }
-        if self.parked.len() >= PARKED_BLOCKS_MAX {
+        let author = block.author().as_usize();
+        if self.parked.len() >= PARKED_BLOCKS_MAX
+            || self.parked_by_author[author] >= parked_quota(self.committee.size())
+        {
             self.metrics.blocks_parked_dropped += 1;
             return;
         }
+        self.parked_by_author[author] += 1;
         let sources = vec![block.author(), ValidatorIndex(from)];
         for d in &missing {
             self.parked_on.entry(*d).or_default().push(r);
@@ -1200,6 +1216,7 @@ impl ConsensusNode {
             };
             if done {
                 let p = self.parked.remove(&r).expect("present");
+                self.parked_by_author[p.block.author().as_usize()] -= 1;
                 self.feed_core(now, p.block, p.from);
             }
         }
@@ -1280,8 +1297,14 @@ impl ConsensusNode {
     fn evict_stale(&mut self, now: Time) {
         if !self.parked.is_empty() {
             let before = self.parked.len();
-            self.parked
-                .retain(|_, p| now < p.since.plus_ms(PARKED_MAX_AGE_MS));
+            let by_author = &mut self.parked_by_author;
+            self.parked.retain(|_, p| {
+                let keep = now < p.since.plus_ms(PARKED_MAX_AGE_MS);
+                if !keep {
+                    by_author[p.block.author().as_usize()] -= 1;
+                }
+                keep
+            });
             let dropped = before - self.parked.len();
             if dropped > 0 {
                 self.metrics.blocks_parked_dropped += dropped as u64;
@@ -1639,6 +1662,16 @@ impl ConsensusNode {
             );
         }
         assert!(self.parked.len() <= PARKED_BLOCKS_MAX);
+        let mut by_author = vec![0; self.parked_by_author.len()];
+        for r in self.parked.keys() {
+            by_author[r.author.as_usize()] += 1;
+        }
+        assert_eq!(by_author, self.parked_by_author, "parked counts per author");
+        let quota = parked_quota(self.committee.size());
+        assert!(
+            by_author.iter().all(|c| *c <= quota),
+            "an author's parked share"
+        );
         // Wanted batches are not held.
         for d in self.wanted.keys() {
             assert!(!self.held.contains_key(d), "a held batch is still wanted");

@@ -773,6 +773,51 @@ fn an_invalid_block_is_refused_before_its_batches_are_looked_up() {
     assert_eq!(c.nodes[0].gauges().batches_wanted, 1000);
 }
 
+/// One author's blocks cannot fill the parked set: copies of one slot,
+/// each naming a batch nobody serves, park up to the author's share
+/// ([`parked_quota`]) and no further, while another author's block still
+/// parks (fault 4).
+#[test]
+fn one_author_cannot_fill_the_parked_blocks() {
+    let mut c = Cluster::new(&[1, 1, 1, 1], config());
+    c.settle();
+    let quota = parked_quota(4);
+    let parents: Vec<BlockRef> = (0..4u32)
+        .map(|v| c.nodes[0].core().dag().slot(Round(1), ValidatorIndex(v))[0].reference())
+        .collect();
+    let own: Vec<UnsignedBlock> = (0..4u32)
+        .map(|v| {
+            c.nodes[0].core().dag().slot(Round(1), ValidatorIndex(v))[0]
+                .unsigned()
+                .clone()
+        })
+        .collect();
+    let keys = c.keys.clone();
+    let block_by = |author: u32, i: u32| {
+        let mut u = own[author as usize].clone();
+        u.round = Round(2);
+        u.parents = parents.clone();
+        let mut d = [0xee; 32];
+        d[..4].copy_from_slice(&i.to_le_bytes());
+        d[4] = author as u8;
+        u.payload = vec![Digest(d)];
+        u.sign(&keys[author as usize])
+    };
+    for i in 0..(quota as u32 + 40) {
+        let b = block_by(1, i);
+        c.nodes[0].handle_peer(c.now, 1, PeerMessage::Block(b.encode()));
+    }
+    assert_eq!(c.nodes[0].gauges().blocks_parked, quota);
+    assert_eq!(c.nodes[0].metrics().blocks_parked_dropped, 40);
+    let other = block_by(2, 0);
+    c.nodes[0].handle_peer(c.now, 2, PeerMessage::Block(other.encode()));
+    assert_eq!(
+        c.nodes[0].gauges().blocks_parked,
+        quota + 1,
+        "another author still parks"
+    );
+}
+
 #[test]
 fn every_block_is_verified_once_per_node_even_when_parked() {
     let mut c = Cluster::new(&[1, 1, 1, 1], config());
