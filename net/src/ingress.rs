@@ -535,4 +535,73 @@ mod tests {
             assert!(again.is_ok(), "a freed slot admits a new connection");
         });
     }
+
+    /// A client cannot make the node buffer more than the named windows:
+    /// against a server that reads nothing, a stream takes about
+    /// `CLIENT_STREAM_WINDOW_BYTES` and a connection about
+    /// `CLIENT_CONNECTION_WINDOW_BYTES` (quinn's defaults: 1.25 MB per
+    /// stream, unbounded per connection).
+    #[test]
+    fn client_flow_control_windows_bound_what_a_client_can_send_unread() {
+        use crate::tls::{CLIENT_CONNECTION_WINDOW_BYTES, CLIENT_STREAM_WINDOW_BYTES};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
+            let pkcs8 = key.to_pkcs8_der().unwrap().as_bytes().to_vec();
+            let cert = crate::tls::self_signed_cert(&pkcs8).unwrap();
+            let server =
+                crate::tls::server_config(&cert, &pkcs8, crate::frame::ALPN_CLIENT).unwrap();
+            let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = endpoint.local_addr().unwrap();
+            // Accepts the connection and its streams, reads nothing.
+            tokio::spawn(async move {
+                let conn = endpoint.accept().await.unwrap().await.unwrap();
+                let mut held = Vec::new();
+                while let Ok(s) = conn.accept_bi().await {
+                    held.push(s);
+                }
+            });
+            let client = client_endpoint(Some(cert)).unwrap();
+            let conn = client.connect(addr, "velox").unwrap().await.unwrap();
+            // How much `streams` streams get through before they block.
+            let sent = |streams: usize| {
+                let conn = conn.clone();
+                async move {
+                    let mut total = 0usize;
+                    let mut open = Vec::new();
+                    for _ in 0..streams {
+                        let (mut s, r) = conn.open_bi().await.unwrap();
+                        let chunk = vec![0u8; 16 << 10];
+                        loop {
+                            match tokio::time::timeout(Duration::from_millis(300), s.write(&chunk))
+                                .await
+                            {
+                                Ok(Ok(n)) => total += n,
+                                Ok(Err(e)) => panic!("{e}"),
+                                Err(_) => break,
+                            }
+                        }
+                        open.push((s, r));
+                    }
+                    total
+                }
+            };
+            let one = sent(1).await;
+            let stream = CLIENT_STREAM_WINDOW_BYTES as usize;
+            assert!(
+                one <= stream + (16 << 10),
+                "one stream sent {one} unread bytes"
+            );
+            assert!(one >= stream / 2, "one stream sent only {one}");
+            let many = one + sent(8).await;
+            let connection = CLIENT_CONNECTION_WINDOW_BYTES as usize;
+            assert!(
+                many <= connection + (16 << 10),
+                "nine streams sent {many} unread bytes"
+            );
+        });
+    }
 }

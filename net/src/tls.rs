@@ -18,6 +18,22 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 pub const CLIENT_STREAMS_PER_CONN_MAX: u32 = 64;
 /// Idle time after which a connection is closed.
 pub const IDLE_TIMEOUT_MS: u32 = 30_000;
+/// Bytes a client may send on one stream beyond what the node has read
+/// (QUIC stream flow-control window; quinn's default is 1.25 MB): at least
+/// one largest transaction frame.
+pub const CLIENT_STREAM_WINDOW_BYTES: u32 = 256 << 10;
+/// Bytes a client may send on one connection, all streams together, beyond
+/// what the node has read (quinn's default is unbounded). With
+/// `network.ingress_connections_max` (1024) this bounds what clients can
+/// make the node buffer while it applies backpressure: 1024 x 1 MiB.
+pub const CLIENT_CONNECTION_WINDOW_BYTES: u32 = 1 << 20;
+/// Bytes of answers the node buffers per client connection before its
+/// writes wait (quinn's default is 10 MB).
+pub const CLIENT_SEND_WINDOW_BYTES: u64 = 1 << 20;
+const _: () = assert!(
+    CLIENT_STREAM_WINDOW_BYTES as usize > crate::frame::FRAME_BYTES_MAX + 4,
+    "a stream's window must hold at least one largest frame"
+);
 /// Clients ping this often, so a connection whose streams wait longer than
 /// the idle timeout for their commits (a validator catching up, a long
 /// overload) stays open. Servers do not ping: an idle client is let go.
@@ -53,8 +69,14 @@ fn client_transport() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
+/// The node's side of client connections: the transport every
+/// connection shares, with flow-control windows from named bounds.
 fn transport() -> Arc<quinn::TransportConfig> {
-    Arc::new(transport_config())
+    let mut t = transport_config();
+    t.stream_receive_window(CLIENT_STREAM_WINDOW_BYTES.into());
+    t.receive_window(CLIENT_CONNECTION_WINDOW_BYTES.into());
+    t.send_window(CLIENT_SEND_WINDOW_BYTES);
+    Arc::new(t)
 }
 
 fn transport_config() -> quinn::TransportConfig {
