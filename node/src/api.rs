@@ -10,9 +10,13 @@
 //! | `GET /proof/account/{hex}` | the account's value with an inclusion or absence proof against a durable commit's root |
 //! | `GET /proof/kv/{hex}` | the same for a kv counter |
 //! | `GET /metrics` | Prometheus text exposition (docs/metrics.md) |
+//!
+//! At most [`API_REQUESTS_MAX`] requests are handled at once (more are
+//! answered 503 at once) and each gets [`API_REQUEST_TIMEOUT`] (then 503):
+//! a flood of slow queries cannot pile up work or memory on the node.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +31,77 @@ use velox_exec::{AccountId, StateKey, StateValue, TxDigest};
 use crate::pipeline::{PoolQuery, ProofQuery};
 use crate::run::NodeHandle;
 
+/// Requests the API handles at once; more are answered 503 at once.
+pub const API_REQUESTS_MAX: usize = 256;
+/// A request not answered within this is answered 503 (its work dropped).
+pub const API_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the API's limits did (exported in /metrics).
+#[derive(Debug, Default)]
+pub struct ApiCounters {
+    /// Requests answered 503 because [`API_REQUESTS_MAX`] were in progress.
+    pub refused_busy: AtomicU64,
+    /// Requests answered 503 after [`API_REQUEST_TIMEOUT`].
+    pub timeouts: AtomicU64,
+}
+
+/// The limits every request passes.
+struct ApiGuard {
+    permits: tokio::sync::Semaphore,
+    timeout: Duration,
+    counters: Arc<ApiCounters>,
+}
+
+async fn guard(
+    State(g): State<Arc<ApiGuard>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_permit) = g.permits.try_acquire() else {
+        g.counters.refused_busy.fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("busy: {API_REQUESTS_MAX} requests in progress; retry shortly"),
+        );
+    };
+    match tokio::time::timeout(g.timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            g.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not answered within {} s; retry", g.timeout.as_secs()),
+            )
+        }
+    }
+}
+
 pub fn router(node: Arc<NodeHandle>) -> Router {
+    router_with_limits(node, API_REQUESTS_MAX, API_REQUEST_TIMEOUT)
+}
+
+/// [`router`] with other limits.
+pub fn router_with_limits(node: Arc<NodeHandle>, requests_max: usize, timeout: Duration) -> Router {
+    let counters = node.api.clone();
+    limited(routes(node), requests_max, timeout, counters)
+}
+
+/// `app` behind the request limits.
+fn limited(
+    app: Router,
+    requests_max: usize,
+    timeout: Duration,
+    counters: Arc<ApiCounters>,
+) -> Router {
+    let guard_state = Arc::new(ApiGuard {
+        permits: tokio::sync::Semaphore::new(requests_max),
+        timeout,
+        counters,
+    });
+    app.layer(axum::middleware::from_fn_with_state(guard_state, guard))
+}
+
+fn routes(node: Arc<NodeHandle>) -> Router {
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/status", get(status))
@@ -770,6 +844,23 @@ pub fn render_metrics(n: &NodeHandle) -> String {
         ),
     ];
     scalars(&mut o, &net);
+    scalars(
+        &mut o,
+        &[
+            (
+                "velox_api_requests_refused_busy_total",
+                "counter",
+                "HTTP API requests answered 503 because API_REQUESTS_MAX (256) were in progress.",
+                n.api.refused_busy.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "velox_api_request_timeouts_total",
+                "counter",
+                "HTTP API requests answered 503 after API_REQUEST_TIMEOUT (10 s).",
+                n.api.timeouts.load(Ordering::Relaxed) as f64,
+            ),
+        ],
+    );
     render_consensus(&mut o, &n.consensus);
     if let Some(p) = &n.peers {
         render_peers(&mut o, &p.counters().snapshot());
@@ -1228,4 +1319,69 @@ fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
         ),
     ];
     scalars(o, &m);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 22: the API handles at most `requests_max` requests at once
+    /// (the next is answered 503 at once, in JSON) and answers a request
+    /// that runs past the timeout with 503; both are counted.
+    #[test]
+    fn requests_beyond_the_limit_or_the_timeout_get_503() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let counters = Arc::new(ApiCounters::default());
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }),
+            )
+            .route("/fast", get(|| async { "ok" }));
+        let app = limited(app, 2, Duration::from_secs(3), counters.clone());
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        rt.spawn(async move { axum::serve(listener, app).await });
+        assert_eq!(
+            crate::httpc::get(addr, "/fast").unwrap(),
+            (200, "ok".into())
+        );
+        // Two slow requests take both places; a third is refused at once.
+        let slow: Vec<_> = (0..2)
+            .map(|_| std::thread::spawn(move || crate::httpc::get(addr, "/slow").unwrap()))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (code, body) = crate::httpc::get(addr, "/fast").unwrap();
+            if code == 503 {
+                assert!(body.contains("\"error\""), "{body}");
+                assert!(body.contains("busy"), "{body}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "never refused while busy");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(counters.refused_busy.load(Ordering::Relaxed) >= 1);
+        // The slow ones end at the timeout, answered 503.
+        for t in slow {
+            let (code, body) = t.join().unwrap();
+            assert_eq!(code, 503, "{body}");
+            assert!(body.contains("not answered within"), "{body}");
+        }
+        assert_eq!(counters.timeouts.load(Ordering::Relaxed), 2);
+        // And the places are free again.
+        assert_eq!(
+            crate::httpc::get(addr, "/fast").unwrap(),
+            (200, "ok".into())
+        );
+    }
 }

@@ -66,6 +66,8 @@ pub struct NodeHandle {
     pub reactor_flavor: &'static str,
     pub layout: velox_tuning::Layout,
     pub started: std::time::Instant,
+    /// What the HTTP API's request limits did.
+    pub api: Arc<crate::api::ApiCounters>,
 }
 
 impl NodeHandle {
@@ -559,6 +561,7 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         reactor_flavor: velox_io::reactor::default_flavor().name(),
         layout: layout.clone(),
         started: std::time::Instant::now(),
+        api: Arc::default(),
     });
 
     tracing::info!(
