@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use velox_exec::reason::RejectCounters;
 use velox_exec::tx::{Tx, TxDigest};
 use velox_exec::RejectReason;
@@ -24,6 +24,53 @@ use crate::frame::{AckMode, FrameDecoder, FrameError, Response, Status, STREAM_T
 pub const INGRESS_BATCH_TXS: usize = 64;
 /// Bytes read from a stream per read call.
 pub const STREAM_READ_BYTES: usize = 64 * 1024;
+/// Application code client connections are closed with when the node
+/// stops (after every stream got a record for each of its transactions).
+pub const CLOSE_SHUTTING_DOWN: u32 = 0x204;
+/// Time streams have, once the node stops, to write their last records
+/// before the connections close.
+pub const SHUTDOWN_ANSWER_MS: u64 = 300;
+
+/// Stops the ingress ([`serve`]): every open stream answers each of its
+/// transactions not answered yet with `shutting_down` (204) and ends; the
+/// connections then close with [`CLOSE_SHUTTING_DOWN`].
+pub struct IngressStopper {
+    stop: watch::Sender<bool>,
+    done: watch::Receiver<bool>,
+}
+
+/// [`serve`]'s end of an [`IngressStopper`].
+pub struct IngressStopSignal {
+    stop: watch::Receiver<bool>,
+    done: watch::Sender<bool>,
+}
+
+/// A stopper and the signal [`serve`] watches.
+pub fn stop_channel() -> (IngressStopper, IngressStopSignal) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (done_tx, done_rx) = watch::channel(false);
+    (
+        IngressStopper {
+            stop: stop_tx,
+            done: done_rx,
+        },
+        IngressStopSignal {
+            stop: stop_rx,
+            done: done_tx,
+        },
+    )
+}
+
+impl IngressStopper {
+    /// Stops the ingress and waits until its connections are closed, at
+    /// most `timeout`; whether they were.
+    pub async fn stop(mut self, timeout: std::time::Duration) -> bool {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(timeout, self.done.wait_for(|d| *d))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
 
 /// A decoded transaction and the ticket that answers for it.
 pub struct IngressTx {
@@ -148,8 +195,17 @@ pub async fn serve(
     counters: Arc<IngressCounters>,
     rejects: Arc<RejectCounters>,
     stats: Arc<TileStats>,
+    signal: IngressStopSignal,
 ) {
-    while let Some(incoming) = endpoint.accept().await {
+    let mut stopping = signal.stop.clone();
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+            _ = stopping.wait_for(|s| *s) => break,
+        };
         let Some(slot) = ConnectionSlot::take(&counters, limits.connections_max) else {
             counters.connections_refused.fetch_add(1, Ordering::Relaxed);
             incoming.refuse();
@@ -161,8 +217,10 @@ pub async fn serve(
             rejects.clone(),
             stats.clone(),
         );
+        let stop = signal.stop.clone();
         tokio::task::spawn_local(async move {
             let _slot = slot;
+            let mut stopping = stop.clone();
             let conn = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
@@ -174,7 +232,20 @@ pub async fn serve(
                 .connections_accepted
                 .fetch_add(1, Ordering::Relaxed);
             let remote = conn.remote_address();
-            while let Ok((send, recv)) = conn.accept_bi().await {
+            loop {
+                let (send, recv) = tokio::select! {
+                    s = conn.accept_bi() => match s {
+                        Ok(s) => s,
+                        Err(_) => break,
+                    },
+                    _ = stopping.wait_for(|s| *s) => {
+                        // Held open (dropping the last handle would close
+                        // it with code 0) while its streams write their
+                        // last records; the endpoint closes it.
+                        conn.closed().await;
+                        break;
+                    }
+                };
                 counters.streams.fetch_add(1, Ordering::Relaxed);
                 let (out, counters, rejects, stats) = (
                     out.clone(),
@@ -182,9 +253,10 @@ pub async fn serve(
                     rejects.clone(),
                     stats.clone(),
                 );
+                let stop = stop.clone();
                 tokio::task::spawn_local(async move {
                     if let Err(e) =
-                        handle_stream(send, recv, &out, &counters, &rejects, &stats).await
+                        handle_stream(send, recv, &out, &counters, &rejects, &stats, stop).await
                     {
                         tracing::debug!(%remote, error = %e, "client stream ended with an error");
                     }
@@ -192,6 +264,17 @@ pub async fn serve(
             }
         });
     }
+    if *signal.stop.borrow() {
+        // The streams saw the same signal and answer what they owe: give
+        // them a moment to write it, then close every connection with an
+        // application code (the client learns at once, not at its idle
+        // timeout).
+        tokio::time::sleep(std::time::Duration::from_millis(SHUTDOWN_ANSWER_MS)).await;
+        endpoint.close(CLOSE_SHUTTING_DOWN.into(), b"shutting down");
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_millis(500), endpoint.wait_idle()).await;
+    }
+    let _ = signal.done.send(true);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +298,7 @@ async fn handle_stream(
     counters: &IngressCounters,
     rejects: &RejectCounters,
     stats: &TileStats,
+    mut stop: watch::Receiver<bool>,
 ) -> Result<(), StreamError> {
     let mut mode = [0u8; 1];
     recv.read_exact(&mut mode).await?;
@@ -230,7 +314,16 @@ async fn handle_stream(
     let mut expected = 0usize;
     let mut batch: Vec<IngressTx> = Vec::with_capacity(INGRESS_BATCH_TXS);
     let mut frame_error = None;
-    'read: while let Some(chunk) = recv.read_chunk(STREAM_READ_BYTES, true).await? {
+    let mut stopped = false;
+    'read: loop {
+        let chunk = tokio::select! {
+            c = recv.read_chunk(STREAM_READ_BYTES, true) => c?,
+            _ = stop.wait_for(|s| *s) => {
+                stopped = true;
+                break 'read;
+            }
+        };
+        let Some(chunk) = chunk else { break };
         counters
             .bytes
             .fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
@@ -274,9 +367,16 @@ async fn handle_stream(
         }
         flush(&mut batch, out, stats).await?;
     }
-    // Frames decoded before a framing error still go on.
-    flush(&mut batch, out, stats).await?;
-    if frame_error.is_none() {
+    if stopped {
+        // Stopping: what was not handed on is answered by its dropped
+        // tickets (204); nothing more is read.
+        batch.clear();
+        let _ = recv.stop(quinn::VarInt::from_u32(CLOSE_SHUTTING_DOWN));
+    } else {
+        // Frames decoded before a framing error still go on.
+        flush(&mut batch, out, stats).await?;
+    }
+    if frame_error.is_none() && !stopped {
         if let Err(e) = decoder.finish() {
             frame_error = Some(e);
         }
@@ -302,17 +402,54 @@ async fn handle_stream(
     debug_assert!(expected <= STREAM_TXS_MAX + 1);
     drop(reply);
     let mut written = 0usize;
+    let mut answered = vec![false; expected];
     let mut buf = Vec::with_capacity(64 * crate::frame::RESPONSE_BYTES);
-    while written < expected {
-        let Some(r) = rx.recv().await else { break };
+    let mut take = |r: Response, buf: &mut Vec<u8>, written: &mut usize| {
+        if let Some(a) = answered.get_mut(r.index as usize) {
+            *a = true;
+        }
         buf.extend_from_slice(&r.encode());
-        written += 1;
+        *written += 1;
+    };
+    while written < expected {
+        let r = tokio::select! {
+            biased;
+            r = rx.recv() => r,
+            _ = stop.wait_for(|s| *s) => {
+                stopped = true;
+                None
+            }
+        };
+        let Some(r) = r else { break };
+        take(r, &mut buf, &mut written);
         while let Ok(r) = rx.try_recv() {
-            buf.extend_from_slice(&r.encode());
-            written += 1;
+            take(r, &mut buf, &mut written);
         }
         send.write_all(&buf).await?;
         buf.clear();
+    }
+    if stopped && written < expected {
+        // The node stops: what arrived is written, and every transaction
+        // still unanswered gets shutting_down (204), so that the client
+        // learns now rather than at its idle timeout (its fate: GET /tx
+        // once the node is back).
+        while let Ok(r) = rx.try_recv() {
+            take(r, &mut buf, &mut written);
+        }
+        for (i, a) in answered.iter().enumerate() {
+            if !a {
+                buf.extend_from_slice(
+                    &Response::rejected(
+                        i as u32,
+                        TxDigest::default(),
+                        RejectReason::ShuttingDown,
+                        0,
+                    )
+                    .encode(),
+                );
+            }
+        }
+        send.write_all(&buf).await?;
     }
     let _ = send.finish();
     match frame_error {
@@ -498,6 +635,7 @@ mod tests {
             let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
             let addr = endpoint.local_addr().unwrap();
             let counters = Arc::new(IngressCounters::default());
+            let (_stopper, signal) = stop_channel();
             tokio::task::spawn_local(serve(
                 endpoint,
                 Ring::new("ingress", 16),
@@ -505,6 +643,7 @@ mod tests {
                 counters.clone(),
                 Arc::new(RejectCounters::default()),
                 TileStats::new("net", 0, 0),
+                signal,
             ));
             let client = client_endpoint(Some(cert)).unwrap();
             let attempts: Vec<_> = (0..12)
@@ -602,6 +741,92 @@ mod tests {
                 many <= connection + (16 << 10),
                 "nine streams sent {many} unread bytes"
             );
+        });
+    }
+
+    /// Issue 22: when the node stops, a commit-mode stream whose
+    /// transactions wait (here in a ring nobody reads) gets one
+    /// `shutting_down` (204) record per transaction at once, and its
+    /// connection closes with `CLOSE_SHUTTING_DOWN`, instead of the client
+    /// learning nothing until its idle timeout.
+    #[test]
+    fn stopping_answers_every_open_ticket_with_204_and_closes_connections() {
+        use velox_exec::tx::{TxBody, TxBuilder};
+        use velox_exec::AccountId;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+            let pkcs8 = key.to_pkcs8_der().unwrap().as_bytes().to_vec();
+            let cert = crate::tls::self_signed_cert(&pkcs8).unwrap();
+            let server =
+                crate::tls::server_config(&cert, &pkcs8, crate::frame::ALPN_CLIENT).unwrap();
+            let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = endpoint.local_addr().unwrap();
+            let counters = Arc::new(IngressCounters::default());
+            // Nobody reads this ring: the tickets wait in it, unanswered.
+            let ring = Ring::new("ingress", 16);
+            let (stopper, signal) = stop_channel();
+            tokio::task::spawn_local(serve(
+                endpoint,
+                ring.clone(),
+                IngressLimits { connections_max: 4 },
+                counters.clone(),
+                Arc::new(RejectCounters::default()),
+                TileStats::new("net", 0, 0),
+                signal,
+            ));
+            let client = client_endpoint(Some(cert)).unwrap();
+            let conn = client.connect(addr, "velox").unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            let mut bytes = vec![AckMode::Commit as u8];
+            for nonce in 0..3 {
+                let tx = TxBuilder {
+                    chain_id: 7,
+                    nonce,
+                    fee: 1,
+                    body: TxBody::Transfer {
+                        to: AccountId([9; 32]),
+                        amount: 5,
+                    },
+                }
+                .sign(&key);
+                crate::frame::encode_frame(&tx, &mut bytes);
+            }
+            send.write_all(&bytes).await.unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while counters.frames.load(Ordering::Relaxed) < 3 || ring.is_empty() {
+                assert!(std::time::Instant::now() < deadline, "frames not read");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let stopped = tokio::task::spawn_local(stopper.stop(Duration::from_secs(5)));
+            let mut records = vec![0u8; 3 * crate::frame::RESPONSE_BYTES];
+            tokio::time::timeout(Duration::from_secs(5), recv.read_exact(&mut records))
+                .await
+                .expect("answered at once, not at the idle timeout")
+                .unwrap();
+            let mut indices = Vec::new();
+            for r in records.chunks(crate::frame::RESPONSE_BYTES) {
+                let r = Response::decode(r).unwrap();
+                assert_eq!(r.status, Status::Rejected);
+                assert_eq!(r.reason, Some(RejectReason::ShuttingDown));
+                indices.push(r.index);
+            }
+            indices.sort_unstable();
+            assert_eq!(indices, [0, 1, 2]);
+            let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+                .await
+                .expect("the connection closes");
+            match closed {
+                quinn::ConnectionError::ApplicationClosed(c) => {
+                    assert_eq!(c.error_code, quinn::VarInt::from_u32(CLOSE_SHUTTING_DOWN));
+                }
+                other => panic!("closed with {other:?}"),
+            }
+            assert!(stopped.await.unwrap(), "serve reported its end");
         });
     }
 }

@@ -341,6 +341,7 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
     };
 
     // Net: one endpoint on the bound socket.
+    let (ingress_stopper, ingress_stop) = velox_net::ingress::stop_channel();
     {
         let core = layout.net[0];
         let stats = tile(TileKind::Net, 0, core);
@@ -376,8 +377,15 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
                         return;
                     }
                 };
-                let ingress =
-                    velox_net::ingress::serve(endpoint, ring, limits, counters, rejects, stats);
+                let ingress = velox_net::ingress::serve(
+                    endpoint,
+                    ring,
+                    limits,
+                    counters,
+                    rejects,
+                    stats,
+                    ingress_stop,
+                );
                 let peer_net = match peer_net {
                     Some((cfg, socket)) => match velox_net::peer::PeerNetwork::new(cfg, socket) {
                         Ok(p) => {
@@ -597,6 +605,12 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+        // Clients first: every open stream answers what it owes with
+        // shutting_down (204) and the connections close with an application
+        // code, so no client waits out its idle timeout.
+        if !ingress_stopper.stop(Duration::from_secs(2)).await {
+            tracing::warn!("client connections did not all close within 2 s");
         }
         // Every acknowledged commit is already durable (one atomic write per
         // commit); pending transactions were never acknowledged as committed.

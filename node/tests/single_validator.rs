@@ -651,3 +651,43 @@ fn http_errors_are_json() {
         );
     }
 }
+
+/// Issue 22: on SIGTERM a commit-mode stream whose transaction waits in the
+/// pool (a nonce gap: it cannot commit) is answered `shutting_down` (204)
+/// at once, not left to the client's 30 s idle timeout, and the node exits
+/// cleanly.
+#[test]
+fn sigterm_answers_a_waiting_commit_stream_with_204() {
+    let mut node = TestNode::start(2, "");
+    let gapped = transfer(&dev(1), 5, AccountId([0xAB; 32]), 1);
+    let pid = node.child.id().to_string();
+    let r = rt().block_on(async {
+        let ep = velox_net::ingress::client_endpoint(Some(node.cert())).unwrap();
+        let c = IngressClient::connect(&ep, node.ingress).await.unwrap();
+        let txs: [&[u8]; 1] = [&gapped];
+        let (r, _) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(10), c.submit(AckMode::Commit, &txs)),
+            async {
+                // Admitted and waiting by then.
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                let ok = std::process::Command::new("kill")
+                    .args(["-TERM", &pid])
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "kill -TERM");
+            }
+        );
+        r.expect("answered within 10 s of SIGTERM, not at the idle timeout")
+            .unwrap()
+    });
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].status, Status::Rejected, "{r:?}");
+    assert_eq!(r[0].reason, Some(RejectReason::ShuttingDown), "{r:?}");
+    let status = node.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status:?}\n{}",
+        node.log()
+    );
+}
