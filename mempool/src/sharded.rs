@@ -1289,6 +1289,26 @@ impl<M> ShardedPool<M> {
         (0..self.shards.len()).any(|i| self.lock(i).find_digest(d).is_some())
     }
 
+    /// Whether `sender`'s shard holds an admitted transaction (pending or in
+    /// flight) with digest `d`. For the hot path: it locks only that shard,
+    /// and never waits: `None` when the shard is busy (the caller goes on as
+    /// if it were unknown). Transactions still in the inbox are not seen.
+    pub fn try_contains(&self, sender: &AccountId, d: &TxDigest) -> Option<bool> {
+        let i = self.shard_of(sender);
+        match self.shards[i].core.try_lock() {
+            Ok(core) => Some(core.find_digest(d).is_some()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+            Err(std::sync::TryLockError::Poisoned(_)) => None,
+        }
+    }
+
+    /// Runs `f` while `sender`'s shard is locked (tests of `try_contains`).
+    #[cfg(test)]
+    pub(crate) fn with_shard_locked<R>(&self, sender: &AccountId, f: impl FnOnce() -> R) -> R {
+        let _held = self.lock(self.shard_of(sender));
+        f()
+    }
+
     /// Panics if an invariant is broken. Call when no other thread uses the
     /// pool (tests): it also checks the budget against what is held.
     pub fn check_invariants(&self) {

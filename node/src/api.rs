@@ -555,6 +555,15 @@ pub fn render_metrics(n: &NodeHandle) -> String {
             s.pool_pressure.wait_ns.load(Ordering::Relaxed) as f64 / 1e9,
         ),
         (
+            "velox_verify_duplicates_unverified_total",
+            "counter",
+            "Resent copies of transactions the pool holds, answered duplicate (201) before their \
+             signature was checked.",
+            s.pool_pressure
+                .duplicates_unverified
+                .load(Ordering::Relaxed) as f64,
+        ),
+        (
             "velox_commit_latency_seconds_sum",
             "counter",
             "Sum of block-cut-to-durable latencies.",

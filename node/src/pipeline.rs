@@ -158,6 +158,9 @@ pub struct PoolPressure {
     pub wait_ns: AtomicU64,
     /// Transactions rejected `PoolFull` after waiting `full_wait` in vain.
     pub rejected_full: AtomicU64,
+    /// Resent copies of transactions the pool already holds, answered
+    /// `duplicate` (201) before their signature was checked.
+    pub duplicates_unverified: AtomicU64,
 }
 
 /// State shared between tiles and the API (all counters or read-mostly).
@@ -236,7 +239,22 @@ pub async fn verify_tile(
         stats.set_queue_depth(input.len());
         stats.add_in(batch.len() as u64);
         let started = Instant::now();
-        let (txs, tickets): (Vec<_>, Vec<_>) = batch.into_iter().map(|i| (i.tx, i.ticket)).unzip();
+        // A copy of a transaction the pool holds costs a lookup, not a
+        // signature check: the pool would refuse it as a duplicate anyway
+        // (a busy shard is not waited for; its copies are checked).
+        let mut fresh = Vec::with_capacity(batch.len());
+        for i in batch {
+            if shared.pool.try_contains(&i.tx.sender(), &i.tx.digest()) == Some(true) {
+                shared
+                    .pool_pressure
+                    .duplicates_unverified
+                    .fetch_add(1, Ordering::Relaxed);
+                reject(&shared, i.ticket, RejectReason::Duplicate);
+            } else {
+                fresh.push(i);
+            }
+        }
+        let (txs, tickets): (Vec<_>, Vec<_>) = fresh.into_iter().map(|i| (i.tx, i.ticket)).unzip();
         let results = verify_or_trust(txs, &shared);
         stats.add_busy(started.elapsed());
         let mut n = 0;

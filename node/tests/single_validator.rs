@@ -691,3 +691,35 @@ fn sigterm_answers_a_waiting_commit_stream_with_204() {
         node.log()
     );
 }
+
+/// Issue 22: a resent copy of a transaction the pool holds is answered
+/// `duplicate` (201) without a second signature check
+/// (`velox_verify_duplicates_unverified_total`), so replaying valid bytes
+/// costs the node a lookup, not a verification.
+#[test]
+fn a_resent_pending_transaction_is_refused_before_verification() {
+    let node = TestNode::start(2, "");
+    let gapped = transfer(&dev(1), 7, AccountId([0xAC; 32]), 1);
+    let answers = rt().block_on(async {
+        let ep = velox_net::ingress::client_endpoint(Some(node.cert())).unwrap();
+        let c = IngressClient::connect(&ep, node.ingress).await.unwrap();
+        let first = c.submit(AckMode::Admission, &[&gapped]).await.unwrap();
+        assert_eq!(first[0].status, Status::Accepted, "{first:?}");
+        let mut again = Vec::new();
+        for _ in 0..5 {
+            again.extend(c.submit(AckMode::Admission, &[&gapped]).await.unwrap());
+        }
+        again
+    });
+    for a in &answers {
+        assert_eq!(a.status, Status::Rejected, "{a:?}");
+        assert_eq!(a.reason, Some(RejectReason::Duplicate), "{a:?}");
+    }
+    // The shard lock is not waited for, so a copy may occasionally be
+    // checked after all; most are not.
+    let skipped = metric(&node.metrics(), "velox_verify_duplicates_unverified_total");
+    assert!(
+        skipped >= 3.0,
+        "copies refused before verification: {skipped}"
+    );
+}
