@@ -147,6 +147,8 @@ impl Drop for Ticket {
 pub struct IngressCounters {
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// Of those, refused for their IP address's share.
+    pub connections_refused_per_ip: AtomicU64,
     /// Connections open or in their handshake: a slot is taken at accept,
     /// so that handshakes started together cannot pass the limit.
     pub connections_open: AtomicU64,
@@ -162,27 +164,67 @@ pub struct IngressLimits {
     /// Client connections open or in their handshake at most; more are
     /// refused at accept (before any handshake work) and counted.
     pub connections_max: usize,
+    /// The same, from one IP address: one host cannot take every place.
+    pub connections_per_ip_max: usize,
 }
 
-/// One connection's place under [`IngressLimits::connections_max`], taken
-/// at accept and given back when the connection (or its failed handshake)
-/// ends.
-struct ConnectionSlot(Arc<IngressCounters>);
+/// Open connections per client IP address (the accept loop and its
+/// connection tasks share one thread).
+type PerIp = std::rc::Rc<std::cell::RefCell<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// One connection's place under [`IngressLimits::connections_max`] and
+/// its address's under `connections_per_ip_max`, taken at accept and given
+/// back when the connection (or its failed handshake) ends.
+struct ConnectionSlot {
+    counters: Arc<IngressCounters>,
+    per_ip: PerIp,
+    ip: std::net::IpAddr,
+}
 
 impl ConnectionSlot {
-    fn take(counters: &Arc<IngressCounters>, max: usize) -> Option<ConnectionSlot> {
+    fn take(
+        counters: &Arc<IngressCounters>,
+        per_ip: &PerIp,
+        ip: std::net::IpAddr,
+        limits: &IngressLimits,
+    ) -> Option<ConnectionSlot> {
+        {
+            let mut m = per_ip.borrow_mut();
+            let n = m.entry(ip).or_default();
+            if *n >= limits.connections_per_ip_max {
+                counters
+                    .connections_refused_per_ip
+                    .fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            *n += 1;
+        }
+        let slot = ConnectionSlot {
+            counters: counters.clone(),
+            per_ip: per_ip.clone(),
+            ip,
+        };
         let before = counters.connections_open.fetch_add(1, Ordering::AcqRel);
-        if before as usize >= max {
-            counters.connections_open.fetch_sub(1, Ordering::AcqRel);
+        if before as usize >= limits.connections_max {
+            // Dropping the slot gives both places back.
             return None;
         }
-        Some(ConnectionSlot(counters.clone()))
+        Some(slot)
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.connections_open.fetch_sub(1, Ordering::AcqRel);
+        self.counters
+            .connections_open
+            .fetch_sub(1, Ordering::AcqRel);
+        let mut m = self.per_ip.borrow_mut();
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -198,6 +240,7 @@ pub async fn serve(
     signal: IngressStopSignal,
 ) {
     let mut stopping = signal.stop.clone();
+    let per_ip = PerIp::default();
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i {
@@ -206,7 +249,8 @@ pub async fn serve(
             },
             _ = stopping.wait_for(|s| *s) => break,
         };
-        let Some(slot) = ConnectionSlot::take(&counters, limits.connections_max) else {
+        let ip = incoming.remote_address().ip();
+        let Some(slot) = ConnectionSlot::take(&counters, &per_ip, ip, &limits) else {
             counters.connections_refused.fetch_add(1, Ordering::Relaxed);
             incoming.refuse();
             continue;
@@ -639,7 +683,10 @@ mod tests {
             tokio::task::spawn_local(serve(
                 endpoint,
                 Ring::new("ingress", 16),
-                IngressLimits { connections_max: 4 },
+                IngressLimits {
+                    connections_max: 4,
+                    connections_per_ip_max: 64,
+                },
                 counters.clone(),
                 Arc::new(RejectCounters::default()),
                 TileStats::new("net", 0, 0),
@@ -773,7 +820,10 @@ mod tests {
             tokio::task::spawn_local(serve(
                 endpoint,
                 ring.clone(),
-                IngressLimits { connections_max: 4 },
+                IngressLimits {
+                    connections_max: 4,
+                    connections_per_ip_max: 64,
+                },
                 counters.clone(),
                 Arc::new(RejectCounters::default()),
                 TileStats::new("net", 0, 0),
@@ -827,6 +877,62 @@ mod tests {
                 other => panic!("closed with {other:?}"),
             }
             assert!(stopped.await.unwrap(), "serve reported its end");
+        });
+    }
+
+    /// One IP address gets at most `connections_per_ip_max` connections
+    /// (here 3 of 8 places); its further attempts are refused and counted
+    /// as such, and a closed one frees its address's place.
+    #[test]
+    fn one_address_gets_at_most_its_share_of_connections() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+            let pkcs8 = key.to_pkcs8_der().unwrap().as_bytes().to_vec();
+            let cert = crate::tls::self_signed_cert(&pkcs8).unwrap();
+            let server =
+                crate::tls::server_config(&cert, &pkcs8, crate::frame::ALPN_CLIENT).unwrap();
+            let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = endpoint.local_addr().unwrap();
+            let counters = Arc::new(IngressCounters::default());
+            let (_stopper, signal) = stop_channel();
+            tokio::task::spawn_local(serve(
+                endpoint,
+                Ring::new("ingress", 16),
+                IngressLimits {
+                    connections_max: 8,
+                    connections_per_ip_max: 3,
+                },
+                counters.clone(),
+                Arc::new(RejectCounters::default()),
+                TileStats::new("net", 0, 0),
+                signal,
+            ));
+            let client = client_endpoint(Some(cert)).unwrap();
+            let mut up = Vec::new();
+            let mut refused = 0;
+            for _ in 0..5 {
+                match client.connect(addr, "velox").unwrap().await {
+                    Ok(c) => up.push(c),
+                    Err(_) => refused += 1,
+                }
+            }
+            assert_eq!((up.len(), refused), (3, 2));
+            assert_eq!(
+                counters.connections_refused_per_ip.load(Ordering::Relaxed),
+                2
+            );
+            up.pop().unwrap().close(0u32.into(), b"bye");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while counters.connections_open.load(Ordering::Relaxed) != 2 {
+                assert!(std::time::Instant::now() < deadline, "place not given back");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(client.connect(addr, "velox").unwrap().await.is_ok());
         });
     }
 }

@@ -808,7 +808,7 @@ pub fn render_metrics(n: &NodeHandle) -> String {
         );
     }
     let i = &n.ingress;
-    let net: [(&str, &str, &str, f64); 7] = [
+    let net: [(&str, &str, &str, f64); 8] = [
         (
             "velox_net_connections_open",
             "gauge",
@@ -824,8 +824,14 @@ pub fn render_metrics(n: &NodeHandle) -> String {
         (
             "velox_net_connections_refused_total",
             "counter",
-            "Client connections refused at the connection limit.",
+            "Client connections refused at the connection limit (all, or their IP address's).",
             i.connections_refused.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "velox_net_connections_refused_per_ip_total",
+            "counter",
+            "Client connections refused because their IP address had ingress_connections_per_ip_max open.",
+            i.connections_refused_per_ip.load(Ordering::Relaxed) as f64,
         ),
         (
             "velox_net_streams_total",

@@ -57,9 +57,15 @@ pub struct NetworkConfig {
     /// Open client connections at most.
     #[serde(default = "d_conn_max")]
     pub ingress_connections_max: usize,
+    /// Open client connections from one IP address at most.
+    #[serde(default = "d_conn_per_ip_max")]
+    pub ingress_connections_per_ip_max: usize,
 }
 fn d_conn_max() -> usize {
     1024
+}
+fn d_conn_per_ip_max() -> usize {
+    64
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -329,6 +335,13 @@ impl Config {
                 "network.ingress_connections_max",
                 "is 0".into(),
                 "set it to at least 1 (default 1024)",
+            ));
+        }
+        if self.network.ingress_connections_per_ip_max == 0 {
+            return Err(err(
+                "network.ingress_connections_per_ip_max",
+                "is 0".into(),
+                "set it to at least 1 (default 64)",
             ));
         }
         if self.network.ingress_addr == self.api.addr {

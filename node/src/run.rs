@@ -352,6 +352,7 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
         );
         let limits = IngressLimits {
             connections_max: cfg.network.ingress_connections_max,
+            connections_per_ip_max: cfg.network.ingress_connections_per_ip_max,
         };
         let (peer_in, peer_out) = (peer_in_ring.clone(), peer_out_ring.clone());
         let peer_stats = multi.then(|| tile(TileKind::Net, 1, core));
