@@ -660,41 +660,83 @@ mod tests {
     use ed25519_dalek::pkcs8::EncodePrivateKey;
     use std::time::Duration;
 
+    /// A served ingress endpoint on loopback (inside a `LocalSet`), with a
+    /// ring nobody reads.
+    struct Served {
+        addr: SocketAddr,
+        counters: Arc<IngressCounters>,
+        ring: Arc<Ring<Vec<IngressTx>>>,
+        stopper: Option<IngressStopper>,
+        client: quinn::Endpoint,
+        key: ed25519_dalek::SigningKey,
+    }
+
+    /// The server side of a client connection with this crate's transport.
+    fn server_endpoint(seed: u8) -> (quinn::Endpoint, Vec<u8>, ed25519_dalek::SigningKey) {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let pkcs8 = key.to_pkcs8_der().unwrap().as_bytes().to_vec();
+        let cert = crate::tls::self_signed_cert(&pkcs8).unwrap();
+        let server = crate::tls::server_config(&cert, &pkcs8, crate::frame::ALPN_CLIENT).unwrap();
+        let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+        (endpoint, cert, key)
+    }
+
+    fn serve_local(seed: u8, connections_max: usize, connections_per_ip_max: usize) -> Served {
+        let (endpoint, cert, key) = server_endpoint(seed);
+        let addr = endpoint.local_addr().unwrap();
+        let counters = Arc::new(IngressCounters::default());
+        let ring = Ring::new("ingress", 16);
+        let (stopper, signal) = stop_channel();
+        tokio::task::spawn_local(serve(
+            endpoint,
+            ring.clone(),
+            IngressLimits {
+                connections_max,
+                connections_per_ip_max,
+            },
+            counters.clone(),
+            Arc::new(RejectCounters::default()),
+            TileStats::new("net", 0, 0),
+            signal,
+        ));
+        Served {
+            addr,
+            counters,
+            ring,
+            stopper: Some(stopper),
+            client: client_endpoint(Some(cert)).unwrap(),
+            key,
+        }
+    }
+
+    /// Runs `f` on a current-thread runtime inside a `LocalSet` (the
+    /// ingress spawns its tasks locally).
+    fn local<F: std::future::Future>(f: F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, f)
+    }
+
+    /// Waits (at most 10 s) until `f` holds.
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Issue 22: with `connections_max = 4`, 12 handshakes started together
     /// get 4 connections; the rest are refused at accept (counted), because
     /// a slot is taken before the handshake, not after it.
     #[test]
     fn concurrent_handshakes_cannot_pass_the_connection_limit() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, async {
-            let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
-            let pkcs8 = key.to_pkcs8_der().unwrap().as_bytes().to_vec();
-            let cert = crate::tls::self_signed_cert(&pkcs8).unwrap();
-            let server =
-                crate::tls::server_config(&cert, &pkcs8, crate::frame::ALPN_CLIENT).unwrap();
-            let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
-            let addr = endpoint.local_addr().unwrap();
-            let counters = Arc::new(IngressCounters::default());
-            let (_stopper, signal) = stop_channel();
-            tokio::task::spawn_local(serve(
-                endpoint,
-                Ring::new("ingress", 16),
-                IngressLimits {
-                    connections_max: 4,
-                    connections_per_ip_max: 64,
-                },
-                counters.clone(),
-                Arc::new(RejectCounters::default()),
-                TileStats::new("net", 0, 0),
-                signal,
-            ));
-            let client = client_endpoint(Some(cert)).unwrap();
+        local(async {
+            let s = serve_local(5, 4, 64);
             let attempts: Vec<_> = (0..12)
-                .map(|_| client.connect(addr, "velox").unwrap())
+                .map(|_| s.client.connect(s.addr, "velox").unwrap())
                 .collect();
             let mut up = Vec::new();
             let mut refused = 0;
@@ -707,17 +749,15 @@ mod tests {
             }
             assert_eq!(up.len(), 4, "connections established");
             assert_eq!(refused, 8);
-            assert_eq!(counters.connections_refused.load(Ordering::Relaxed), 8);
-            assert_eq!(counters.connections_open.load(Ordering::Relaxed), 4);
+            assert_eq!(s.counters.connections_refused.load(Ordering::Relaxed), 8);
+            assert_eq!(s.counters.connections_open.load(Ordering::Relaxed), 4);
             // A closed connection gives its slot back.
-            let c = up.pop().unwrap();
-            c.close(0u32.into(), b"bye");
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while counters.connections_open.load(Ordering::Relaxed) != 3 {
-                assert!(std::time::Instant::now() < deadline, "slot not given back");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let again = client.connect(addr, "velox").unwrap().await;
+            up.pop().unwrap().close(0u32.into(), b"bye");
+            until("the slot is given back", || {
+                s.counters.connections_open.load(Ordering::Relaxed) == 3
+            })
+            .await;
+            let again = s.client.connect(s.addr, "velox").unwrap().await;
             assert!(again.is_ok(), "a freed slot admits a new connection");
         });
     }
@@ -735,12 +775,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let key = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
-            let pkcs8 = key.to_pkcs8_der().unwrap().as_bytes().to_vec();
-            let cert = crate::tls::self_signed_cert(&pkcs8).unwrap();
-            let server =
-                crate::tls::server_config(&cert, &pkcs8, crate::frame::ALPN_CLIENT).unwrap();
-            let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+            let (endpoint, cert, _) = server_endpoint(6);
             let addr = endpoint.local_addr().unwrap();
             // Accepts the connection and its streams, reads nothing.
             tokio::spawn(async move {
@@ -800,36 +835,12 @@ mod tests {
     fn stopping_answers_every_open_ticket_with_204_and_closes_connections() {
         use velox_exec::tx::{TxBody, TxBuilder};
         use velox_exec::AccountId;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, async {
-            let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-            let pkcs8 = key.to_pkcs8_der().unwrap().as_bytes().to_vec();
-            let cert = crate::tls::self_signed_cert(&pkcs8).unwrap();
-            let server =
-                crate::tls::server_config(&cert, &pkcs8, crate::frame::ALPN_CLIENT).unwrap();
-            let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
-            let addr = endpoint.local_addr().unwrap();
-            let counters = Arc::new(IngressCounters::default());
-            // Nobody reads this ring: the tickets wait in it, unanswered.
-            let ring = Ring::new("ingress", 16);
-            let (stopper, signal) = stop_channel();
-            tokio::task::spawn_local(serve(
-                endpoint,
-                ring.clone(),
-                IngressLimits {
-                    connections_max: 4,
-                    connections_per_ip_max: 64,
-                },
-                counters.clone(),
-                Arc::new(RejectCounters::default()),
-                TileStats::new("net", 0, 0),
-                signal,
-            ));
-            let client = client_endpoint(Some(cert)).unwrap();
+        local(async {
+            let mut s = serve_local(7, 4, 64);
+            let key = s.key.clone();
+            let (counters, ring) = (s.counters.clone(), s.ring.clone());
+            let stopper = s.stopper.take().unwrap();
+            let (client, addr) = (s.client.clone(), s.addr);
             let conn = client.connect(addr, "velox").unwrap().await.unwrap();
             let (mut send, mut recv) = conn.open_bi().await.unwrap();
             let mut bytes = vec![AckMode::Commit as u8];
@@ -847,11 +858,10 @@ mod tests {
                 crate::frame::encode_frame(&tx, &mut bytes);
             }
             send.write_all(&bytes).await.unwrap();
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while counters.frames.load(Ordering::Relaxed) < 3 || ring.is_empty() {
-                assert!(std::time::Instant::now() < deadline, "frames not read");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            until("the frames are read and waiting", || {
+                counters.frames.load(Ordering::Relaxed) >= 3 && !ring.is_empty()
+            })
+            .await;
             let stopped = tokio::task::spawn_local(stopper.stop(Duration::from_secs(5)));
             let mut records = vec![0u8; 3 * crate::frame::RESPONSE_BYTES];
             tokio::time::timeout(Duration::from_secs(5), recv.read_exact(&mut records))
@@ -885,34 +895,9 @@ mod tests {
     /// as such, and a closed one frees its address's place.
     #[test]
     fn one_address_gets_at_most_its_share_of_connections() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, async {
-            let key = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
-            let pkcs8 = key.to_pkcs8_der().unwrap().as_bytes().to_vec();
-            let cert = crate::tls::self_signed_cert(&pkcs8).unwrap();
-            let server =
-                crate::tls::server_config(&cert, &pkcs8, crate::frame::ALPN_CLIENT).unwrap();
-            let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
-            let addr = endpoint.local_addr().unwrap();
-            let counters = Arc::new(IngressCounters::default());
-            let (_stopper, signal) = stop_channel();
-            tokio::task::spawn_local(serve(
-                endpoint,
-                Ring::new("ingress", 16),
-                IngressLimits {
-                    connections_max: 8,
-                    connections_per_ip_max: 3,
-                },
-                counters.clone(),
-                Arc::new(RejectCounters::default()),
-                TileStats::new("net", 0, 0),
-                signal,
-            ));
-            let client = client_endpoint(Some(cert)).unwrap();
+        local(async {
+            let s = serve_local(8, 8, 3);
+            let (client, addr, counters) = (s.client.clone(), s.addr, s.counters.clone());
             let mut up = Vec::new();
             let mut refused = 0;
             for _ in 0..5 {
@@ -927,11 +912,10 @@ mod tests {
                 2
             );
             up.pop().unwrap().close(0u32.into(), b"bye");
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while counters.connections_open.load(Ordering::Relaxed) != 2 {
-                assert!(std::time::Instant::now() < deadline, "place not given back");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            until("the place is given back", || {
+                counters.connections_open.load(Ordering::Relaxed) == 2
+            })
+            .await;
             assert!(client.connect(addr, "velox").unwrap().await.is_ok());
         });
     }
