@@ -173,6 +173,19 @@ fn commit_timestamps_pushed_ahead_by_a_fast_clock_are_caught() {
 /// `long-partition` exercises what it claims: the cut-off validators fall
 /// further behind than the GC depth (20 rounds in that scenario), and the
 /// sweep requires them to catch up.
+/// Runs `cfg` and asserts that no checker fired (the failure names the
+/// command that reruns it).
+fn passing(cfg: &SimConfig) -> velox_dag::sim::SimReport {
+    let r = run(cfg);
+    assert!(
+        r.violation.is_none(),
+        "{}: {:?}",
+        cfg.repro_command(),
+        r.violation
+    );
+    r
+}
+
 #[test]
 fn a_long_partition_outlasts_the_gc_depth_and_is_caught_up() {
     for seed in 0..5 {
@@ -201,13 +214,7 @@ fn long_partition_seeds_that_stalled_now_catch_up() {
         (7, 2, 348),
     ] {
         let cfg = SimConfig::new(n, f, seed, Scenario::LongPartition);
-        let r = run(&cfg);
-        assert!(
-            r.violation.is_none(),
-            "{}: {:?}",
-            cfg.repro_command(),
-            r.violation
-        );
+        passing(&cfg);
     }
 }
 
@@ -221,13 +228,7 @@ fn long_partition_seeds_that_stalled_now_catch_up() {
 fn bad_fetch_response_seeds_that_stalled_now_commit() {
     for (n, f, seed) in [(4, 1, 432), (4, 1, 873), (7, 2, 389)] {
         let cfg = SimConfig::new(n, f, seed, Scenario::BadFetchResponse);
-        let r = run(&cfg);
-        assert!(
-            r.violation.is_none(),
-            "{}: {:?}",
-            cfg.repro_command(),
-            r.violation
-        );
+        passing(&cfg);
     }
 }
 
@@ -239,13 +240,7 @@ fn split_equivocation_and_leader_targeting_act_and_are_survived() {
     let mut twins = 0;
     for seed in 0..6 {
         let cfg = SimConfig::new(7, 2, seed, Scenario::SplitEquivocate);
-        let r = run(&cfg);
-        assert!(
-            r.violation.is_none(),
-            "{}: {:?}",
-            cfg.repro_command(),
-            r.violation
-        );
+        let r = passing(&cfg);
         let byz: Vec<u32> = r
             .behaviors
             .iter()
@@ -261,13 +256,7 @@ fn split_equivocation_and_leader_targeting_act_and_are_survived() {
     assert!(twins > 50, "twins with another parent set: {twins}");
     for seed in 0..6 {
         let cfg = SimConfig::new(4, 1, seed, Scenario::LeaderTarget);
-        let r = run(&cfg);
-        assert!(
-            r.violation.is_none(),
-            "{}: {:?}",
-            cfg.repro_command(),
-            r.violation
-        );
+        let r = passing(&cfg);
         assert!(r.adversary_actions > 10, "{}", cfg.repro_command());
     }
 }
@@ -280,13 +269,7 @@ fn a_validator_joins_through_poisoned_answers() {
     let mut poisoned = 0;
     for seed in 0..8 {
         let cfg = SimConfig::new(7, 2, seed, Scenario::JoinPoison);
-        let r = run(&cfg);
-        assert!(
-            r.violation.is_none(),
-            "{}: {:?}",
-            cfg.repro_command(),
-            r.violation
-        );
+        let r = passing(&cfg);
         assert_eq!(r.joins, 1, "{}", cfg.repro_command());
         poisoned += r.adversary_actions;
     }

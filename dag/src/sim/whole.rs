@@ -516,7 +516,21 @@ impl<'a> WholeSim<'a> {
             self.now,
             Some(wall),
         );
-        let mut machine = ConsensusNode::new(
+        let mut machine = self.machine_on(i, core);
+        machine.start(self.now);
+        self.nodes[i].machine = Some(machine);
+        // The pool was memory: what it held is gone with the process (its
+        // clients submit again; execution's nonce rule refuses a second
+        // copy of anything already committed).
+        self.nodes[i].pending.clear();
+        self.drive(i);
+    }
+
+    /// Node `i`'s machine around `core`, on its disk, skipping the commits
+    /// it already executed.
+    fn machine_on(&self, i: usize, core: Core) -> ConsensusNode {
+        let node = &self.nodes[i];
+        ConsensusNode::new(
             core,
             self.node_config,
             Box::new(node.disk.clone()),
@@ -525,14 +539,7 @@ impl<'a> WholeSim<'a> {
             node.applied,
             (i as u64) << 40 | u64::from(node.incarnation) << 32,
         )
-        .with_invariant_checks(true);
-        machine.start(self.now);
-        node.machine = Some(machine);
-        // The pool was memory: what it held is gone with the process (its
-        // clients submit again; execution's nonce rule refuses a second
-        // copy of anything already committed).
-        self.nodes[i].pending.clear();
-        self.drive(i);
+        .with_invariant_checks(true)
     }
 
     fn run(mut self) -> SimReport {
@@ -808,16 +815,8 @@ impl<'a> WholeSim<'a> {
                 return;
             }
         };
-        let mut machine = ConsensusNode::new(
-            core,
-            self.node_config,
-            Box::new(node.disk.clone()),
-            Box::new(SimChecker),
-            Box::new(self.verifier.clone()),
-            node.applied,
-            (i as u64) << 40 | u64::from(node.incarnation) << 32,
-        )
-        .with_invariant_checks(true);
+        let mut machine = self.machine_on(i, core);
+        let node = &mut self.nodes[i];
         machine.seed_included(node.delivered.iter().flat_map(|d| d.2.iter().copied()));
         machine.start(self.now);
         node.machine = Some(machine);
