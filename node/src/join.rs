@@ -87,7 +87,7 @@ pub async fn join_from_peers(
         committee.clone(),
         me,
         Box::new(Ed25519Verifier),
-        plan.gc_round,
+        (plan.gc_round, plan.point.last_leader.round.0),
         plan.own_log,
     );
     let mut rejected = 0;

@@ -122,6 +122,8 @@ pub struct Join {
     me: ValidatorIndex,
     verifier: Box<dyn SignatureVerifier>,
     gc_round: u64,
+    /// The join goes on at least to this round (the resume point's leader).
+    resume_round: u64,
     /// The range asked now: `cursor..=to`.
     cursor: u64,
     to: u64,
@@ -145,14 +147,16 @@ pub struct Join {
 
 impl Join {
     /// Starts a join of the rounds from `gc_round` (the last commit's GC
-    /// round) with what the own log still holds; the first request is
-    /// queued.
+    /// round) at least up to `resume_round` (the last commit's leader
+    /// round: resuming needs the blocks up to it, so answers claiming a
+    /// lower head cannot end the join before it) with what the own log
+    /// still holds; the first request is queued.
     pub fn new(
         now: Time,
         committee: Arc<Committee>,
         me: ValidatorIndex,
         verifier: Box<dyn SignatureVerifier>,
-        gc_round: u64,
+        (gc_round, resume_round): (u64, u64),
         own_log: Vec<Block>,
     ) -> Join {
         let mut j = Join {
@@ -160,6 +164,7 @@ impl Join {
             me,
             verifier,
             gc_round,
+            resume_round,
             cursor: gc_round.max(1),
             to: 0,
             deadline: now,
@@ -304,10 +309,9 @@ impl Join {
             "join: rounds received"
         );
         self.cursor = self.to + 1;
-        if self.cursor > head {
+        if self.cursor > head.max(self.resume_round) {
             let got = std::mem::take(&mut self.got);
-            let mut kept = keep_complete(got, self.gc_round, self.me);
-            kept.highest = signed_floor(&self.committee, self.me, &kept.blocks, kept.highest);
+            let kept = keep_complete(got, self.gc_round, self.me);
             self.stats.dropped_incomplete = kept.dropped_incomplete;
             self.stats.blocks = kept.blocks.len();
             let result = if kept.own {
@@ -419,31 +423,6 @@ fn keep_complete(got: BTreeMap<BlockRef, Block>, gc: u64, me: ValidatorIndex) ->
     out
 }
 
-/// The signed-round floor from the kept blocks, whose highest round is
-/// `highest`: that round, so that a block this validator may have signed
-/// there before it lost its log is not signed again; but where the other
-/// validators' blocks of that round fall short of a quorum without this
-/// validator, one below it (unless an own block is there): then the network
-/// cannot have moved on without its block of that round, and refusing to
-/// sign it would halt the chain for good (`join-poison` found this with a
-/// validator holding more than a third of the stake). The risk this leaves
-/// is the one every floor leaves: a block it signed for that round that no
-/// answering peer holds, sent to peers that did not answer.
-fn signed_floor(committee: &Committee, me: ValidatorIndex, blocks: &[Block], highest: u64) -> u64 {
-    let mut stake = 0;
-    for b in blocks.iter().filter(|b| b.round().0 == highest) {
-        if b.author() == me {
-            return highest;
-        }
-        stake += committee.stake(b.author());
-    }
-    if highest > 1 && stake < committee.quorum_threshold() {
-        highest - 1
-    } else {
-        highest
-    }
-}
-
 /// The head round that validators holding f+1 stake among `answers`
 /// reached (each answer: peer, its head round).
 fn f_plus_one_head(committee: &Committee, answers: &[(u32, u64)]) -> u64 {
@@ -534,36 +513,6 @@ mod tests {
         assert_eq!(keep_complete(got, 1, ValidatorIndex(0)).highest, 7);
     }
 
-    /// The floor is the highest round kept, one below it where the others'
-    /// blocks of that round are short of a quorum without this validator
-    /// (the chain waits for its block there), never below an own block.
-    #[test]
-    fn the_floor_leaves_the_round_the_chain_waits_for() {
-        let (c, keys) = Committee::new_for_test(Epoch(0), 4, 3);
-        let r1: Vec<Block> = (0..4).map(|a| block(&keys, a, 1, &[])).collect();
-        let r2: Vec<Block> = (0..4)
-            .map(|a| block(&keys, a, 2, &[&r1[0], &r1[1], &r1[2], &r1[3]]))
-            .collect();
-        let me = ValidatorIndex(0);
-        let with = |authors: &[usize]| -> Vec<Block> {
-            r1.iter()
-                .cloned()
-                .chain(authors.iter().map(|a| r2[*a].clone()))
-                .collect()
-        };
-        assert_eq!(
-            signed_floor(&c, me, &with(&[1, 2, 3]), 2),
-            2,
-            "a quorum without me"
-        );
-        assert_eq!(signed_floor(&c, me, &with(&[1, 2]), 2), 1, "waits for me");
-        assert_eq!(
-            signed_floor(&c, me, &with(&[0, 1]), 2),
-            2,
-            "my own block is there"
-        );
-    }
-
     /// A join ends at the head round f+1 stake of answers reached: one peer
     /// alone cannot drag it on; with more answers than f+1 a low head is
     /// outvoted too.
@@ -590,7 +539,7 @@ mod tests {
             c.clone(),
             ValidatorIndex(0),
             Box::new(Ed25519Verifier),
-            1,
+            (1, 2),
             Vec::new(),
         );
         match j.poll_send() {
@@ -650,7 +599,7 @@ mod tests {
             Arc::new(c),
             ValidatorIndex(0),
             Box::new(Ed25519Verifier),
-            1,
+            (1, 2),
             Vec::new(),
         );
         let r1: Vec<Block> = (0..4).map(|a| block(&keys, a, 1, &[])).collect();
@@ -676,6 +625,36 @@ mod tests {
         assert_eq!(done.highest, 2);
     }
 
+    /// Answers claiming a head below the resume point's leader round do not
+    /// end the join: resuming needs the blocks up to that round.
+    #[test]
+    fn a_low_head_does_not_end_the_join_before_the_resume_round() {
+        let (c, _) = Committee::new_for_test(Epoch(0), 4, 3);
+        let mut j = Join::new(
+            Time(0),
+            Arc::new(c),
+            ValidatorIndex(0),
+            Box::new(Ed25519Verifier),
+            (1, 120),
+            Vec::new(),
+        );
+        assert!(j.poll_send().is_some());
+        j.handle_peer(Time(1), 3, answer(1, 50, 1, &[]));
+        j.handle_peer(Time(1), 1, answer(1, 50, 1, &[]));
+        assert!(j.poll_done().is_none(), "not done below round 120");
+        match j.poll_send() {
+            Some(Outbound {
+                msg:
+                    PeerMessage::RoundsRequest {
+                        from_round: 51,
+                        to_round: 100,
+                    },
+                ..
+            }) => {}
+            o => panic!("{o:?}"),
+        }
+    }
+
     /// Without f+1 answers the range is asked again at each timeout, and
     /// the join gives up after [`JOIN_FAILED_REQUESTS_MAX`] tries; an own
     /// block missing everywhere is an error too.
@@ -688,7 +667,7 @@ mod tests {
             c.clone(),
             ValidatorIndex(0),
             Box::new(Ed25519Verifier),
-            1,
+            (1, 2),
             Vec::new(),
         );
         let mut t = 0;
@@ -716,7 +695,7 @@ mod tests {
             c,
             ValidatorIndex(0),
             Box::new(Ed25519Verifier),
-            1,
+            (1, 2),
             Vec::new(),
         );
         j.handle_peer(Time(1), 1, answer(1, 50, 1, &refs));
