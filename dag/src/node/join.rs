@@ -477,6 +477,19 @@ mod tests {
         .sign(&keys[author as usize])
     }
 
+    /// Validator 0 joining at time 0 from round 1 (its GC round) to at least
+    /// `resume_round`, with an empty log.
+    fn joining(c: &Arc<Committee>, resume_round: u64) -> Join {
+        Join::new(
+            Time(0),
+            c.clone(),
+            ValidatorIndex(0),
+            Box::new(Ed25519Verifier),
+            (1, resume_round),
+            Vec::new(),
+        )
+    }
+
     fn answer(from: u64, to: u64, head: u64, blocks: &[&Block]) -> PeerMessage {
         PeerMessage::RoundsResponse {
             from_round: from,
@@ -534,14 +547,7 @@ mod tests {
     fn a_join_asks_range_by_range_and_holds_only_its_window() {
         let (c, keys) = Committee::new_for_test(Epoch(0), 4, 3);
         let c = Arc::new(c);
-        let mut j = Join::new(
-            Time(0),
-            c.clone(),
-            ValidatorIndex(0),
-            Box::new(Ed25519Verifier),
-            (1, 2),
-            Vec::new(),
-        );
+        let mut j = joining(&c, 2);
         match j.poll_send() {
             Some(Outbound {
                 to: Dest::All,
@@ -594,14 +600,7 @@ mod tests {
     #[test]
     fn an_answer_counts_once_all_its_parts_arrived() {
         let (c, keys) = Committee::new_for_test(Epoch(0), 4, 3);
-        let mut j = Join::new(
-            Time(0),
-            Arc::new(c),
-            ValidatorIndex(0),
-            Box::new(Ed25519Verifier),
-            (1, 2),
-            Vec::new(),
-        );
+        let mut j = joining(&Arc::new(c), 2);
         let r1: Vec<Block> = (0..4).map(|a| block(&keys, a, 1, &[])).collect();
         let r2: Vec<Block> = (0..4)
             .map(|a| block(&keys, a, 2, &[&r1[0], &r1[1], &r1[2], &r1[3]]))
@@ -630,14 +629,7 @@ mod tests {
     #[test]
     fn a_low_head_does_not_end_the_join_before_the_resume_round() {
         let (c, _) = Committee::new_for_test(Epoch(0), 4, 3);
-        let mut j = Join::new(
-            Time(0),
-            Arc::new(c),
-            ValidatorIndex(0),
-            Box::new(Ed25519Verifier),
-            (1, 120),
-            Vec::new(),
-        );
+        let mut j = joining(&Arc::new(c), 120);
         assert!(j.poll_send().is_some());
         j.handle_peer(Time(1), 3, answer(1, 50, 1, &[]));
         j.handle_peer(Time(1), 1, answer(1, 50, 1, &[]));
@@ -662,14 +654,7 @@ mod tests {
     fn a_join_retries_then_gives_up_and_needs_an_own_block() {
         let (c, keys) = Committee::new_for_test(Epoch(0), 4, 3);
         let c = Arc::new(c);
-        let mut j = Join::new(
-            Time(0),
-            c.clone(),
-            ValidatorIndex(0),
-            Box::new(Ed25519Verifier),
-            (1, 2),
-            Vec::new(),
-        );
+        let mut j = joining(&c, 2);
         let mut t = 0;
         let mut sent = 0;
         while !j.is_finished() {
@@ -690,14 +675,7 @@ mod tests {
         // Peers 1 and 2 answer without any block of validator 0.
         let r1: Vec<Block> = (1..4).map(|a| block(&keys, a, 1, &[])).collect();
         let refs: Vec<&Block> = r1.iter().collect();
-        let mut j = Join::new(
-            Time(0),
-            c,
-            ValidatorIndex(0),
-            Box::new(Ed25519Verifier),
-            (1, 2),
-            Vec::new(),
-        );
+        let mut j = joining(&c, 2);
         j.handle_peer(Time(1), 1, answer(1, 50, 1, &refs));
         j.handle_peer(Time(1), 2, answer(1, 50, 1, &refs));
         assert_eq!(

@@ -493,6 +493,36 @@ pub(crate) trait Simulation {
     fn agreed(&self) -> usize;
 }
 
+/// Implements [`Simulation`] for a simulator with the fields `queue`,
+/// `now`, `end`, `report` and `log` (the agreed sequence) and the methods
+/// `handle(event)` and `check_liveness()`: the core's and the whole node's.
+macro_rules! impl_simulation {
+    ($sim:ty, $event:ty) => {
+        impl $crate::sim::Simulation for $sim {
+            type Event = $event;
+            fn next_due(&mut self) -> Option<($crate::types::Time, $event)> {
+                $crate::sim::next_event(&mut self.queue, self.end)
+            }
+            fn set_now(&mut self, t: $crate::types::Time) {
+                self.now = t;
+            }
+            fn handle_event(&mut self, e: $event) {
+                self.handle(e);
+            }
+            fn check_end(&mut self) {
+                self.check_liveness();
+            }
+            fn report(&mut self) -> &mut $crate::sim::SimReport {
+                &mut self.report
+            }
+            fn agreed(&self) -> usize {
+                self.log.len()
+            }
+        }
+    };
+}
+pub(crate) use impl_simulation;
+
 /// Runs events in time order until the end or the first violation, then
 /// the liveness check; fills the report's counts.
 pub(crate) fn run_events<S: Simulation>(sim: &mut S) {
@@ -573,27 +603,7 @@ struct Sim<'a> {
     report: SimReport,
 }
 
-impl Simulation for Sim<'_> {
-    type Event = Event;
-    fn next_due(&mut self) -> Option<(Time, Event)> {
-        next_event(&mut self.queue, self.end)
-    }
-    fn set_now(&mut self, t: Time) {
-        self.now = t;
-    }
-    fn handle_event(&mut self, e: Event) {
-        self.handle(e);
-    }
-    fn check_end(&mut self) {
-        self.check_liveness();
-    }
-    fn report(&mut self) -> &mut SimReport {
-        &mut self.report
-    }
-    fn agreed(&self) -> usize {
-        self.log.len()
-    }
-}
+impl_simulation!(Sim<'_>, Event);
 
 impl<'a> Sim<'a> {
     fn new(cfg: &'a SimConfig) -> Sim<'a> {

@@ -281,27 +281,7 @@ struct WholeSim<'a> {
     report: SimReport,
 }
 
-impl super::Simulation for WholeSim<'_> {
-    type Event = Event;
-    fn next_due(&mut self) -> Option<(Time, Event)> {
-        super::next_event(&mut self.queue, self.end)
-    }
-    fn set_now(&mut self, t: Time) {
-        self.now = t;
-    }
-    fn handle_event(&mut self, e: Event) {
-        self.handle(e);
-    }
-    fn check_end(&mut self) {
-        self.check_liveness();
-    }
-    fn report(&mut self) -> &mut SimReport {
-        &mut self.report
-    }
-    fn agreed(&self) -> usize {
-        self.log.len()
-    }
-}
+super::impl_simulation!(WholeSim<'_>, Event);
 
 impl<'a> WholeSim<'a> {
     fn new(cfg: &'a SimConfig) -> WholeSim<'a> {
@@ -767,17 +747,7 @@ impl<'a> WholeSim<'a> {
             }
             None => {
                 if let Some(t) = timeout {
-                    let t = t.max(self.now.plus_ms(1));
-                    let node = &mut self.nodes[i];
-                    node.timer_at = Some(t);
-                    let incarnation = node.incarnation;
-                    self.schedule(
-                        t,
-                        Event::Timer {
-                            node: i,
-                            incarnation,
-                        },
-                    );
+                    self.arm_timer(i, t);
                 }
             }
         }
@@ -903,6 +873,24 @@ impl<'a> WholeSim<'a> {
         }
     }
 
+    /// Schedules node `i`'s timer for `t` (at least 1 ms ahead) unless one
+    /// is already due sooner; an early one that finds nothing due re-arms.
+    fn arm_timer(&mut self, i: usize, t: Time) {
+        let t = t.max(self.now.plus_ms(1));
+        let node = &mut self.nodes[i];
+        if node.timer_at.is_none_or(|cur| t < cur) {
+            node.timer_at = Some(t);
+            let incarnation = node.incarnation;
+            self.schedule(
+                t,
+                Event::Timer {
+                    node: i,
+                    incarnation,
+                },
+            );
+        }
+    }
+
     /// Carries out every intent of node `i`, takes its commits, checks, and
     /// re-arms its timer.
     fn drive(&mut self, i: usize) {
@@ -980,19 +968,8 @@ impl<'a> WholeSim<'a> {
         }
         let now = self.now;
         let m = self.nodes[i].machine.as_ref().expect("alive");
-        let t = m.poll_timeout(now).max(now.plus_ms(1));
-        let node = &mut self.nodes[i];
-        if node.timer_at.is_none_or(|cur| t < cur) {
-            node.timer_at = Some(t);
-            let incarnation = node.incarnation;
-            self.schedule(
-                t,
-                Event::Timer {
-                    node: i,
-                    incarnation,
-                },
-            );
-        }
+        let t = m.poll_timeout(now);
+        self.arm_timer(i, t);
     }
 
     /// `fetch-flood`: asks every peer for every block it knows (with
