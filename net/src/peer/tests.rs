@@ -521,16 +521,46 @@ async fn stopped_peer_is_marked_dead_and_reconnects_when_back() {
     .await;
 }
 
+/// Node 0 of a two-member committee whose node 1 is not running yet: node
+/// 0 cannot connect, so its queue to node 1 only fills.
+struct AbsentPeer {
+    node0: Node,
+    node1_config: PeerConfig,
+    socket1: UdpSocket,
+}
+
+impl AbsentPeer {
+    fn start(seed: u8, tweak: impl FnOnce(&mut PeerConfig)) -> AbsentPeer {
+        let (keys, infos, mut sockets) = committee(2, seed);
+        let socket1 = sockets.pop().unwrap();
+        let mut cfg0 = config(0, &infos, &keys[0]);
+        tweak(&mut cfg0);
+        AbsentPeer {
+            node0: Node::start(cfg0, sockets.pop().unwrap()),
+            node1_config: config(1, &infos, &keys[1]),
+            socket1,
+        }
+    }
+
+    /// Starts node 1: exactly `want` arrive from node 0, in order, then
+    /// nothing; both stop.
+    async fn receives_only(self, want: Vec<PeerMessage>) {
+        let node1 = Node::start(self.node1_config, self.socket1);
+        let got = node1.recv(want.len()).await;
+        let want: Vec<Inbound> = want.into_iter().map(|m| Inbound::new(0, m)).collect();
+        assert_eq!(got, want);
+        node1.silent_for(Duration::from_millis(300)).await;
+        for n in [self.node0, node1] {
+            n.stop().await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn full_outbound_queue_drops_newest_and_counts() {
     bounded(async {
-        let (keys, infos, mut sockets) = committee(2, 110);
-        // Node 1 is not running yet: node 0 cannot connect, so its queue
-        // to node 1 only fills.
-        let socket1 = sockets.pop().unwrap();
-        let mut cfg0 = config(0, &infos, &keys[0]);
-        cfg0.outbound_queue_max = 4;
-        let node0 = Node::start(cfg0, sockets.pop().unwrap());
+        let absent = AbsentPeer::start(110, |c| c.outbound_queue_max = 4);
+        let node0 = &absent.node0;
         for k in 0..10u8 {
             node0.send(Dest::One(1), PeerMessage::Block(vec![k]));
         }
@@ -542,16 +572,9 @@ async fn full_outbound_queue_drops_newest_and_counts() {
         .await;
         assert_eq!(node0.counter(|c| &c.frames_dropped_queue_full), 6);
 
-        let node1 = Node::start(config(1, &infos, &keys[1]), socket1);
-        let got = node1.recv(4).await;
-        let want: Vec<Inbound> = (0..4u8)
-            .map(|k| Inbound::new(0, PeerMessage::Block(vec![k])))
-            .collect();
-        assert_eq!(got, want);
-        node1.silent_for(Duration::from_millis(300)).await;
-        for n in [node0, node1] {
-            n.stop().await;
-        }
+        absent
+            .receives_only((0..4u8).map(|k| PeerMessage::Block(vec![k])).collect())
+            .await;
     })
     .await;
 }
@@ -715,11 +738,8 @@ async fn a_members_inbound_budget_holds_it_back_alone() {
 #[tokio::test]
 async fn outbound_queue_is_bounded_in_bytes_per_peer() {
     bounded(async {
-        let (keys, infos, mut sockets) = committee(2, 190);
-        let socket1 = sockets.pop().unwrap();
-        let mut cfg0 = config(0, &infos, &keys[0]);
-        cfg0.outbound_bytes_per_peer_max = 100 << 10;
-        let node0 = Node::start(cfg0, sockets.pop().unwrap());
+        let absent = AbsentPeer::start(190, |c| c.outbound_bytes_per_peer_max = 100 << 10);
+        let node0 = &absent.node0;
         for k in 0..6u8 {
             node0.send(Dest::One(1), PeerMessage::Block(vec![k; 40 << 10]));
         }
@@ -727,16 +747,13 @@ async fn outbound_queue_is_bounded_in_bytes_per_peer() {
             node0.outbound.is_empty() && node0.counter(|c| &c.frames_dropped_queue_full) == 4
         })
         .await;
-        let node1 = Node::start(config(1, &infos, &keys[1]), socket1);
-        let got = node1.recv(2).await;
-        let want: Vec<Inbound> = (0..2u8)
-            .map(|k| Inbound::new(0, PeerMessage::Block(vec![k; 40 << 10])))
-            .collect();
-        assert_eq!(got, want);
-        node1.silent_for(Duration::from_millis(300)).await;
-        for n in [node0, node1] {
-            n.stop().await;
-        }
+        absent
+            .receives_only(
+                (0..2u8)
+                    .map(|k| PeerMessage::Block(vec![k; 40 << 10]))
+                    .collect(),
+            )
+            .await;
     })
     .await;
 }
