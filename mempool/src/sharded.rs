@@ -1289,20 +1289,25 @@ impl<M> ShardedPool<M> {
         (0..self.shards.len()).any(|i| self.lock(i).find_digest(d).is_some())
     }
 
-    /// Whether `sender`'s shard holds an admitted transaction (pending or in
-    /// flight) with digest `d`. For the hot path: it locks only that shard,
-    /// and never waits: `None` when the shard is busy (the caller goes on as
-    /// if it were unknown). Transactions still in the inbox are not seen.
-    pub fn try_contains(&self, sender: &AccountId, d: &TxDigest) -> Option<bool> {
-        let i = self.shard_of(sender);
+    /// Whether the pool holds an admitted transaction (pending or in
+    /// flight) with exactly `tx`'s bytes, signature included (the digest
+    /// leaves the signature out, so a copy with another signature is not
+    /// it). For the hot path: it locks only the sender's shard, and never
+    /// waits: `None` when the shard is busy (the caller goes on as if it
+    /// were unknown). Transactions still in the inbox are not seen.
+    pub fn try_holds(&self, tx: &Tx) -> Option<bool> {
+        let i = self.shard_of(&tx.sender());
         match self.shards[i].core.try_lock() {
-            Ok(core) => Some(core.find_digest(d).is_some()),
+            Ok(core) => Some(
+                core.find_digest(&tx.digest())
+                    .is_some_and(|s| core.slots[s].bytes() == tx.bytes()),
+            ),
             Err(std::sync::TryLockError::WouldBlock) => None,
             Err(std::sync::TryLockError::Poisoned(_)) => None,
         }
     }
 
-    /// Runs `f` while `sender`'s shard is locked (tests of `try_contains`).
+    /// Runs `f` while `sender`'s shard is locked (tests of `try_holds`).
     #[cfg(test)]
     pub(crate) fn with_shard_locked<R>(&self, sender: &AccountId, f: impl FnOnce() -> R) -> R {
         let _held = self.lock(self.shard_of(sender));

@@ -1025,33 +1025,35 @@ proptest::proptest! {
     }
 }
 
-/// `try_contains` finds an admitted transaction by sender and digest
-/// (pending or in flight), not one still in the inbox or gone, and answers
+/// `try_holds` finds an admitted transaction (pending or in flight) with
+/// exactly these bytes: not one still in the inbox or of another sender,
+/// not a copy with the same digest and another signature; and answers
 /// `None` rather than wait while the shard is locked.
 #[test]
-fn try_contains_sees_admitted_transactions_without_waiting() {
+fn try_holds_sees_admitted_transactions_without_waiting() {
     let p = pool(config());
     let a = tx(1, 0);
     let b = tx(1, 5);
-    assert_eq!(p.try_contains(&id(1), &a.digest()), Some(false));
+    assert_eq!(p.try_holds(a.tx()), Some(false));
     p.insert(a.clone(), 1, 0).unwrap();
-    assert_eq!(
-        p.try_contains(&id(1), &a.digest()),
-        Some(false),
-        "still in the inbox"
-    );
+    assert_eq!(p.try_holds(a.tx()), Some(false), "still in the inbox");
     let out = admit(&p, vec![(b.clone(), 2)], 0);
     assert!(out.is_empty(), "{:?}", reasons(&out));
-    assert_eq!(p.try_contains(&id(1), &a.digest()), Some(true));
-    assert_eq!(p.try_contains(&id(1), &b.digest()), Some(true), "gapped");
+    assert_eq!(p.try_holds(a.tx()), Some(true));
+    assert_eq!(p.try_holds(b.tx()), Some(true), "gapped");
+    assert_eq!(p.try_holds(tx(2, 0).tx()), Some(false), "other sender");
+    let mut resigned = a.bytes().to_vec();
+    *resigned.last_mut().unwrap() ^= 1;
+    let resigned = Tx::decode(&resigned).unwrap();
     assert_eq!(
-        p.try_contains(&id(2), &a.digest()),
-        Some(false),
-        "other sender"
+        resigned.digest(),
+        a.digest(),
+        "the digest leaves the signature out"
     );
+    assert_eq!(p.try_holds(&resigned), Some(false), "another signature");
     let batch = p.pop_batch(10, 1 << 20);
     assert_eq!(batch.len(), 1);
-    assert_eq!(p.try_contains(&id(1), &a.digest()), Some(true), "in flight");
-    let busy = p.with_shard_locked(&id(1), || p.try_contains(&id(1), &a.digest()));
+    assert_eq!(p.try_holds(a.tx()), Some(true), "in flight");
+    let busy = p.with_shard_locked(&id(1), || p.try_holds(a.tx()));
     assert_eq!(busy, None, "busy: no wait");
 }

@@ -239,12 +239,14 @@ pub async fn verify_tile(
         stats.set_queue_depth(input.len());
         stats.add_in(batch.len() as u64);
         let started = Instant::now();
-        // A copy of a transaction the pool holds costs a lookup, not a
-        // signature check: the pool would refuse it as a duplicate anyway
-        // (a busy shard is not waited for; its copies are checked).
+        // A byte-for-byte copy of a transaction the pool holds costs a
+        // lookup, not a signature check: its signature was checked, and the
+        // pool would refuse it as a duplicate anyway (a copy with another
+        // signature is checked like any other; a busy shard is not waited
+        // for, its copies are checked).
         let mut fresh = Vec::with_capacity(batch.len());
         for i in batch {
-            if shared.pool.try_contains(&i.tx.sender(), &i.tx.digest()) == Some(true) {
+            if shared.pool.try_holds(&i.tx) == Some(true) {
                 shared
                     .pool_pressure
                     .duplicates_unverified

@@ -715,6 +715,17 @@ fn a_resent_pending_transaction_is_refused_before_verification() {
         assert_eq!(a.status, Status::Rejected, "{a:?}");
         assert_eq!(a.reason, Some(RejectReason::Duplicate), "{a:?}");
     }
+    // A copy with another signature (the digest leaves it out) is checked
+    // like any other, and refused for its signature as it would be without
+    // the shortcut.
+    let mut resigned = gapped.clone();
+    *resigned.last_mut().unwrap() ^= 1;
+    let r = rt().block_on(async {
+        let ep = velox_net::ingress::client_endpoint(Some(node.cert())).unwrap();
+        let c = IngressClient::connect(&ep, node.ingress).await.unwrap();
+        c.submit(AckMode::Admission, &[&resigned]).await.unwrap()
+    });
+    assert_eq!(r[0].reason, Some(RejectReason::BadSignature), "{r:?}");
     // The shard lock is not waited for, so a copy may occasionally be
     // checked after all; most are not.
     let skipped = metric(&node.metrics(), "velox_verify_duplicates_unverified_total");
