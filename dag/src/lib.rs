@@ -55,7 +55,8 @@ pub use crate::core::{
 pub use crate::dag::DagState;
 pub use crate::node::join::{Join, JoinFailure, JoinStats, Joined};
 pub use crate::node::{
-    ConsensusNode, Intent, NodeConfig, NodeGauges, NodeMetrics, NodeStore, ReadyCommit, TxChecker,
+    CheckRequest, ConsensusNode, Intent, NodeConfig, NodeGauges, NodeMetrics, NodeStore,
+    ReadyCommit, TxChecker,
 };
 pub use crate::sim::cli::{parse_seed_range, run_cli, SeedRangeError, SimArgs};
 pub use crate::types::{Authority, Committee, Digest, Epoch, Round, Stake, Time, ValidatorIndex};

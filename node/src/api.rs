@@ -1047,7 +1047,7 @@ fn render_peers(o: &mut String, s: &velox_net::peer::PeerCountersSnapshot) {
 
 fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-    let m: [(&str, &str, &str, f64); 47] = [
+    let m: [(&str, &str, &str, f64); 49] = [
         (
             "velox_consensus_round",
             "gauge",
@@ -1253,6 +1253,18 @@ fn render_consensus(o: &mut String, c: &crate::consensus::ConsensusCounters) {
             "counter",
             "Peers' batches dropped from memory (kept on disk) to make room in their peer's share.",
             g(&c.batches_released),
+        ),
+        (
+            "velox_batch_checks_total",
+            "counter",
+            "Peers' batches the consensus tile handed to the verify tiles to check.",
+            g(&c.batch_checks),
+        ),
+        (
+            "velox_batches_checking",
+            "gauge",
+            "Peers' batches being checked by the verify tiles now.",
+            g(&c.batches_checking),
         ),
         (
             "velox_peer_served_bytes_total",

@@ -19,25 +19,28 @@
 //! The protocol itself (sealing, availability, parking, fetching, commit
 //! assembly, serving peers) lives in the machine, which the simulator runs.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use velox_dag::{
-    Block, BlockRef, Committee, ConsensusNode, Core, Digest, Ed25519Verifier, Intent, NodeConfig,
-    NodeStore, Round, Time, TxChecker, ValidatorIndex,
+    Block, BlockRef, CheckRequest, Committee, ConsensusNode, Core, Digest, Ed25519Verifier, Intent,
+    NodeConfig, NodeStore, Round, Time, ValidatorIndex,
 };
-use velox_exec::{Tx, VerifiedTx};
+use velox_exec::VerifiedTx;
 use velox_io::{Ring, TileStats};
 use velox_mempool::batch::BatchDigest;
 use velox_net::peer::{Inbound, Outbound};
 use velox_storage::{ChainStore, CommitConsensus, CommitMeta, LeaderPosition, DAG_KEY_LEN};
 
-use crate::pipeline::{CommittedBlock, Shared};
+use crate::pipeline::{CheckedBatch, CommittedBlock, Shared};
 
 /// Most inbound peer messages handled per turn before writing and sending.
 pub const PEER_TURN_MSGS_MAX: usize = 256;
+/// Most checked batches (answers of the verify tiles) handled per turn.
+pub const CHECKED_TURN_MAX: usize = 64;
 
 pub use velox_dag::node::{
     chunk_items, dag_key, BATCH_REQUEST_DIGESTS_MAX, INCLUDED_WINDOW, RESPONSE_BYTES_MAX,
@@ -119,6 +122,10 @@ pub struct ConsensusCounters {
     /// Pushed batches dropped from memory (kept on disk) to make room in
     /// their peer's share.
     pub batches_released: AtomicU64,
+    /// Peers' batches handed to the verify tiles to check.
+    pub batch_checks: AtomicU64,
+    /// Peers' batches being checked by the verify tiles now.
+    pub batches_checking: AtomicU64,
     /// Resent copies of refused batches, refused without a second check.
     pub batches_rejected_again: AtomicU64,
     /// Fetched batches nothing asked for (late answers).
@@ -348,6 +355,10 @@ pub struct ConsensusRings {
     pub peer_in: Arc<Ring<Inbound>>,
     pub peer_out: Arc<Ring<Outbound>>,
     pub blocks: Arc<Ring<CommittedBlock>>,
+    /// Peers' batches to check, to the verify tiles.
+    pub checks: Arc<Ring<CheckRequest>>,
+    /// Their answers, back from the verify tiles.
+    pub checked: Arc<Ring<CheckedBatch>>,
 }
 
 /// The machine's reads of the store. A read error is logged and answered
@@ -386,38 +397,12 @@ impl NodeStore for ChainView {
     }
 }
 
-/// Checks batches' transactions with the chain's signature rule (or, in
-/// benchmark mode, only the stateless rules).
-struct PoolChecker(Arc<Shared>);
-
-impl TxChecker for PoolChecker {
-    fn check(&self, raw: Vec<&[u8]>) -> Vec<Option<VerifiedTx>> {
-        let mut out: Vec<Option<VerifiedTx>> = Vec::with_capacity(raw.len());
-        let mut txs = Vec::with_capacity(raw.len());
-        let mut slots = Vec::with_capacity(raw.len());
-        for r in raw {
-            match Tx::decode(r) {
-                Ok(t) => {
-                    slots.push(out.len());
-                    out.push(None);
-                    txs.push(t);
-                }
-                Err(_) => out.push(None),
-            }
-        }
-        let verified = crate::pipeline::verify_or_trust(txs, &self.0);
-        for (slot, v) in slots.into_iter().zip(verified) {
-            out[slot] = v.ok();
-        }
-        out
-    }
-}
-
 /// The consensus tile: a driver of [`ConsensusNode`]. Each turn takes at
-/// most [`PEER_TURN_MSGS_MAX`] peer messages or one fill of local
-/// transactions, runs the machine's timers, then carries out its intents in
-/// order (the write, fsynced, before the sends it precedes) and hands ready
-/// commits to execution while the block ring has room.
+/// most [`PEER_TURN_MSGS_MAX`] peer messages, [`CHECKED_TURN_MAX`] checked
+/// batches or one fill of local transactions, runs the machine's timers,
+/// then carries out its intents in order (the write, fsynced, before the
+/// sends it precedes; checks to the verify tiles) and hands ready commits
+/// to execution while the block ring has room.
 pub struct ConsensusTile {
     node: ConsensusNode,
     chain: ChainStore,
@@ -427,6 +412,9 @@ pub struct ConsensusTile {
     rings: ConsensusRings,
     /// Penalties counted before the tile started (by a join).
     penalties_before: u64,
+    /// Checks the verify tiles' ring had no room for yet (at most what the
+    /// machine has under way: it bounds its checks).
+    check_backlog: VecDeque<CheckRequest>,
     /// The machine's clock origin.
     epoch: Instant,
 }
@@ -447,7 +435,6 @@ impl ConsensusTile {
             core,
             params,
             Box::new(ChainView(chain.clone())),
-            Box::new(PoolChecker(shared.clone())),
             Box::new(Ed25519Verifier),
             applied,
             rand::random(),
@@ -461,6 +448,7 @@ impl ConsensusTile {
             counters,
             rings,
             penalties_before,
+            check_backlog: VecDeque::new(),
             epoch: Instant::now(),
         }
     }
@@ -486,10 +474,11 @@ impl ConsensusTile {
         self.node.start(now);
         self.after_turn().await;
         // Local handles: the select arms borrow these, the handlers `self`.
-        let (peer_in, own, blocks) = (
+        let (peer_in, own, blocks, checked) = (
             self.rings.peer_in.clone(),
             self.rings.own.clone(),
             self.rings.blocks.clone(),
+            self.rings.checked.clone(),
         );
         loop {
             let now = self.now();
@@ -497,17 +486,15 @@ impl ConsensusTile {
             let commit_blocked = self.node.commit_ready() && blocks.len() >= blocks.capacity();
             tokio::select! {
                 biased;
+                // Checked batches first: they unblock acknowledgements,
+                // parked blocks and commits.
+                c = checked.pop() => {
+                    let Some(c) = c else { return };
+                    self.take_ready(Some(c), None, &checked, &peer_in);
+                }
                 m = peer_in.pop() => {
                     let Some(m) = m else { return };
-                    let started = Instant::now();
-                    let now = self.now();
-                    self.node.handle_peer(now, m.from, m.msg);
-                    let mut more = Vec::new();
-                    peer_in.drain_into(&mut more, PEER_TURN_MSGS_MAX);
-                    for m in more {
-                        self.node.handle_peer(now, m.from, m.msg);
-                    }
-                    self.stats.add_busy(started.elapsed());
+                    self.take_ready(None, Some(m), &checked, &peer_in);
                 }
                 txs = own.pop() => {
                     let Some(mut txs) = txs else { return };
@@ -527,6 +514,32 @@ impl ConsensusTile {
             }
             self.after_turn().await;
         }
+    }
+
+    /// One turn's input from peers: `first`, then whatever else is ready
+    /// of both rings (up to [`CHECKED_TURN_MAX`] checked batches and
+    /// [`PEER_TURN_MSGS_MAX`] messages), so that one write (one fsync)
+    /// covers them all.
+    fn take_ready(
+        &mut self,
+        checked_first: Option<CheckedBatch>,
+        peer_first: Option<Inbound>,
+        checked: &Ring<CheckedBatch>,
+        peer_in: &Ring<Inbound>,
+    ) {
+        let started = Instant::now();
+        let now = self.now();
+        let mut answers: Vec<CheckedBatch> = checked_first.into_iter().collect();
+        checked.drain_into(&mut answers, CHECKED_TURN_MAX);
+        for c in answers {
+            self.node.handle_checked(now, c.digest, c.txs);
+        }
+        let mut msgs: Vec<Inbound> = peer_first.into_iter().collect();
+        peer_in.drain_into(&mut msgs, PEER_TURN_MSGS_MAX);
+        for m in msgs {
+            self.node.handle_peer(now, m.from, m.msg);
+        }
+        self.stats.add_busy(started.elapsed());
     }
 
     fn batch_txs_max(&self) -> usize {
@@ -560,6 +573,7 @@ impl ConsensusTile {
                         std::process::exit(70);
                     }
                 }
+                Intent::Check(r) => self.check_backlog.push_back(r),
                 Intent::Send(m) => {
                     if self.rings.peer_out.try_push(m).is_err() {
                         // The net tile is behind; consensus recovers lost
@@ -574,6 +588,14 @@ impl ConsensusTile {
                     // The pool has ready transactions again.
                     self.shared.pool_work.notify_one();
                 }
+            }
+        }
+        // To the verify tiles, as far as their ring has room (the rest
+        // goes next turn; the verify tiles' answers free room).
+        while let Some(r) = self.check_backlog.pop_front() {
+            if let Err(r) = self.rings.checks.try_push(r) {
+                self.check_backlog.push_front(r);
+                break;
             }
         }
         self.deliver_commits();
@@ -669,6 +691,8 @@ impl ConsensusTile {
         set(&c.rounds_requests_refused, n.rounds_requests_refused);
         set(&c.served_bytes, n.served_bytes);
         set(&c.batches_released, n.batches_released);
+        set(&c.batch_checks, n.batch_checks);
+        set(&c.batches_checking, g.batches_checking as u64);
         set(&c.batches_unrequested, n.batches_unrequested);
         set(&c.peer_backoffs, n.peer_backoffs);
         set(&c.peer_messages_ignored, n.peer_messages_ignored);

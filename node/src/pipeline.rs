@@ -22,12 +22,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use velox_dag::{CheckRequest, TxChecker};
 use velox_exec::reason::RejectCounters;
 use velox_exec::{
     AccountId, BlockOutput, ExecContext, ParallelExecutor, Proof, Receipt, RejectReason, State,
     StateKey, StateRoot, StateValue, TxDigest, VerifiedTx,
 };
 use velox_io::{Ring, TileStats};
+use velox_mempool::batch::BatchDigest;
 use velox_mempool::{Settled, ShardedPool};
 use velox_net::{IngressTx, Status, Ticket};
 use velox_storage::{BlockRecord, ChainStore, CommitConsensus, CommitMeta};
@@ -43,6 +45,13 @@ pub const BATCH_RING_DEPTH: usize = 64;
 /// sub-DAG).
 pub const BLOCK_RING_DEPTH: usize = 16;
 pub const FEEDBACK_RING_DEPTH: usize = 64;
+/// Peers' batches on their way to the verify tiles to be checked, and their
+/// answers on the way back (the consensus machine bounds the checks under
+/// way by its held set; the tile keeps what does not fit for its next
+/// turn).
+pub const CHECK_RING_DEPTH: usize = 256;
+/// Most peers' batches a verify tile checks before answering them together.
+pub const CHECKS_PER_TURN_MAX: usize = 16;
 pub const QUERY_RING_DEPTH: usize = 256;
 /// Proof requests waiting for the exec tile: each costs it ~5-10 us (one
 /// walk down the tree; docs/benchmarks/storage.md), so a full ring delays a
@@ -229,13 +238,96 @@ pub fn verify_or_trust(
     velox_exec::verify_batch(txs, shared.chain_id)
 }
 
-/// Verify tile: batch signature checks, then straight into the pool.
-pub async fn verify_tile(
-    input: Arc<Ring<Vec<IngressTx>>>,
-    shared: Arc<Shared>,
-    stats: Arc<TileStats>,
-) {
-    while let Some(batch) = input.pop().await {
+/// A peer's batch checked by a verify tile, on its way back to the
+/// consensus tile: one answer per transaction, in order.
+pub struct CheckedBatch {
+    pub digest: BatchDigest,
+    pub txs: Vec<Option<VerifiedTx>>,
+}
+
+/// Checks transactions with the chain's signature rule (or, in benchmark
+/// mode, only the stateless rules): how verify tiles answer the consensus
+/// machine's batch checks.
+pub struct PoolChecker<'a>(pub &'a Shared);
+
+impl TxChecker for PoolChecker<'_> {
+    fn check(&self, raw: Vec<&[u8]>) -> Vec<Option<VerifiedTx>> {
+        let mut out: Vec<Option<VerifiedTx>> = Vec::with_capacity(raw.len());
+        let mut txs = Vec::with_capacity(raw.len());
+        let mut slots = Vec::with_capacity(raw.len());
+        for r in raw {
+            match velox_exec::Tx::decode(r) {
+                Ok(t) => {
+                    slots.push(out.len());
+                    out.push(None);
+                    txs.push(t);
+                }
+                Err(_) => out.push(None),
+            }
+        }
+        let verified = verify_or_trust(txs, self.0);
+        for (slot, v) in slots.into_iter().zip(verified) {
+            out[slot] = v.ok();
+        }
+        out
+    }
+}
+
+/// The rings a verify tile serves: clients' transactions from ingress, and
+/// peers' batches the consensus tile asks it to check (those first: the
+/// consensus machine waits on them).
+pub struct VerifyRings {
+    pub ingress: Arc<Ring<Vec<IngressTx>>>,
+    pub checks: Arc<Ring<CheckRequest>>,
+    pub checked: Arc<Ring<CheckedBatch>>,
+}
+
+/// Verify tile: peers' batches checked for the consensus tile; clients'
+/// transactions checked in batches, then straight into the pool. Several
+/// verify tiles share both rings.
+pub async fn verify_tile(rings: VerifyRings, shared: Arc<Shared>, stats: Arc<TileStats>) {
+    let VerifyRings {
+        ingress: input,
+        checks,
+        checked,
+    } = rings;
+    loop {
+        // Neither ring first: a peer's batch gates the others' progress,
+        // a client's transactions this validator's own; each ready ring
+        // gets its turn (peers' pushes are bounded by their shares).
+        let batch = tokio::select! {
+            r = checks.pop() => {
+                let Some(r) = r else { return };
+                // What else waits, checked before any is answered: the
+                // consensus tile then takes the answers in one turn (one
+                // write, one fsync, for all).
+                let mut requests = vec![r];
+                checks.drain_into(&mut requests, CHECKS_PER_TURN_MAX - 1);
+                stats.set_queue_depth(input.len() + checks.len());
+                let started = Instant::now();
+                let answers: Vec<CheckedBatch> = requests
+                    .into_iter()
+                    .map(|r| CheckedBatch {
+                        txs: r.answer(&PoolChecker(&shared)),
+                        digest: r.digest,
+                    })
+                    .collect();
+                stats.add_busy(started.elapsed());
+                for a in answers {
+                    stats.add_in(a.txs.len() as u64);
+                    let n = a.txs.iter().filter(|t| t.is_some()).count() as u64;
+                    if checked.push(a, &stats).await.is_err() {
+                        return;
+                    }
+                    stats.add_out(n);
+                }
+                continue;
+            }
+            b = input.pop() => match b {
+                Some(b) => b,
+                None => return,
+            },
+        };
         stats.set_queue_depth(input.len());
         stats.add_in(batch.len() as u64);
         let started = Instant::now();

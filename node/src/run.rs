@@ -323,6 +323,8 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
     let ingress_ring = Ring::new("ingress", INGRESS_RING_DEPTH);
     let batch_ring = Ring::new("batches", BATCH_RING_DEPTH);
     let peer_in_ring = Ring::new("peer-in", PEER_RING_DEPTH);
+    let check_ring = Ring::new("batch-checks", pipeline::CHECK_RING_DEPTH);
+    let checked_ring = Ring::new("batches-checked", pipeline::CHECK_RING_DEPTH);
     let peer_out_ring = Ring::new("peer-out", PEER_RING_DEPTH);
     let consensus_counters = Arc::new(ConsensusCounters::default());
     let block_ring = Ring::new("blocks", BLOCK_RING_DEPTH);
@@ -421,11 +423,16 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
     }
     for (i, &core) in layout.verify.iter().enumerate() {
         let stats = tile(TileKind::Verify, i, core);
-        let (input, shared) = (ingress_ring.clone(), shared.clone());
+        let rings = pipeline::VerifyRings {
+            ingress: ingress_ring.clone(),
+            checks: check_ring.clone(),
+            checked: checked_ring.clone(),
+        };
+        let shared = shared.clone();
         reactors.push(spawn_reactor(
             &format!("verify-{i}"),
             Some(core),
-            move || pipeline::verify_tile(input, shared, stats),
+            move || pipeline::verify_tile(rings, shared, stats),
         )?);
     }
     {
@@ -454,6 +461,8 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
             peer_in: peer_in_ring.clone(),
             peer_out: peer_out_ring.clone(),
             blocks: block_ring.clone(),
+            checks: check_ring.clone(),
+            checked: checked_ring.clone(),
         };
         let (chain, shared, counters, committee, me, key) = (
             chain.clone(),

@@ -14,12 +14,21 @@
 //! ```text
 //!  local txs ─────────▶ handle_local_txs ─┐
 //!  peer message ──────▶ handle_peer       ├──▶ poll_intent():  Persist{blocks, batches, sync}
-//!  timer fired ───────▶ handle_timeout    │                    Send(Outbound)
+//!  timer fired ───────▶ handle_timeout    │                    Check(a peer's batch)
+//!  batch checked ─────▶ handle_checked    │                    Send(Outbound)
 //!                                         │                    ReturnToPool(txs)
-//!  store reads ◀─────── NodeStore (trait) │──▶ poll_commit(): the next commit, in order,
-//!  batch checks ◀────── TxChecker (trait) ┘                   once all its batches are held
+//!  store reads ◀─────── NodeStore (trait) ┘──▶ poll_commit(): the next commit, in order,
+//!                                                             once all its batches are held
 //!                                            ──▶ poll_timeout(): the next deadline
 //! ```
+//!
+//! Peers' batches are checked (each transaction decoded, its signature and
+//! stateless rules) by the driver, off the machine's thread: the machine
+//! asks with [`Intent::Check`] and goes on; the driver answers each request
+//! once, in any order, with [`ConsensusNode::handle_checked`] (the node
+//! hands them to its verify tiles, so the consensus tile verifies nothing).
+//! Until the answer comes the batch is neither held nor acknowledged, and a
+//! commit or parked block that needs it waits for it without fetching it.
 //!
 //! The driver's rules: drain `poll_intent` in order after every input and
 //! carry each out before the next (a `Persist` always comes before the
@@ -217,13 +226,36 @@ pub trait NodeStore: Send {
     ) -> Result<(), String>;
 }
 
-/// Decodes and checks the transactions of a batch (signatures, stateless
-/// rules). The node verifies with the chain's signature rule; the simulator
-/// may trust what it built itself.
+/// Checks transactions (signatures, stateless rules): what a driver uses
+/// to answer [`Intent::Check`] (see [`CheckRequest::answer`]). The node
+/// verifies with the chain's signature rule; the simulator may trust what
+/// it built itself.
 pub trait TxChecker: Send {
     /// One answer per transaction, in order: the checked transaction, or
     /// `None` when it is undecodable or invalid.
     fn check(&self, txs: Vec<&[u8]>) -> Vec<Option<VerifiedTx>>;
+}
+
+/// A peer's batch whose transactions the driver must check, then answer
+/// with [`ConsensusNode::handle_checked`] (exactly once per request).
+#[derive(Clone, Debug)]
+pub struct CheckRequest {
+    /// The batch's digest (what the answer names).
+    pub digest: BatchDigest,
+    /// The batch's encoding; the machine decoded it already, so it decodes.
+    pub bytes: Arc<[u8]>,
+}
+
+impl CheckRequest {
+    /// The answer: every transaction of the batch checked by `checker`, in
+    /// order (empty if the bytes do not decode, which the machine rules
+    /// out before asking).
+    pub fn answer(&self, checker: &dyn TxChecker) -> Vec<Option<VerifiedTx>> {
+        match decode_batch(&self.bytes) {
+            Ok(raw) => checker.check(raw.txs),
+            Err(_) => Vec::new(),
+        }
+    }
 }
 
 /// What the driver must do, in the order polled.
@@ -244,6 +276,10 @@ pub enum Intent {
         /// fsync before going on.
         sync: bool,
     },
+    /// Check a peer's batch, then answer with
+    /// [`ConsensusNode::handle_checked`]; needs no order with the other
+    /// intents.
+    Check(CheckRequest),
     /// Send a message to one peer or all.
     Send(Outbound),
     /// These transactions of own batches can no longer commit: the pool
@@ -325,6 +361,10 @@ pub struct NodeMetrics {
     /// Pushed batches dropped from memory (kept in the store) to make room
     /// in their peer's share.
     pub batches_released: u64,
+    /// Batch checks asked of the driver ([`Intent::Check`]).
+    pub batch_checks: u64,
+    /// Answers to checks nobody asked (a driver fault; ignored).
+    pub batch_checks_unexpected: u64,
 }
 
 /// Sizes of the machine's maps (gauges).
@@ -348,6 +388,26 @@ pub struct NodeGauges {
     pub own_batches: usize,
     /// Transactions waiting to be sealed.
     pub sealing_txs: usize,
+    /// Peers' batches being checked by the driver.
+    pub batches_checking: usize,
+}
+
+/// A peer's batch the driver is checking.
+struct Checking {
+    why: CheckPurpose,
+    /// Its transactions (the answer has one entry for each).
+    txs: usize,
+    bytes: Arc<[u8]>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CheckPurpose {
+    /// Pushed fresh by its author: must be wholly valid; acknowledged.
+    Pushed(u32),
+    /// Wanted for a commit or a parked block (fetched, or read back from
+    /// the store): keeps its valid transactions. `persist`: fetched, so
+    /// written to the store.
+    Wanted { persist: bool },
 }
 
 /// A batch this node holds, its transactions checked.
@@ -465,7 +525,6 @@ pub struct ConsensusNode {
     me: ValidatorIndex,
     config: NodeConfig,
     store: Box<dyn NodeStore>,
-    checker: Box<dyn TxChecker>,
     verifier: Box<dyn SignatureVerifier>,
     availability: Availability,
     held: HashMap<BatchDigest, HeldBatch>,
@@ -499,12 +558,18 @@ pub struct ConsensusNode {
     budget: Vec<Bucket>,
     /// Per peer: held batches it pushed (its share is `batches_held_max / n`).
     held_by_peer: Vec<usize>,
+    /// Peers' batches the driver is checking.
+    checking: BTreeMap<BatchDigest, Checking>,
+    /// Per peer: its pushed batches being checked (they count towards its
+    /// share with the held ones).
+    checking_by_peer: Vec<usize>,
     /// Check the maps' invariants after every input (tests, the simulator,
     /// debug builds).
     checked: bool,
     // Intents of the current turn.
     persist_blocks: Vec<([u8; DAG_KEY_LEN], Vec<u8>)>,
     persist_batches: Vec<(BatchDigest, Arc<[u8]>)>,
+    checks: VecDeque<CheckRequest>,
     sends: VecDeque<Outbound>,
     returns: VecDeque<Vec<(AccountId, TxDigest)>>,
 }
@@ -519,7 +584,6 @@ impl ConsensusNode {
         core: Core,
         config: NodeConfig,
         store: Box<dyn NodeStore>,
-        checker: Box<dyn TxChecker>,
         verifier: Box<dyn SignatureVerifier>,
         applied: u64,
         first_batch_nonce: u64,
@@ -543,7 +607,6 @@ impl ConsensusNode {
             me,
             config,
             store,
-            checker,
             verifier,
             availability,
             held: HashMap::new(),
@@ -563,10 +626,13 @@ impl ConsensusNode {
             rejected: RecentSet::new(REJECTED_BATCHES_MAX),
             strikes,
             budget,
+            checking: BTreeMap::new(),
+            checking_by_peer: held_by_peer.clone(),
             held_by_peer,
             checked: cfg!(debug_assertions),
             persist_blocks: Vec::new(),
             persist_batches: Vec::new(),
+            checks: VecDeque::new(),
             sends: VecDeque::new(),
             returns: VecDeque::new(),
         }
@@ -635,6 +701,7 @@ impl ConsensusNode {
             batches_wanted: self.wanted.len(),
             own_batches: self.own.len(),
             sealing_txs: self.sealing.len(),
+            batches_checking: self.checking.len(),
         }
     }
 
@@ -727,6 +794,61 @@ impl ConsensusNode {
         self.check_invariants();
     }
 
+    /// The driver's answer to [`Intent::Check`] for batch `digest`: one
+    /// entry per transaction, in order, the checked transaction or `None`.
+    /// A pushed batch that is wholly valid is stored, held and
+    /// acknowledged (else refused, and its sender penalized); a wanted one
+    /// keeps its valid transactions (every node filters the same bytes the
+    /// same way).
+    pub fn handle_checked(&mut self, now: Time, digest: BatchDigest, txs: Vec<Option<VerifiedTx>>) {
+        let Some(c) = self.checking.remove(&digest) else {
+            self.metrics.batch_checks_unexpected += 1;
+            return;
+        };
+        if let CheckPurpose::Pushed(p) = c.why {
+            self.checking_by_peer[p as usize] -= 1;
+        }
+        // A wrong count is the driver's fault: nothing of it is trusted.
+        let whole = txs.len() == c.txs;
+        debug_assert!(whole, "a check answered with the wrong count");
+        let mut ok = Vec::with_capacity(c.txs);
+        let mut bad = (c.txs as u64).saturating_sub(txs.len() as u64);
+        for t in txs {
+            match t {
+                Some(t) if whole => ok.push(t),
+                _ => bad += 1,
+            }
+        }
+        self.metrics.txs_invalid_in_batches += bad;
+        match c.why {
+            CheckPurpose::Pushed(from) => {
+                if bad > 0 {
+                    self.metrics.batches_rejected += 1;
+                    self.rejected.insert(digest);
+                    self.penalize(now, from, "invalid batch");
+                } else {
+                    self.persist_batches.push((digest, c.bytes.clone()));
+                    self.insert_held(now, digest, c.bytes, ok, Some(from));
+                    self.ack(from, digest);
+                }
+            }
+            CheckPurpose::Wanted { persist } => {
+                if !self.wanted.contains_key(&digest) {
+                    // Nothing waits for it any more.
+                    self.metrics.batches_unrequested += 1;
+                } else {
+                    if persist {
+                        self.metrics.batches_fetched += 1;
+                        self.persist_batches.push((digest, c.bytes.clone()));
+                    }
+                    self.insert_held(now, digest, c.bytes, ok, None);
+                }
+            }
+        }
+        self.drain_core(now);
+        self.check_invariants();
+    }
+
     /// Timers: the core's, sealing by age, resending own batches, giving up
     /// on batches not available in time, fetching missing batches, and
     /// ageing out parked blocks and held batches. Cheap when nothing is
@@ -777,7 +899,13 @@ impl ConsensusNode {
         if let Some(s) = self.sealing_since {
             d = d.min(s.plus_ms(self.config.batch_age_ms));
         }
-        if let Some(w) = self.wanted.values().map(|w| w.next_try).min() {
+        if let Some(w) = self
+            .wanted
+            .iter()
+            .filter(|(k, _)| !self.checking.contains_key(*k))
+            .map(|(_, w)| w.next_try)
+            .min()
+        {
             d = d.min(w);
         }
         d.max(now)
@@ -785,7 +913,7 @@ impl ConsensusNode {
 
     // ----- outputs ----------------------------------------------------------
 
-    /// The next intent: a pending write first, then sends, then returns.
+    /// The next intent: a pending write first, then checks, sends, returns.
     pub fn poll_intent(&mut self) -> Option<Intent> {
         if !self.persist_blocks.is_empty() || !self.persist_batches.is_empty() {
             return Some(Intent::Persist {
@@ -798,6 +926,9 @@ impl ConsensusNode {
                     .max(self.core.threshold_round().0),
                 sync: true,
             });
+        }
+        if let Some(c) = self.checks.pop_front() {
+            return Some(Intent::Check(c));
         }
         if let Some(m) = self.sends.pop_front() {
             return Some(Intent::Send(m));
@@ -953,13 +1084,18 @@ impl ConsensusNode {
             self.ack(from, d);
             return;
         }
+        if self.checking.contains_key(&d) {
+            // A resent copy: the check under way answers it.
+            return;
+        }
         if self.rejected.contains(&d) {
             self.metrics.batches_rejected_again += 1;
             self.penalize(now, from, "a batch refused before");
             return;
         }
         let share = (self.config.batches_held_max / self.committee.size()).max(1);
-        if self.held_by_peer[from as usize] >= share {
+        let pushed = |s: &Self| s.held_by_peer[from as usize] + s.checking_by_peer[from as usize];
+        if pushed(self) >= share {
             // Its share is full: let its oldest pushed batch that nothing
             // waits for leave memory (it stays in the store and is read
             // back if a commit names it), so batches that never commit
@@ -967,19 +1103,15 @@ impl ConsensusNode {
             // the share full.
             self.release_oldest_pushed(from);
         }
-        if self.held.len() >= self.config.batches_held_max
-            || self.held_by_peer[from as usize] >= share
+        if self.held.len() + self.checking.len() >= self.config.batches_held_max
+            || pushed(self) >= share
         {
             self.metrics.batches_refused_full += 1;
             return;
         }
         self.metrics.batches_received += 1;
-        match self.check_batch(&bytes, Some(from)) {
-            Ok(txs) => {
-                self.persist_batches.push((d, bytes.clone()));
-                self.insert_held(now, d, bytes, txs, Some(from));
-                self.ack(from, d);
-            }
+        match self.decode_for_check(&bytes, Some(from)) {
+            Ok(txs) => self.check(d, bytes, txs, CheckPurpose::Pushed(from)),
             Err(why) => {
                 if matches!(why, BatchRefusal::Bad) {
                     self.rejected.insert(d);
@@ -1019,12 +1151,33 @@ impl ConsensusNode {
             tracing::debug!(peer = from, "unrequested or mismatching batch");
             return;
         }
+        if self.checking.contains_key(&d) {
+            // Its check is under way (a pushed copy, or an earlier answer).
+            return;
+        }
         // A committed batch: keep its valid transactions (every node
         // filters the same bytes the same way); undecodable, it executes as
         // empty.
-        let txs = self.check_batch(&bytes, None).unwrap_or_default();
-        self.metrics.batches_fetched += 1;
-        self.hold(now, d, bytes, txs);
+        match self.decode_for_check(&bytes, None) {
+            Ok(txs) => self.check(d, bytes, txs, CheckPurpose::Wanted { persist: true }),
+            Err(_) => {
+                self.metrics.batches_fetched += 1;
+                self.hold(now, d, bytes, Vec::new());
+            }
+        }
+    }
+
+    /// Asks the driver to check batch `d` (of `txs` transactions).
+    fn check(&mut self, d: BatchDigest, bytes: Arc<[u8]>, txs: usize, why: CheckPurpose) {
+        if let CheckPurpose::Pushed(p) = why {
+            self.checking_by_peer[p as usize] += 1;
+        }
+        self.metrics.batch_checks += 1;
+        self.checks.push_back(CheckRequest {
+            digest: d,
+            bytes: bytes.clone(),
+        });
+        self.checking.insert(d, Checking { why, txs, bytes });
     }
 
     fn ack(&mut self, to: u32, d: BatchDigest) {
@@ -1075,15 +1228,14 @@ impl ConsensusNode {
         Some(h)
     }
 
-    /// Decodes a batch and checks its transactions. A fresh batch from peer
-    /// `fresh_from` must be a version-2 batch authored by that peer and
-    /// wholly valid; a committed one (`fresh_from` is `None`) keeps only its
-    /// valid transactions.
-    fn check_batch(
+    /// Decodes a batch (its transactions are checked by the driver): its
+    /// transaction count. A fresh batch from peer `fresh_from` must be a
+    /// version-2 batch authored by that peer.
+    fn decode_for_check(
         &mut self,
         bytes: &[u8],
         fresh_from: Option<u32>,
-    ) -> Result<Vec<VerifiedTx>, BatchRefusal> {
+    ) -> Result<usize, BatchRefusal> {
         let raw = match decode_batch(bytes) {
             Ok(r) if fresh_from.is_some_and(|f| r.origin.map(|o| o.author) != Some(f)) => {
                 tracing::debug!(from = ?fresh_from, origin = ?r.origin, "batch not authored by its sender");
@@ -1097,23 +1249,7 @@ impl ConsensusNode {
                 return Err(BatchRefusal::Bad);
             }
         };
-        let checked = self.checker.check(raw);
-        let mut ok = Vec::with_capacity(checked.len());
-        let mut bad = 0u64;
-        for t in checked {
-            match t {
-                Some(t) => ok.push(t),
-                None => bad += 1,
-            }
-        }
-        if bad > 0 {
-            self.metrics.txs_invalid_in_batches += bad;
-            if fresh_from.is_some() {
-                self.metrics.batches_rejected += 1;
-                return Err(BatchRefusal::Bad);
-            }
-        }
-        Ok(ok)
+        Ok(raw.len())
     }
 
     fn have_batch(&self, d: &BatchDigest) -> bool {
@@ -1261,8 +1397,10 @@ impl ConsensusNode {
             .retain(|d, _| needed.contains(d) || parked_on.contains_key(d));
         let retry = self.config.batch_fetch_retry_ms;
         let mut by_peer: BTreeMap<u32, Vec<[u8; 32]>> = BTreeMap::new();
+        let checking = &self.checking;
         for (d, w) in self.wanted.iter_mut() {
-            if w.next_try > now || w.sources.is_empty() {
+            // A copy being checked is not fetched (again) meanwhile.
+            if w.next_try > now || w.sources.is_empty() || checking.contains_key(d) {
                 continue;
             }
             let src = w.sources[w.attempts % w.sources.len()];
@@ -1613,14 +1751,21 @@ impl ConsensusNode {
             if self.held.contains_key(d) || self.wanted.contains_key(d) {
                 continue;
             }
-            match self.store.batch(d) {
-                Some(bytes) => {
-                    // The store is a boundary: check it again (it was
-                    // checked when stored, so all of it should pass).
-                    let txs = self.check_batch(&bytes, None).unwrap_or_default();
-                    self.insert_held(now, *d, bytes.into(), txs, None);
+            // Wanted until held: a copy being checked (pushed, or read
+            // back below) is not fetched meanwhile, and is fetched if its
+            // check fails.
+            self.want(now, *d, src.clone());
+            if self.checking.contains_key(d) {
+                continue;
+            }
+            if let Some(bytes) = self.store.batch(d) {
+                // The store is a boundary: check it again (it was checked
+                // when stored, so all of it should pass).
+                let bytes: Arc<[u8]> = bytes.into();
+                match self.decode_for_check(&bytes, None) {
+                    Ok(txs) => self.check(*d, bytes, txs, CheckPurpose::Wanted { persist: false }),
+                    Err(_) => self.insert_held(now, *d, bytes, Vec::new(), None),
                 }
-                None => self.want(now, *d, src.clone()),
             }
         }
         self.commits.push_back(PendingCommit {
@@ -1699,6 +1844,24 @@ impl ConsensusNode {
             }
         }
         assert_eq!(by_peer, self.held_by_peer, "held batches per peer");
+        // Batches being checked: not held, one request each, and each
+        // peer's pushed ones within its share beside its held ones.
+        let mut checking_by_peer = vec![0usize; self.checking_by_peer.len()];
+        for (d, c) in &self.checking {
+            assert!(!self.held.contains_key(d), "a held batch is being checked");
+            if let CheckPurpose::Pushed(p) = c.why {
+                checking_by_peer[p as usize] += 1;
+            }
+        }
+        assert_eq!(checking_by_peer, self.checking_by_peer, "checks per peer");
+        assert!(
+            self.checks.len() <= self.checking.len(),
+            "a check request for nothing"
+        );
+        let share = (self.config.batches_held_max / self.committee.size()).max(1);
+        for (h, c) in self.held_by_peer.iter().zip(&self.checking_by_peer) {
+            assert!(c + h <= share, "a peer's pushed batches beyond its share");
+        }
         self.included.check_invariants();
         self.rejected.check_invariants();
         assert!(self.sealing.len() < self.config.batch_txs_max.max(1));

@@ -198,7 +198,6 @@ impl Cluster {
                 core,
                 config,
                 Box::new(store.clone()),
-                Box::new(trusting.clone()),
                 Box::new(counting.clone()),
                 0,
                 (i as u64) << 32,
@@ -274,10 +273,26 @@ impl Cluster {
                     self.trace[i].push('R');
                     self.returned[i].extend(t);
                 }
+                // Answered at once (not traced: checks need no order).
+                Intent::Check(r) => self.answer(i, r),
             }
         }
         while let Some(c) = self.nodes[i].poll_commit() {
             self.delivered[i].push(c);
+        }
+    }
+
+    /// Answers a check request of node `i` with its checker.
+    fn answer(&mut self, i: usize, r: CheckRequest) {
+        let txs = r.answer(&self.checked[i]);
+        self.nodes[i].handle_checked(self.now, r.digest, txs);
+    }
+
+    /// The next intent of node `i` must be a check request: answers it.
+    fn answer_next_check(&mut self, i: usize) {
+        match self.nodes[i].poll_intent() {
+            Some(Intent::Check(r)) => self.answer(i, r),
+            o => panic!("expected a check, got {o:?}"),
         }
     }
 
@@ -381,8 +396,12 @@ fn peers_batches_are_checked_once_and_only_from_their_author() {
     assert_eq!(c.nodes[0].metrics().batches_rejected, 1);
     assert_eq!(c.nodes[0].metrics().peer_penalties, 1);
     assert!(c.nodes[0].poll_intent().is_none());
-    // From its author: stored, then acknowledged to it.
+    // From its author: checked by the driver, stored, then acknowledged
+    // to it.
     c.nodes[0].handle_peer(c.now, 1, PeerMessage::Batch(good.clone()));
+    assert_eq!(c.nodes[0].gauges().batches_checking, 1);
+    c.answer_next_check(0);
+    assert_eq!(c.nodes[0].gauges().batches_checking, 0);
     assert!(matches!(
         c.nodes[0].poll_intent(),
         Some(Intent::Persist { .. })
@@ -404,6 +423,7 @@ fn peers_batches_are_checked_once_and_only_from_their_author() {
     let mut bad_txs = txs(4, 2);
     bad_txs.push(tx(4, 2, BAD_FEE));
     c.nodes[0].handle_peer(c.now, 1, PeerMessage::Batch(peer_batch(1, 6, &bad_txs)));
+    c.answer_next_check(0);
     assert_eq!(c.nodes[0].metrics().batches_rejected, 2);
     assert_eq!(c.nodes[0].metrics().txs_invalid_in_batches, 1);
     // Undecodable bytes.
@@ -443,6 +463,7 @@ fn the_held_set_is_bounded_per_peer() {
     for nonce in 0..2 {
         let b = peer_batch(2, nonce, &[tx(6, nonce, 1)]);
         c.nodes[0].handle_peer(c.now, 2, PeerMessage::Batch(b));
+        c.drain(0);
     }
     assert_eq!(c.nodes[0].gauges().batches_held, 4);
     assert_eq!(c.nodes[0].metrics().batches_released, 3);
@@ -712,6 +733,7 @@ fn a_refused_batch_sent_again_is_not_checked_again() {
     bad.push(tx(4, 2, BAD_FEE));
     let bytes = peer_batch(1, 9, &bad);
     c.nodes[0].handle_peer(c.now, 1, PeerMessage::Batch(bytes.clone()));
+    c.answer_next_check(0);
     let checked = c.checked[0].0.load(Ordering::Relaxed);
     assert_eq!(checked, 3);
     for _ in 0..5 {
@@ -862,6 +884,7 @@ fn a_repeat_offender_is_ignored_for_a_while_then_heard_again() {
     // After the backoff, heard again.
     let later = c.now.plus_ms(PEER_BACKOFF_MS);
     c.nodes[0].handle_peer(later, 2, PeerMessage::Batch(b.clone()));
+    c.answer_next_check(0);
     assert!(matches!(
         c.nodes[0].poll_intent(),
         Some(Intent::Persist { .. })
@@ -948,4 +971,114 @@ fn one_batch_request_is_answered_with_at_most_its_byte_cap() {
         }
     }
     assert_eq!(bytes, SERVE_REQUEST_BYTES_MAX, "16 of the 64 MiB asked");
+}
+
+/// A round-2 block by `author` over the round-1 blocks node 0 holds,
+/// carrying `payload`.
+fn round2_block(c: &Cluster, author: u32, payload: Vec<Digest>) -> Block {
+    let dag = c.nodes[0].core().dag();
+    let mut u = dag.slot(Round(1), ValidatorIndex(author))[0]
+        .unsigned()
+        .clone();
+    u.round = Round(2);
+    u.parents = (0..4u32)
+        .map(|v| dag.slot(Round(1), ValidatorIndex(v))[0].reference())
+        .collect();
+    u.payload = payload;
+    u.sign(&c.keys[author as usize])
+}
+
+/// Intents of node `i` until none is left: (check requests, batch
+/// requests sent, acknowledgements sent).
+fn take_intents(c: &mut Cluster, i: usize) -> (Vec<CheckRequest>, usize, Vec<BatchDigest>) {
+    let (mut checks, mut requests, mut acks) = (Vec::new(), 0, Vec::new());
+    while let Some(intent) = c.nodes[i].poll_intent() {
+        match intent {
+            Intent::Check(r) => checks.push(r),
+            Intent::Send(Outbound {
+                msg: PeerMessage::BatchRequest(_),
+                ..
+            }) => requests += 1,
+            Intent::Send(Outbound {
+                msg: PeerMessage::BatchAck(d),
+                ..
+            }) => acks.push(d),
+            Intent::Persist {
+                batches, blocks, ..
+            } => c.stores[i].write(&blocks, &batches),
+            _ => {}
+        }
+    }
+    (checks, requests, acks)
+}
+
+/// Issue 18: peers' batches are checked by the driver (the verify tiles),
+/// not by the machine. While a check is under way the batch is neither
+/// held nor acknowledged, a resent copy is not checked twice, and a block
+/// that names it waits parked without fetching it; the answers may come in
+/// any order. A failed check refuses the batch, and the parked block's
+/// batch is then fetched.
+#[test]
+fn a_batch_being_checked_is_neither_held_nor_fetched_until_answered() {
+    let mut c = Cluster::new(&[1, 1, 1, 1], config());
+    c.settle();
+    let good = [peer_batch(1, 40, &txs(7, 2)), peer_batch(1, 41, &txs(8, 2))];
+    let ds: Vec<BatchDigest> = good.iter().map(|b| batch_digest(b)).collect();
+    for b in &good {
+        c.nodes[0].handle_peer(c.now, 1, PeerMessage::Batch(b.clone()));
+    }
+    let (checks, _, acks) = take_intents(&mut c, 0);
+    assert_eq!(checks.len(), 2);
+    assert!(acks.is_empty(), "nothing acknowledged before its check");
+    assert_eq!(c.nodes[0].gauges().batches_checking, 2);
+    // Resent while checked: no second check.
+    c.nodes[0].handle_peer(c.now, 1, PeerMessage::Batch(good[0].clone()));
+    assert!(take_intents(&mut c, 0).0.is_empty());
+    assert_eq!(c.nodes[0].metrics().batch_checks, 2);
+    // A block naming both parks, and its batches are not fetched while
+    // they are checked, however long that takes.
+    let block = round2_block(&c, 1, ds.iter().map(|d| Digest(*d)).collect());
+    c.nodes[0].handle_peer(c.now, 1, PeerMessage::Block(block.encode()));
+    assert_eq!(c.nodes[0].gauges().blocks_parked, 1);
+    let fetches = c.nodes[0].metrics().batch_fetch_requests;
+    for step in 1..=20 {
+        c.nodes[0].handle_timeout(c.now.plus_ms(step * 100));
+    }
+    let (_, requests, _) = take_intents(&mut c, 0);
+    assert_eq!(requests, 0);
+    assert_eq!(c.nodes[0].metrics().batch_fetch_requests, fetches);
+    // Answered in reverse order: each is stored and acknowledged, and the
+    // block goes on once both are held.
+    c.answer(0, checks[1].clone());
+    assert_eq!(c.nodes[0].gauges().blocks_parked, 1);
+    c.answer(0, checks[0].clone());
+    assert_eq!(c.nodes[0].gauges().blocks_parked, 0);
+    let (_, _, acks) = take_intents(&mut c, 0);
+    assert_eq!(acks, vec![ds[1], ds[0]]);
+    assert!(ds.iter().all(|d| c.stores[0].has_batch(d)));
+    assert_eq!(c.nodes[0].gauges().batches_checking, 0);
+    // An answer nobody asked for is counted and ignored.
+    c.answer(0, checks[0].clone());
+    assert_eq!(c.nodes[0].metrics().batch_checks_unexpected, 1);
+
+    // A batch that fails its check: refused and its sender penalized; a
+    // block naming it, parked meanwhile, has it fetched afterwards.
+    let mut bad_txs = txs(9, 1);
+    bad_txs.push(tx(9, 1, BAD_FEE));
+    let bad = peer_batch(2, 50, &bad_txs);
+    let bad_d = batch_digest(&bad);
+    c.nodes[0].handle_peer(c.now, 2, PeerMessage::Batch(bad));
+    let (checks, _, _) = take_intents(&mut c, 0);
+    let block = round2_block(&c, 2, vec![Digest(bad_d)]);
+    c.nodes[0].handle_peer(c.now, 2, PeerMessage::Block(block.encode()));
+    assert_eq!(c.nodes[0].gauges().blocks_parked, 1);
+    let penalties = c.nodes[0].metrics().peer_penalties;
+    c.answer(0, checks[0].clone());
+    assert_eq!(c.nodes[0].metrics().peer_penalties, penalties + 1);
+    let (_, _, acks) = take_intents(&mut c, 0);
+    assert!(acks.is_empty());
+    assert!(!c.stores[0].has_batch(&bad_d));
+    c.nodes[0].handle_timeout(c.now.plus_ms(10));
+    let (_, requests, _) = take_intents(&mut c, 0);
+    assert_eq!(requests, 1, "fetched once its check failed");
 }

@@ -36,8 +36,8 @@ use crate::node::join::{
     JOIN_SLOT_COPIES_MAX,
 };
 use crate::node::{
-    dag_key, ConsensusNode, Intent, NodeConfig, NodeStore, ReadyCommit, TxChecker, DAG_KEY_LEN,
-    PARKED_BLOCKS_MAX,
+    dag_key, CheckRequest, ConsensusNode, Intent, NodeConfig, NodeStore, ReadyCommit, TxChecker,
+    DAG_KEY_LEN, PARKED_BLOCKS_MAX,
 };
 use crate::types::{Committee, Digest, Epoch, Round, Time, ValidatorIndex};
 
@@ -222,6 +222,13 @@ enum Event {
     /// `join-poison`: the node starts again and joins from its peers.
     Join {
         node: usize,
+    },
+    /// The driver's answer to a batch check (the node's verify tiles),
+    /// some milliseconds after it was asked; lost if the node stopped.
+    Checked {
+        node: usize,
+        incarnation: u32,
+        request: CheckRequest,
     },
 }
 
@@ -531,7 +538,6 @@ impl<'a> WholeSim<'a> {
             core,
             self.node_config,
             Box::new(node.disk.clone()),
-            Box::new(SimChecker),
             Box::new(self.verifier.clone()),
             node.applied,
             (i as u64) << 40 | u64::from(node.incarnation) << 32,
@@ -636,6 +642,21 @@ impl<'a> WholeSim<'a> {
                 }
             }
             Event::Restart { node } => self.start_node(node),
+            Event::Checked {
+                node,
+                incarnation,
+                request,
+            } => {
+                if self.nodes[node].incarnation != incarnation {
+                    return;
+                }
+                let txs = request.answer(&SimChecker);
+                let now = self.now;
+                if let Some(m) = self.machine(node) {
+                    m.handle_checked(now, request.digest, txs);
+                    self.drive(node);
+                }
+            }
             Event::LoseLog { node } => {
                 let n = &mut self.nodes[node];
                 n.machine = None;
@@ -942,6 +963,19 @@ impl<'a> WholeSim<'a> {
                             }
                         }
                     }
+                }
+                Intent::Check(request) => {
+                    // Verify tiles answer in 0-10 ms, in any order.
+                    let at = self.now.plus_ms(self.rng.gen_range(0..=10));
+                    let incarnation = self.nodes[i].incarnation;
+                    self.schedule(
+                        at,
+                        Event::Checked {
+                            node: i,
+                            incarnation,
+                            request,
+                        },
+                    );
                 }
                 Intent::ReturnToPool(txs) => {
                     let node = &mut self.nodes[i];
