@@ -2,7 +2,7 @@
 //! orders on one core (signature check, DAG insert, commit rule,
 //! linearizer, plus signing its own block each round).
 //!
-//! Run: `cargo bench -p velox-benches --bench consensus -- --measurement-time 3`
+//! Run: `cargo bench -p velox-benches --features criterion --bench consensus -- --measurement-time 3`
 //!
 //! Blocks of validators 1..n are pre-generated and signed: each round-r block
 //! references every round-(r-1) block of validators 1..n. The measured core

@@ -1,4 +1,4 @@
-//! Criterion benchmarks of block execution: `cargo bench -p velox-benches
+//! Criterion benchmarks of block execution: `cargo bench -p velox-benches --features criterion
 //! --bench exec`. The same workloads as the `exec` JSON suite
 //! (`velox_benches::exec`): sequential, and parallel at 1, 2 and all cores.
 

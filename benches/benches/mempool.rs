@@ -1,4 +1,4 @@
-//! Criterion benchmarks of the sharded pool: `cargo bench -p velox-benches
+//! Criterion benchmarks of the sharded pool: `cargo bench -p velox-benches --features criterion
 //! --bench mempool`. One thread:
 //! - ingestion: a chunk of pre-verified transfers inserted into an empty
 //!   pool (what a verify tile does), against pushes into a crossbeam

@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the state commitment: `cargo bench -p
-//! velox-benches --bench state_root`. Per commit, `State::root()` after
+//! velox-benches --features criterion --bench state_root`. Per commit, `State::root()` after
 //! rewriting 1k, 10k and 100k accounts of a 1M- and a 10M-account state, on
 //! one thread and on all cores (the `state_root` JSON suite,
 //! `velox_benches::state_root`, measures the same with its baseline). The

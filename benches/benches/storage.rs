@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the storage commit path: `cargo bench -p
-//! velox-benches --bench storage`. The same workload as the `storage` JSON
+//! velox-benches --features criterion --bench storage`. The same workload as the `storage` JSON
 //! suite (`velox_benches::storage`): 1000-transfer blocks committed through
 //! `ChainStore::commit` (account cache on and off) and as raw RocksDB write
 //! batches of the same keys and values; and the phases of one

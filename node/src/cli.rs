@@ -266,7 +266,21 @@ fn init_logging() {
         .try_init();
 }
 
+/// Makes any panic, on any thread, stop the process at once (SIGABRT) after
+/// printing it: a broken invariant stops the node instead of letting it run
+/// on with the panicked thread gone (STYLE §4). The release profile unwinds
+/// so that the tests reuse the binary's build; this hook keeps the node's
+/// behaviour that of `panic = "abort"` (docs/decisions/0008).
+pub fn abort_on_panic() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print(info);
+        std::process::abort();
+    }));
+}
+
 pub fn main() -> ExitCode {
+    abort_on_panic();
     let cli = Cli::parse();
     init_logging();
     match run(cli) {
@@ -649,4 +663,35 @@ fn tune(cmd: TuneCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The hook the binary installs turns a panic on another thread into
+    /// an abort of the whole process, with the panic printed first. Run in
+    /// a child (this test binary again, this test only), whose death is
+    /// the assertion.
+    #[test]
+    fn a_panic_aborts_the_process() {
+        if std::env::var_os("VELOX_PANIC_CHILD").is_some() {
+            super::abort_on_panic();
+            let worker = std::thread::spawn(|| panic!("broken on purpose"));
+            let _ = worker.join();
+            // Reached only if the panic unwound instead of aborting.
+            std::process::exit(3);
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "cli::tests::a_panic_aborts_the_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("VELOX_PANIC_CHILD", "1")
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("broken on purpose"));
+    }
 }
