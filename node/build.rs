@@ -11,8 +11,17 @@ fn main() {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into());
+    // `--no-optional-locks`: status must not refresh and rewrite the
+    // index, whose change would rerun this script (and rebuild the crate)
+    // at the next build: the test command right after the first would
+    // recompile velox-node for nothing (issue 28).
     let dirty = Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=no"])
+        .args([
+            "--no-optional-locks",
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+        ])
         .output()
         .ok()
         .filter(|o| o.status.success())
