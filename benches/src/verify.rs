@@ -46,18 +46,25 @@ fn dalek_parts(txs: &[Tx]) -> Vec<([u8; 32], [u8; 32], Signature)> {
         .collect()
 }
 
+/// R: signed transfers verified per second with the chain's rule, batched
+/// as the verify tile runs it, on `cores` threads for about `time` (what
+/// `velox devnet` reports beside its figures, measured before it starts).
+pub fn batch_rate(cores: usize, time: std::time::Duration) -> f64 {
+    measure_parallel(cores.max(1), time, BATCH as u64, |i| {
+        let txs = signed_txs(BATCH, i as u64);
+        move || {
+            let r = verify_batch(txs.clone(), CHAIN);
+            assert!(r.iter().all(|x| x.is_ok()));
+        }
+    })
+}
+
 pub fn run(opts: &BenchOpts) -> SuiteReport {
     let time = opts.measure_time();
     let mut per_cores = Vec::new();
     let (mut best, mut best_base) = (0.0, 0.0);
     for &c in &opts.core_counts {
-        let batch = measure_parallel(c, time, BATCH as u64, |i| {
-            let txs = signed_txs(BATCH, i as u64);
-            move || {
-                let r = verify_batch(txs.clone(), CHAIN);
-                assert!(r.iter().all(|x| x.is_ok()));
-            }
-        });
+        let batch = batch_rate(c, time);
         let single = measure_parallel(c, time, BATCH as u64, |i| {
             let txs = signed_txs(BATCH, i as u64);
             move || {

@@ -44,6 +44,10 @@ pub struct DevnetArgs {
 /// Transaction size of the `--bench-unsigned-opaque` load (the size most
 /// published DAG-BFT benchmarks use).
 pub const BENCH_OPAQUE_BYTES: usize = 512;
+/// How long the devnet measures R (the batched verification rate on every
+/// core) before it starts: ~1 s of the run, for a figure within a few
+/// percent of `velox bench verify`'s (2 s).
+pub const VERIFY_RATE_MEASURE: Duration = Duration::from_secs(1);
 
 /// A validator process of the devnet.
 pub struct DevnetNode {
@@ -567,6 +571,14 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
             bail!("--chaos {other}: unknown mode; the supported modes are kill-restart and resend")
         }
     };
+    // R, the signature-verification limit the figures are measured against
+    // (issue 18): batched, on every core, before anything else runs.
+    let cores = crate::config::available_cores();
+    let verify_backend = velox_exec::sig::backend();
+    let verify_rate = velox_benches::verify::batch_rate(cores, VERIFY_RATE_MEASURE);
+    eprintln!(
+        "devnet: R = {verify_rate:.0} signatures/s ({verify_backend}, batched, {cores} cores)"
+    );
     let exe = std::env::current_exe()?;
     let tmp = tempfile::Builder::new().prefix("velox-devnet-").tempdir()?;
     eprintln!(
@@ -720,7 +732,13 @@ pub fn run_devnet(args: &DevnetArgs) -> anyhow::Result<serde_json::Value> {
         json!(heads.iter().copied().max().unwrap_or(0)),
     );
     o.insert("state_root".into(), json!(roots[0]));
-    o.insert("cores".into(), json!(crate::config::available_cores()));
+    o.insert("cores".into(), json!(cores));
+    o.insert("verify_backend".into(), json!(verify_backend));
+    o.insert("verify_rate_r".into(), json!(verify_rate.round()));
+    o.insert(
+        "tps_over_r".into(),
+        json!((report.tps / verify_rate.max(1.0) * 1000.0).round() / 1000.0),
+    );
     o.insert("signed".into(), json!(!args.bench_unsigned_opaque));
     o.insert("executed".into(), json!(!args.bench_unsigned_opaque));
     if args.bench_unsigned_opaque {

@@ -406,6 +406,16 @@ fn devnet_main_job_writes_a_report() {
     assert_eq!(v["rejected"], 0);
     assert_eq!(v["state_roots_agree"], true);
     assert!(v["latency_ms_p99"].as_f64().unwrap() > 0.0);
+    // R, the verify limit the figures are measured against, beside them.
+    assert!(!v["verify_backend"]
+        .as_str()
+        .expect("verify_backend")
+        .is_empty());
+    let r = v["verify_rate_r"].as_f64().expect("verify_rate_r");
+    assert!(r > 1000.0, "R measured: {v}");
+    let ratio = v["tps_over_r"].as_f64().expect("tps_over_r");
+    let tps = v["tps"].as_f64().unwrap();
+    assert!((ratio - tps / r).abs() < 0.001, "{v}");
     let paths = v["exec_paths"].as_array().expect("exec_paths");
     assert_eq!(paths.len(), 2, "{v}");
     assert_eq!(paths[0]["paths"]["parallel_blocks"], 0, "{v}");
