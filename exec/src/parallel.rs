@@ -633,8 +633,9 @@ enum Stop {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock means a worker panicked; in release that aborted the
-    // process already (panic = "abort"), in tests the panic propagates.
+    // A poisoned lock means a worker panicked; in the node that aborted
+    // the process already (its panic hook, decision 0008), in tests the
+    // panic propagates.
     m.lock().expect("exec lock poisoned")
 }
 
