@@ -75,13 +75,56 @@ impl From<SigError> for RejectReason {
 /// curve25519-dalek 4, whose field arithmetic picks AVX2 at run time where
 /// the CPU has it and the portable 64-bit code elsewhere.
 pub fn backend() -> &'static str {
+    if cpu_support().avx2 {
+        "zip215-dalek4-avx2"
+    } else {
+        "zip215-dalek4-serial"
+    }
+}
+
+/// What this CPU offers a verification backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuSupport {
+    /// AVX2: curve25519-dalek's field arithmetic uses it (picked at run
+    /// time), so [`backend`] runs on it.
+    pub avx2: bool,
+    /// AVX-512 IFMA (52-bit multiply-add): what the fastest ed25519
+    /// backends use (curve25519-dalek's AVX-512 backend, which needs a
+    /// nightly compiler; ed25519-simd). No backend of this build uses it.
+    pub avx512ifma: bool,
+}
+
+/// This CPU's support, detected at run time.
+pub fn cpu_support() -> CpuSupport {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return "zip215-dalek4-avx2";
+        CpuSupport {
+            avx2: std::arch::is_x86_feature_detected!("avx2"),
+            avx512ifma: std::arch::is_x86_feature_detected!("avx512ifma"),
         }
     }
-    "zip215-dalek4-serial"
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        CpuSupport {
+            avx2: false,
+            avx512ifma: false,
+        }
+    }
+}
+
+/// `velox tune check`'s line on verification: the backend that runs, and
+/// what this CPU could use beyond it.
+pub fn backend_report(backend: &str, cpu: CpuSupport) -> String {
+    let could = if cpu.avx512ifma {
+        "this CPU has AVX-512 IFMA: an IFMA backend (curve25519-dalek's AVX-512 \
+         backend, which needs a nightly compiler, or ed25519-simd) would verify \
+         faster; this build has none (issue 18)"
+    } else if cpu.avx2 {
+        "AVX2 is the most this CPU offers a backend, and it is used"
+    } else {
+        "this CPU has no AVX2: the portable 64-bit arithmetic runs"
+    };
+    format!("{backend} runs; {could}")
 }
 
 /// A public key that passed rule 1, decoded once.

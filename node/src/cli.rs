@@ -631,6 +631,11 @@ fn tune(cmd: TuneCmd) -> anyhow::Result<ExitCode> {
         TuneCmd::Check { net_cores } => {
             let r = velox_tuning::run_check(&fs, &net_cores);
             print!("{}", r.render_table());
+            let sig = velox_exec::sig::backend_report(
+                velox_exec::sig::backend(),
+                velox_exec::sig::cpu_support(),
+            );
+            println!("\nverify backend: {sig}");
             if r.required_failed() {
                 return Ok(ExitCode::from(1));
             }

@@ -637,6 +637,13 @@ fn version_and_a_plan_for_a_bigger_host() {
         text.contains("[layout]") && text.contains("verify = ["),
         "{text}"
     );
+    // `tune check` names the verification backend that runs.
+    let out = std::process::Command::new(EXE)
+        .args(["tune", "check"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("verify backend: zip215-dalek4-"), "{text}");
 }
 
 /// Every HTTP error is JSON with an `error` field: a malformed commit

@@ -447,3 +447,31 @@ fn protocol_doc_lists_the_vectors() {
         "run with VELOX_UPDATE_DOCS=1 to rewrite"
     );
 }
+
+/// `velox tune check`'s verification line: the backend that runs, and
+/// what the CPU could use beyond it, for each kind of CPU.
+#[test]
+fn the_backend_report_says_what_runs_and_what_the_cpu_could_use() {
+    let ifma = CpuSupport {
+        avx2: true,
+        avx512ifma: true,
+    };
+    let r = backend_report("zip215-dalek4-avx2", ifma);
+    assert!(r.starts_with("zip215-dalek4-avx2 runs; "), "{r}");
+    assert!(
+        r.contains("AVX-512 IFMA") && r.contains("this build has none"),
+        "{r}"
+    );
+    let avx2 = CpuSupport {
+        avx2: true,
+        avx512ifma: false,
+    };
+    assert!(backend_report("zip215-dalek4-avx2", avx2).contains("AVX2 is the most"));
+    let none = CpuSupport {
+        avx2: false,
+        avx512ifma: false,
+    };
+    assert!(backend_report("zip215-dalek4-serial", none).contains("no AVX2"));
+    // The backend named is the one this CPU's detection picks.
+    assert_eq!(backend().ends_with("avx2"), cpu_support().avx2);
+}
