@@ -520,6 +520,28 @@ impl Config {
             let topo = velox_tuning::Topology::detect(&velox_tuning::RealFs::new());
             velox_tuning::validate_layout(layout, &topo)
                 .map_err(|e| err("layout", e.to_string(), "edit the [layout] section"))?;
+            // Tiles the node runs one of: a second core listed would sit
+            // idle (verify and exec use every core they are given).
+            for (kind, cores, max) in [
+                ("net", &layout.net, velox_tuning::NET_TILES_MAX),
+                ("mempool", &layout.mempool, 1),
+                ("consensus", &layout.consensus, 1),
+                ("storage", &layout.storage, 1),
+            ] {
+                if cores.len() > max {
+                    return Err(err(
+                        &format!("layout.{kind}"),
+                        format!(
+                            "lists {} cores {cores:?}; the node runs {max} {kind} tile{}, so the others would sit idle",
+                            cores.len(),
+                            if max == 1 { "" } else { "s" }
+                        ),
+                        &format!(
+                            "list one core for {kind} and give the others to verify or exec (`velox tune plan` does)"
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -714,5 +736,16 @@ mod tests {
         let bad = DEFAULT_CONFIG.replace("[consensus]", "[layout]\nnet=[0]\nverify=[999]\nmempool=[0]\nconsensus=[0]\nexec=[0]\nstorage=[0]\n\n[consensus]");
         let e = Config::parse(&bad, "f.toml").unwrap_err().to_string();
         assert!(e.contains("layout") && e.contains("999"), "{e}");
+
+        // Two cores for a tile the node runs one of: refused, not idle.
+        let bad = DEFAULT_CONFIG.replace("[consensus]", "[layout]\nnet=[0, 1]\nverify=[1]\nmempool=[0]\nconsensus=[0]\nexec=[0]\nstorage=[0]\n\n[consensus]");
+        let e = Config::parse(&bad, "f.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("layout.net") && e.contains("sit idle") && e.contains("fix:"),
+            "{e}"
+        );
+        let bad = DEFAULT_CONFIG.replace("[consensus]", "[layout]\nnet=[0]\nverify=[1]\nmempool=[0]\nconsensus=[0, 1]\nexec=[0]\nstorage=[0]\n\n[consensus]");
+        let e = Config::parse(&bad, "f.toml").unwrap_err().to_string();
+        assert!(e.contains("layout.consensus"), "{e}");
     }
 }

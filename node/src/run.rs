@@ -414,12 +414,9 @@ pub fn run_node(cfg: Config) -> anyhow::Result<()> {
                 }
             },
         )?);
-        if layout.net.len() > 1 {
-            tracing::warn!(
-                extra = layout.net.len() - 1,
-                "only one net tile is supported yet; extra net cores are unused"
-            );
-        }
+        // One net tile: the config refuses a layout listing more
+        // (velox_tuning::NET_TILES_MAX), and the planner gives it one.
+        debug_assert!(layout.net.len() <= velox_tuning::NET_TILES_MAX);
     }
     for (i, &core) in layout.verify.iter().enumerate() {
         let stats = tile(TileKind::Verify, i, core);

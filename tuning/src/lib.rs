@@ -48,7 +48,7 @@ pub use fs::{DirFs, HostFs, MemlockLimit, RealFs};
 pub use parse::{cpulist as parse_cpulist, format_cpulist};
 pub use plan::{
     plan, validate_layout, Layout, LayoutError, Plan, PlanError, TileKind, EXEC_TILES_MAX,
-    TILES_PER_KIND_MAX,
+    NET_TILES_MAX, TILES_PER_KIND_MAX,
 };
 pub use stages::{
     isolation_cmdline, run_apply, run_apply_with, run_check, run_check_layout, ApplyOutcome,

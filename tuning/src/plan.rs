@@ -118,6 +118,13 @@ impl fmt::Display for TileKind {
 /// scaling flattens past ~16 threads in published measurements).
 pub const EXEC_TILES_MAX: usize = 16;
 
+/// Net tiles the node runs: one QUIC endpoint per address on one reactor
+/// (several, one per NIC receive queue with SO_REUSEPORT, are not built).
+/// The planner gives net no more cores than this, so cores it would have
+/// left idle go to verify and exec; the node refuses a layout that lists
+/// more.
+pub const NET_TILES_MAX: usize = 1;
+
 /// The `[layout]` section: for each kind, one tile per listed core.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -483,7 +490,11 @@ pub fn plan(topo: &Topology, cores: usize) -> Result<Plan, PlanError> {
         TileKind::ALL.to_vec()
     };
     let rx_queues = topo.nics.iter().map(|n| n.rx_queues).max().unwrap_or(0);
-    let net_max = if rx_queues > 0 { rx_queues } else { usize::MAX };
+    let net_max = if rx_queues > 0 {
+        rx_queues.min(NET_TILES_MAX)
+    } else {
+        NET_TILES_MAX
+    };
     let counts = tile_counts(&greedy_kinds, cores, net_max);
     why.push(format!(
         "tile counts: every core beyond the first goes to the current bottleneck under a \
@@ -496,11 +507,15 @@ pub fn plan(topo: &Topology, cores: usize) -> Result<Plan, PlanError> {
         us(1_000),
         us(500)
     ));
-    if rx_queues > 0 {
-        why.push(format!(
-            "net tiles capped at {rx_queues}: one per NIC receive queue (SO_REUSEPORT + RSS)"
-        ));
-    }
+    why.push(format!(
+        "net tiles capped at {net_max}: the node runs one QUIC endpoint per address \
+         (one net tile per NIC receive queue, with SO_REUSEPORT, is not built){}",
+        if rx_queues > 1 {
+            format!("; this NIC has {rx_queues} receive queues")
+        } else {
+            String::new()
+        }
+    ));
 
     // Groups: the kinds sharing each core.
     let mut groups: Vec<Vec<TileKind>> = Vec::new();

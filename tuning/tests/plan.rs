@@ -69,7 +69,9 @@ fn sixteen_and_sixty_four_cores_without_smt() {
     let p = plan(&flat64(), 16).unwrap();
     assert_eq!(
         p.layout,
-        layout(r(1, 2), r(3, 12), vec![15], vec![16], r(13, 14), vec![16])
+        // One net tile (NET_TILES_MAX): the core a second would have
+        // taken goes to verify.
+        layout(vec![1], r(2, 12), vec![15], vec![16], r(13, 14), vec![16])
     );
     assert!(p
         .explanation
@@ -79,7 +81,22 @@ fn sixteen_and_sixty_four_cores_without_smt() {
     let p = plan(&flat64(), 64).unwrap();
     assert_eq!(
         p.layout,
-        layout(r(0, 8), r(9, 52), vec![61], vec![62], r(53, 60), vec![63])
+        layout(
+            vec![1],
+            {
+                let mut v = r(2, 50);
+                v.push(60);
+                v
+            },
+            vec![61],
+            vec![62],
+            {
+                let mut v = vec![0];
+                v.extend(r(51, 59));
+                v
+            },
+            vec![63]
+        )
     );
     assert!(p
         .explanation
@@ -99,32 +116,46 @@ fn two_sixteen_and_sixty_four_cores_with_smt() {
     );
     assert!(p.idle_cpus.is_empty());
 
-    // 16 cores: 3 net tiles on IRQ cores 2-4, verify and exec on isolated
-    // cores without NIC IRQs, light tiles on the net cores' siblings.
+    // 16 cores: one net tile on IRQ core 2, verify and exec on isolated
+    // cores without NIC IRQs, light tiles on siblings (the net core's,
+    // then verify cores').
     let p = plan(&topo, 16).unwrap();
     assert_eq!(
         p.layout,
-        layout(r(2, 4), r(8, 18), vec![66], vec![67], r(19, 20), vec![68])
+        layout(vec![2], r(8, 19), vec![66], vec![72], r(20, 22), vec![73])
     );
-    assert_eq!(p.idle_cpus, r(72, 84));
+    assert_eq!(p.idle_cpus, r(74, 86));
     assert!(p
         .explanation
         .iter()
         .any(|l| l.contains("all 16 cores on NUMA node 0 (the NIC's node)")));
 
-    // 64 cores: both sockets; net capped at the NIC's 8 queues.
+    // 64 cores: both sockets; one net tile although the NIC has 8 queues.
     let p = plan(&topo, 64).unwrap();
     assert_eq!(
         p.layout,
-        layout(r(0, 7), r(8, 54), vec![66], vec![67], r(55, 63), vec![68])
+        layout(
+            vec![2],
+            r(8, 60),
+            vec![66],
+            vec![72],
+            {
+                let mut v = vec![0, 1];
+                v.extend(r(3, 7));
+                v.extend(r(61, 63));
+                v
+            },
+            vec![73]
+        )
     );
+    // Every sibling but the light tiles' (66, 72, 73).
     let mut idle = vec![64, 65];
-    idle.extend(r(69, 127));
+    idle.extend(r(67, 71));
+    idle.extend(r(74, 127));
     assert_eq!(p.idle_cpus, idle);
-    assert!(p
-        .explanation
-        .iter()
-        .any(|l| l.contains("net tiles capped at 8")));
+    assert!(p.explanation.iter().any(
+        |l| l.contains("net tiles capped at 1") && l.contains("this NIC has 8 receive queues")
+    ));
 }
 
 #[test]
