@@ -519,6 +519,27 @@ macro_rules! impl_simulation {
                 self.log.len()
             }
         }
+
+        impl $sim {
+            /// Schedules node `i`'s timer for `t` (at least 1 ms ahead)
+            /// unless one is already due sooner; an early one that finds
+            /// nothing due re-arms. (`Event` is the invoking module's.)
+            fn arm_timer(&mut self, i: usize, t: $crate::types::Time) {
+                let t = t.max(self.now.plus_ms(1));
+                let node = &mut self.nodes[i];
+                if node.timer_at.is_none_or(|cur| t < cur) {
+                    node.timer_at = Some(t);
+                    let incarnation = node.incarnation;
+                    self.schedule(
+                        t,
+                        Event::Timer {
+                            node: i,
+                            incarnation,
+                        },
+                    );
+                }
+            }
+        }
     };
 }
 pub(crate) use impl_simulation;
@@ -1012,19 +1033,7 @@ impl<'a> Sim<'a> {
         }
         let core = self.nodes[i].core.as_ref().expect("alive");
         if let Some(t) = core.poll_timeout() {
-            let t = t.max(self.now.plus_ms(1));
-            let n = &mut self.nodes[i];
-            if n.timer_at.is_none_or(|cur| t < cur) {
-                n.timer_at = Some(t);
-                let incarnation = n.incarnation;
-                self.schedule(
-                    t,
-                    Event::Timer {
-                        node: i,
-                        incarnation,
-                    },
-                );
-            }
+            self.arm_timer(i, t);
         }
     }
 

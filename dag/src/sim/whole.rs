@@ -894,24 +894,6 @@ impl<'a> WholeSim<'a> {
         }
     }
 
-    /// Schedules node `i`'s timer for `t` (at least 1 ms ahead) unless one
-    /// is already due sooner; an early one that finds nothing due re-arms.
-    fn arm_timer(&mut self, i: usize, t: Time) {
-        let t = t.max(self.now.plus_ms(1));
-        let node = &mut self.nodes[i];
-        if node.timer_at.is_none_or(|cur| t < cur) {
-            node.timer_at = Some(t);
-            let incarnation = node.incarnation;
-            self.schedule(
-                t,
-                Event::Timer {
-                    node: i,
-                    incarnation,
-                },
-            );
-        }
-    }
-
     /// Carries out every intent of node `i`, takes its commits, checks, and
     /// re-arms its timer.
     fn drive(&mut self, i: usize) {
